@@ -1,0 +1,312 @@
+//! AMQP load script (not a criterion bench): RPC round trips per second with 16 in flight,
+//! through RabbitMQ on 127.0.0.1:5672, side by side in one run:
+//!
+//! 1. wasmeca's client → a `wasmeca serve` process (AMQP listener, salute plugin);
+//! 2. the same client → a raw lapin echo server (consume, publish the reply, ack): the broker's
+//!    and the client's own cost, the ceiling for any listener;
+//! 3. the same client → Node's seneca-amqp-transport listener (`tests/node/amqp-listen.js`,
+//!    with `socketOptions.noDelay`);
+//! 4. Node's client → Node's listener (`amqp-client.js --concurrency 16`), Node on both ends,
+//!    both with noDelay.
+//!
+//! Run: `cargo bench -p wasmeca --bench amqp_load` (`LOAD_SECONDS`, default 10). Figures go in
+//! BENCHMARKS.md.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+use wasmeca::Message;
+use wasmeca::config::AmqpClient as ClientConfig;
+use wasmeca::pattern::Pattern;
+use wasmeca::transport::amqp::{AmqpClient, Sent, routing_key};
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const IN_FLIGHT: usize = 16;
+
+/// A child process killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Round trips per second through `client` for `seconds`, after a warm-up.
+async fn drive(
+    client: &AmqpClient,
+    exchange_pin: &str,
+    msg: Value,
+    seconds: u64,
+) -> (f64, u64, u64) {
+    let pin: Pattern = exchange_pin.parse().expect("pin");
+    let msg = Message::new(msg.as_object().cloned().expect("object"));
+    let key = routing_key(&pin, &msg);
+    let stop = Arc::new(AtomicBool::new(false));
+    let counting = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (client, msg, key) = (client.clone(), msg.clone(), key.clone());
+        let (stop, counting, done, errors) =
+            (stop.clone(), counting.clone(), done.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                let ok = matches!(
+                    client
+                        .send(&msg, "benchbenchbe", &key, deadline, true)
+                        .await,
+                    Ok(Sent::Routed(Some(Ok(_))))
+                );
+                if counting.load(Ordering::Relaxed) {
+                    if ok {
+                        done.fetch_add(1, Ordering::Relaxed)
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed)
+                    };
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    counting.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    counting.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let n = done.load(Ordering::Relaxed);
+    (n as f64 / elapsed, n, errors.load(Ordering::Relaxed))
+}
+
+/// A raw lapin echo listener: answers every envelope with its `act` as `res`, acking after the
+/// reply is published (as wasmeca does), with the same prefetch.
+async fn echo(exchange: String, queue: String, ready: tokio::sync::oneshot::Sender<()>) {
+    let conn = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .basic_qos(64, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "cmd.salute".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "echo".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let _ = ready.send(());
+    while let Some(Ok(delivery)) = consumer.next().await {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let env: Value = serde_json::from_slice(&delivery.data).unwrap_or(Value::Null);
+            let reply =
+                json!({"id": env["id"], "kind": "res", "origin": env["origin"], "res": env["act"]});
+            if let Some(to) = delivery.properties.reply_to().clone() {
+                let props = BasicProperties::default().with_correlation_id(
+                    delivery
+                        .properties
+                        .correlation_id()
+                        .clone()
+                        .unwrap_or_default(),
+                );
+                let _ = channel
+                    .basic_publish(
+                        "".into(),
+                        to,
+                        BasicPublishOptions::default(),
+                        reply.to_string().as_bytes(),
+                        props,
+                    )
+                    .await;
+            }
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+        });
+    }
+}
+
+fn client(exchange: &str) -> AmqpClient {
+    AmqpClient::new(
+        ClientConfig {
+            exchange: exchange.to_owned(),
+            ..Default::default()
+        },
+        wasmeca::transport::instance_id(),
+    )
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let seconds: u64 = std::env::var("LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let id = wasmeca::message::new_id();
+    let (wasmeca_exchange, echo_exchange) =
+        (format!("bench.{id}.wasmeca"), format!("bench.{id}.echo"));
+    let config = std::env::temp_dir().join(format!("wasmeca-amqp-bench-{id}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[rest]\nlisten = \"off\"\n[[listen]]\ntype = \"amqp\"\nexchange = {wasmeca_exchange:?}\nqueue_prefix = \"bench.{id}.add\"\n\
+             [[plugin]]\npath = {:?}\n",
+            wasmeca_tests::plugin("salute")
+        ),
+    )
+    .expect("config");
+    let _wasmeca = Server(
+        wasmeca_tests::wasmeca_command!()
+            .arg("serve")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("wasmeca runs"),
+    );
+    let node_queue = format!("bench.{id}.node");
+    let node_dir = wasmeca_tests::node_dir();
+    let _node = Server(
+        Command::new("node")
+            .args([
+                "amqp-listen.js",
+                "--url",
+                URL,
+                "--pin",
+                "cmd:salute",
+                "--name",
+                &node_queue,
+                "--nodelay",
+                "true",
+            ])
+            .current_dir(&node_dir)
+            .env("SENECA_QUIET", "true")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("node runs"),
+    );
+    let echo_queue = format!("bench.{id}.echo");
+    let salute = json!({"cmd": "salute", "name": "Bench"});
+    println!("| path (16 in flight) | round trips/s | answered | errors |");
+    println!("|---|---|---|---|");
+    rt.block_on(async {
+        let (ready, wait) = tokio::sync::oneshot::channel();
+        tokio::spawn(echo(echo_exchange.clone(), echo_queue.clone(), ready));
+        let _ = wait.await;
+        tokio::time::sleep(Duration::from_secs(3)).await; // wasmeca and Node declare their queues
+        for (name, exchange) in [
+            (
+                "wasmeca client → wasmeca listener (salute)",
+                wasmeca_exchange.as_str(),
+            ),
+            ("wasmeca client → raw lapin echo", echo_exchange.as_str()),
+            (
+                "wasmeca client → Node seneca-amqp-transport listener",
+                "seneca.topic",
+            ),
+        ] {
+            let (rate, n, errors) =
+                drive(&client(exchange), "cmd:salute", salute.clone(), seconds).await;
+            println!("| {name} | {rate:.0} | {n} | {errors} |");
+        }
+    });
+    // Node on both ends: amqp-client.js with 16 in flight over a fixed number of messages.
+    let count = 2000;
+    let msgs = Value::Array((0..count).map(|_| salute.clone()).collect()).to_string();
+    let started = Instant::now();
+    let out = Command::new("node")
+        .args([
+            "amqp-client.js",
+            "--url",
+            URL,
+            "--pin",
+            "cmd:salute",
+            "--concurrency",
+            "16",
+            "--nodelay",
+            "true",
+            "--msgs",
+            &msgs,
+        ])
+        .current_dir(&node_dir)
+        .env("SENECA_QUIET", "true")
+        .output()
+        .expect("node client runs");
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"ok\":true"))
+        .count();
+    println!(
+        "| Node client → Node listener ({count} acts, incl. start-up) | {:.0} | {ok} | {} |",
+        ok as f64 / elapsed,
+        count - ok
+    );
+    rt.block_on(async {
+        if let Ok(conn) = Connection::connect(URL, ConnectionProperties::default()).await
+            && let Ok(channel) = conn.create_channel().await
+        {
+            for queue in [echo_queue, node_queue, format!("bench.{id}.add.cmd:salute")] {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+    });
+}

@@ -1,0 +1,301 @@
+//! HTTP load script (not a criterion bench): starts each contender as its own process and drives
+//! it with N kept-alive connections, side by side in one run, then prints req/s, p50 and p99.
+//!
+//! Contenders: wasmeca's REST gateway (`GET /user/1` through the user plugin), a bare axum
+//! hello-world, Node's seneca-web + koa serving the same route, wasmeca's Seneca HTTP listener
+//! (`POST /act` role:math,cmd:sum) and Node's seneca-transport listener.
+//!
+//! Run: `cargo bench -p wasmeca --bench http_load` (`LOAD_SECONDS`, default 10, sets the
+//! measuring time per contender). Figures go in BENCHMARKS.md.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One request template; `{id}` is replaced per request.
+struct Target {
+    /// Name for the table.
+    name: &'static str,
+    /// Where.
+    addr: SocketAddr,
+    /// The raw HTTP/1.1 request, with `{id}` where a unique id goes.
+    request: String,
+    /// Connections.
+    connections: usize,
+}
+
+/// Sends one request and reads one response (Content-Length bodies only); returns the status.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<u16> {
+    stream.write_all(request).await?;
+    buf.clear();
+    let header_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).to_ascii_lowercase();
+    let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < header_end + length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(status)
+}
+
+/// Drives `target` for `warmup + measure`; returns (requests/s, p50 µs, p99 µs, errors).
+async fn drive(target: &Target, warmup: Duration, measure: Duration) -> (f64, u64, u64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..target.connections {
+        let (stop, measuring) = (stop.clone(), measuring.clone());
+        let (addr, template) = (target.addr, target.request.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            let mut errors = 0u64;
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let mut buf = Vec::with_capacity(8192);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let request = template.replace("{id}", &format!("{c:06}{n:06}"));
+                let started = Instant::now();
+                match exchange(&mut stream, request.as_bytes(), &mut buf).await {
+                    Ok(200) => {
+                        if measuring.load(Ordering::Relaxed) {
+                            latencies.push(started.elapsed().as_micros() as u64);
+                        }
+                    }
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        stream = TcpStream::connect(addr).await.expect("reconnect");
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(measure).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (latencies, e) = t.await.expect("task");
+        all.extend(latencies);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    (
+        all.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        errors,
+    )
+}
+
+/// A child process killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn wait_for(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "{addr} never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn node(script: &str, port: u16) -> Server {
+    let dir = wasmeca_tests::node_dir();
+    let child = Command::new("node")
+        .args([script, "--port", &port.to_string()])
+        .current_dir(dir)
+        .env("SENECA_QUIET", "true")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("node runs");
+    Server(child)
+}
+
+/// The bare axum hello-world this binary serves when started with `--hello PORT`.
+async fn hello(port: u16) {
+    let app = axum::Router::new().route(
+        "/user/{id}",
+        axum::routing::get(|| async { r#"{"id":1,"name":"hello"}"# }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    axum::serve(listener, app).await.expect("serve");
+}
+
+fn get(path: &str, port: u16) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\r\n")
+}
+
+fn act(port: u16) -> String {
+    let body = r#"{"role":"math","cmd":"sum","left":1,"right":2}"#;
+    format!(
+        "POST /act HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nseneca-id: {{id}}/loadtestload\r\n\
+         seneca-kind: req\r\nseneca-origin: load/1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    if let Some(i) = args.iter().position(|a| a == "--hello") {
+        let port = args[i + 1].parse().expect("port");
+        rt.block_on(hello(port));
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        return; // `cargo test` runs benches once without --bench: nothing to do.
+    }
+    let seconds: u64 = std::env::var("LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let (rest, http, bare, web, node_act) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let _wasmeca = Server(
+        wasmeca_tests::wasmeca_command!()
+            .args([
+                "serve",
+                "--rest",
+                &format!("127.0.0.1:{rest}"),
+                "--http",
+                &format!("127.0.0.1:{http}"),
+            ])
+            .arg(wasmeca_tests::plugin("user"))
+            .arg(wasmeca_tests::plugin("math"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("wasmeca runs"),
+    );
+    let exe = std::env::current_exe().expect("own path");
+    let _bare = Server(
+        Command::new(exe)
+            .args(["--hello", &bare.to_string()])
+            .spawn()
+            .expect("hello runs"),
+    );
+    let _web = node("web.js", web);
+    let _listen = node("http-listen.js", node_act);
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    rt.block_on(async {
+        for p in [rest, http, bare, web, node_act] {
+            wait_for(addr(p)).await;
+        }
+    });
+    let targets = [
+        Target {
+            name: "wasmeca REST GET /user/1",
+            addr: addr(rest),
+            request: get("/user/1", rest),
+            connections: 64,
+        },
+        Target {
+            name: "bare axum hello-world",
+            addr: addr(bare),
+            request: get("/user/1", bare),
+            connections: 64,
+        },
+        Target {
+            name: "Node seneca-web + koa GET /user/1",
+            addr: addr(web),
+            request: get("/user/1", web),
+            connections: 64,
+        },
+        Target {
+            name: "wasmeca /act (Seneca HTTP)",
+            addr: addr(http),
+            request: act(http),
+            connections: 16,
+        },
+        Target {
+            name: "Node seneca-transport /act",
+            addr: addr(node_act),
+            request: act(node_act),
+            connections: 16,
+        },
+    ];
+    println!("| contender | connections | req/s | p50 | p99 | errors |");
+    println!("|---|---|---|---|---|---|");
+    for target in &targets {
+        let (rps, p50, p99, errors) = rt.block_on(drive(
+            target,
+            Duration::from_secs(2),
+            Duration::from_secs(seconds),
+        ));
+        println!(
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} |",
+            target.name,
+            target.connections,
+            rps,
+            p50 as f64 / 1000.0,
+            p99 as f64 / 1000.0,
+            errors
+        );
+    }
+}

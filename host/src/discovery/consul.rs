@@ -1,0 +1,777 @@
+//! Consul: registers this host (one tag per `plugin@version`, meta with the versions and ports,
+//! a health check), keeps the registration through agent restarts and plugin changes, and
+//! watches peer services with blocking queries into the peer table that cross-host acts use.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use semver::{Version, VersionReq};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Balance, Consul};
+use crate::pattern::{Patrun, Pattern};
+use crate::router::Router;
+use crate::transport::http::HttpClient;
+
+/// What a wasmeca peer serves: pattern → the `(plugin, version)`s serving it.
+type Served = Patrun<Vec<(String, Version)>>;
+
+/// One passing instance of a watched service.
+pub struct Peer {
+    /// Its Consul service ID.
+    pub id: String,
+    /// Its Consul service name.
+    pub service: String,
+    /// Its Seneca instance id (`Meta.instance`), empty for services that are not wasmeca.
+    pub instance: String,
+    /// `http://address:port/act`.
+    pub url: String,
+    /// `Weights.Passing`, for weighted balancing.
+    pub weight: u32,
+    /// The client that reaches it (kept-alive connections).
+    pub client: Arc<HttpClient>,
+    /// What it serves: pattern → `(plugin, version)`s, from its own description; `None` for
+    /// services that are not wasmeca (reached only by `$target`).
+    serves: Option<Arc<Served>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.id, self.url)
+    }
+}
+
+impl Peer {
+    /// The best version this peer has for `msg` under `req` (any version when `None`), and all
+    /// it has for the pattern.
+    fn offer(
+        &self,
+        msg: &Map<String, Value>,
+        req: Option<&VersionReq>,
+    ) -> Option<(Option<Version>, Vec<Version>)> {
+        let entries = self.serves.as_ref()?.find(msg)?;
+        let versions: Vec<Version> = entries.iter().map(|(_, v)| v.clone()).collect();
+        let best = versions
+            .iter()
+            .filter(|v| req.is_none_or(|r| r.matches(v)))
+            .max()
+            .cloned();
+        Some((best, versions))
+    }
+}
+
+/// The passing instances of every watched service; replaced whole on each change.
+#[derive(Default)]
+pub struct PeerTable {
+    /// By service name.
+    services: HashMap<String, Vec<Arc<Peer>>>,
+}
+
+/// What the peers say about a message this host cannot answer.
+pub enum PeerChoice {
+    /// These peers can answer, best first (in balance order).
+    Peers(Vec<Arc<Peer>>),
+    /// Peers serve the pattern, but none in a version satisfying the pin; these versions exist.
+    NoVersion(Vec<Version>),
+    /// No peer serves it.
+    Nobody,
+}
+
+impl PeerTable {
+    /// The peers able to answer `msg` (none whose instance is in `track`): with a pin, those
+    /// with a satisfying version; without, those with the highest version any peer has.
+    pub fn for_message(
+        &self,
+        msg: &Map<String, Value>,
+        req: Option<&VersionReq>,
+        track: &[String],
+        balance: &Balancer,
+    ) -> PeerChoice {
+        let mut offers = Vec::new();
+        let mut versions = Vec::new();
+        for peer in self.services.values().flatten() {
+            if track.contains(&peer.instance) {
+                continue;
+            }
+            if let Some((best, all)) = peer.offer(msg, req) {
+                versions.extend(all);
+                if let Some(best) = best {
+                    offers.push((best, peer.clone()));
+                }
+            }
+        }
+        if offers.is_empty() {
+            versions.sort();
+            versions.dedup();
+            return if versions.is_empty() {
+                PeerChoice::Nobody
+            } else {
+                PeerChoice::NoVersion(versions)
+            };
+        }
+        let top = offers.iter().map(|(v, _)| v.clone()).max();
+        let peers: Vec<Arc<Peer>> = offers
+            .into_iter()
+            .filter(|(v, _)| Some(v) == top.as_ref())
+            .map(|(_, p)| p)
+            .collect();
+        PeerChoice::Peers(balance.order(peers))
+    }
+
+    /// Every passing instance of `service` (none whose instance is in `track`), in balance order.
+    pub fn for_service(
+        &self,
+        service: &str,
+        track: &[String],
+        balance: &Balancer,
+    ) -> Option<Vec<Arc<Peer>>> {
+        let peers = self.services.get(service)?;
+        Some(
+            balance.order(
+                peers
+                    .iter()
+                    .filter(|p| !track.contains(&p.instance))
+                    .cloned()
+                    .collect(),
+            ),
+        )
+    }
+
+    /// True if `service` is watched.
+    pub fn knows(&self, service: &str) -> bool {
+        self.services.contains_key(service)
+    }
+
+    /// Every peer, for `/health` and tests.
+    pub fn all(&self) -> Vec<Arc<Peer>> {
+        self.services.values().flatten().cloned().collect()
+    }
+}
+
+/// Orders candidate peers by the configured policy.
+pub struct Balancer {
+    /// The policy.
+    policy: Balance,
+    /// Round-robin position.
+    next: AtomicUsize,
+}
+
+impl Balancer {
+    /// A balancer with `policy`.
+    pub fn new(policy: Balance) -> Self {
+        Self {
+            policy,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The peers in the order to try them.
+    fn order(&self, mut peers: Vec<Arc<Peer>>) -> Vec<Arc<Peer>> {
+        if peers.len() < 2 {
+            return peers;
+        }
+        peers.sort_by(|a, b| a.id.cmp(&b.id));
+        match self.policy {
+            Balance::RoundRobin => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed) % peers.len();
+                peers.rotate_left(start);
+            }
+            Balance::Random => fastrand::shuffle(&mut peers),
+            Balance::Weighted => {
+                let total: u64 = peers.iter().map(|p| u64::from(p.weight.max(1))).sum();
+                let mut pick = fastrand::u64(..total);
+                let index = peers
+                    .iter()
+                    .position(|p| {
+                        let w = u64::from(p.weight.max(1));
+                        if pick < w {
+                            true
+                        } else {
+                            pick -= w;
+                            false
+                        }
+                    })
+                    .unwrap_or(0);
+                peers.swap(0, index);
+            }
+        }
+        peers
+    }
+}
+
+/// Why Consul refused or could not be reached.
+#[derive(Debug, thiserror::Error)]
+enum ConsulError {
+    /// No answer, or not HTTP.
+    #[error("Consul at {0} is unreachable: {1}")]
+    Unreachable(String, String),
+    /// An answer with an error status.
+    #[error("Consul answered {0}: {1}")]
+    Status(u16, String),
+}
+
+/// The Consul side of a host: the agent API, this host's registration, and the peer table.
+pub struct Discovery {
+    /// The agent's base URL.
+    agent: String,
+    /// Settings.
+    config: Consul,
+    /// HTTP client for the agent (blocking queries need long timeouts, set per request).
+    http: reqwest::Client,
+    /// The peer table the router reads.
+    peers: ArcSwap<PeerTable>,
+    /// How to pick peers.
+    pub balancer: Balancer,
+    /// Services watched so far (each has its own watch task).
+    watched: Mutex<HashSet<String>>,
+    /// This host's instance id: never a peer of itself.
+    me: String,
+    /// Stops the watches.
+    shutdown: CancellationToken,
+    /// Descriptions of wasmeca peers, by (service ID, Consul modify index).
+    described: Mutex<HashMap<(String, u64), Arc<Served>>>,
+}
+
+impl Discovery {
+    /// A discovery for `config`; nothing runs until [`Discovery::start`].
+    pub fn new(config: Consul, me: &str, shutdown: CancellationToken) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Arc::new(Self {
+            agent: config.agent_url(),
+            balancer: Balancer::new(config.balance),
+            config,
+            http,
+            peers: ArcSwap::from_pointee(PeerTable::default()),
+            watched: Mutex::new(HashSet::new()),
+            me: me.to_owned(),
+            shutdown,
+            described: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The current peer table.
+    pub fn peers(&self) -> Arc<PeerTable> {
+        self.peers.load_full()
+    }
+
+    /// The service name this host registers as.
+    pub fn service(&self) -> &str {
+        &self.config.service
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, format!("{}{path}", self.agent));
+        if let Some(token) = self.config.acl_token() {
+            request = request.header("X-Consul-Token", token);
+        }
+        request
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(String, Option<u64>), ConsulError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ConsulError::Unreachable(self.agent.clone(), e.to_string()))?;
+        let status = response.status().as_u16();
+        let index = response
+            .headers()
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = response
+            .text()
+            .await
+            .map_err(|e| ConsulError::Unreachable(self.agent.clone(), e.to_string()))?;
+        if status >= 400 {
+            return Err(ConsulError::Status(status, body.trim().to_owned()));
+        }
+        Ok((body, index))
+    }
+
+    /// Starts the watches of the peer services and, when `http` is this host's transport
+    /// address, the registration. Returns the registration task (it deregisters on shutdown).
+    pub fn start(
+        self: &Arc<Self>,
+        router: Router,
+        http: Option<std::net::SocketAddr>,
+        rest: Option<std::net::SocketAddr>,
+    ) -> tokio::task::JoinHandle<()> {
+        for service in self.config.peer_services() {
+            self.watch(&service);
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Some(http) = http {
+                this.register_loop(router, http, rest).await;
+            } else {
+                tracing::warn!(
+                    "Consul: no HTTP transport listener, so this host is not registered (peers could not call it)"
+                );
+            }
+        })
+    }
+
+    /// Starts watching `service` unless it is watched already (for `$target`).
+    pub fn watch(self: &Arc<Self>, service: &str) {
+        let fresh = self
+            .watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(service.to_owned());
+        if fresh {
+            let (this, service) = (self.clone(), service.to_owned());
+            tokio::spawn(async move { this.watch_loop(service).await });
+        }
+    }
+
+    /// Waits (up to `wait`) until `service` is in the peer table, starting its watch if needed.
+    pub async fn known(self: &Arc<Self>, service: &str, wait: Duration) -> bool {
+        self.watch(service);
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.peers().knows(service) {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    async fn watch_loop(self: Arc<Self>, service: String) {
+        let mut index: u64 = 0;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let path = format!("/v1/health/service/{service}?passing=true&index={index}&wait=30s");
+            let request = self
+                .request(reqwest::Method::GET, &path)
+                .timeout(Duration::from_secs(40));
+            let outcome = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                outcome = self.send(request) => outcome,
+            };
+            match outcome {
+                Ok((body, new_index)) => {
+                    backoff = Duration::from_millis(200);
+                    let new_index = new_index.unwrap_or(0);
+                    // After an agent restart the index starts again lower: start over.
+                    let same = new_index == index;
+                    index = if new_index < index { 0 } else { new_index };
+                    let entries: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+                    let peers = self.peers_of(&service, &entries).await;
+                    self.peers.rcu(|table| {
+                        let mut services = table.services.clone();
+                        services.insert(service.clone(), peers.clone());
+                        PeerTable { services }
+                    });
+                    if same {
+                        // A blocking query may return without a change; do not spin.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(service = %service, "Consul watch: {e}");
+                    index = 0;
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// The peers in a `/v1/health/service` answer, with the descriptions of wasmeca peers.
+    async fn peers_of(&self, service: &str, entries: &[Value]) -> Vec<Arc<Peer>> {
+        let mut peers = Vec::new();
+        for entry in entries {
+            let s = &entry["Service"];
+            let id = s["ID"].as_str().unwrap_or_default().to_owned();
+            let instance = s["Meta"]["instance"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if !instance.is_empty() && instance == self.me {
+                continue;
+            }
+            let address = s["Address"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+                .or_else(|| entry["Node"]["Address"].as_str())
+                .unwrap_or("127.0.0.1");
+            let Some(port) = s["Port"].as_u64().and_then(|p| u16::try_from(p).ok()) else {
+                continue;
+            };
+            let weight = s["Weights"]["Passing"].as_u64().unwrap_or(1) as u32;
+            let modify = s["ModifyIndex"]
+                .as_u64()
+                .or_else(|| entry["Service"]["CreateIndex"].as_u64())
+                .unwrap_or(0);
+            let Ok(client) = HttpClient::new(
+                address,
+                port,
+                "/act",
+                Duration::from_secs(30),
+                self.me.clone().into(),
+            ) else {
+                continue;
+            };
+            let serves = if instance.is_empty() {
+                None
+            } else {
+                self.describe(&id, modify, address, port).await
+            };
+            peers.push(Arc::new(Peer {
+                id,
+                service: service.to_owned(),
+                instance,
+                url: format!("http://{address}:{port}/act"),
+                weight,
+                client: Arc::new(client),
+                serves,
+            }));
+        }
+        peers
+    }
+
+    /// A wasmeca peer's patterns and versions, from its own `/plugins`, cached by the service
+    /// entry's modify index (it changes whenever the peer re-registers with other plugins).
+    async fn describe(
+        &self,
+        id: &str,
+        modify: u64,
+        address: &str,
+        port: u16,
+    ) -> Option<Arc<Served>> {
+        let key = (id.to_owned(), modify);
+        if let Some(cached) = self
+            .described
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Some(cached.clone());
+        }
+        let url = format!("http://{address}:{port}/plugins");
+        let body = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let description: Value = serde_json::from_str(&body).ok()?;
+        let mut trie: Served = Patrun::new();
+        for plugin in description["plugins"].as_array()? {
+            let (Some(name), Some(version)) = (
+                plugin["name"].as_str(),
+                plugin["version"]
+                    .as_str()
+                    .and_then(|v| Version::parse(v).ok()),
+            ) else {
+                continue;
+            };
+            for pattern in plugin["patterns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if let Ok(pattern) = Pattern::parse(pattern) {
+                    trie.slot(&pattern)
+                        .get_or_insert_with(Vec::new)
+                        .push((name.to_owned(), version.clone()));
+                }
+            }
+        }
+        let trie = Arc::new(trie);
+        let mut cache = self
+            .described
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache.retain(|(cached_id, _), _| cached_id != id);
+        cache.insert(key, trie.clone());
+        Some(trie)
+    }
+
+    /// The registration body for this host.
+    fn registration(
+        &self,
+        router: &Router,
+        http: std::net::SocketAddr,
+        rest: Option<std::net::SocketAddr>,
+    ) -> (String, Value) {
+        let address = self.config.advertise.clone().unwrap_or_else(|| {
+            if http.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                http.ip().to_string()
+            }
+        });
+        let id = format!("{}-{address}-{}", self.config.service, http.port());
+        let set = router.plugins();
+        let tags: Vec<String> = set.plugins().iter().map(|p| p.key()).collect();
+        let mut meta = Map::new();
+        meta.insert("wasmeca_version".into(), json!(env!("CARGO_PKG_VERSION")));
+        meta.insert("instance".into(), json!(self.me));
+        meta.insert("http_port".into(), json!(http.port().to_string()));
+        meta.insert(
+            "rest_port".into(),
+            json!(rest.map_or_else(|| "off".to_owned(), |r| r.port().to_string())),
+        );
+        // Consul meta values are at most 512 bytes: the plugin list is split as needed.
+        let joined = tags.join(",");
+        let mut chunk = String::new();
+        let mut part = 0;
+        for tag in &tags {
+            if chunk.len() + tag.len() + 1 > 500 {
+                meta.insert(format!("plugins_{part}"), json!(chunk));
+                chunk.clear();
+                part += 1;
+            }
+            if !chunk.is_empty() {
+                chunk.push(',');
+            }
+            chunk.push_str(tag);
+        }
+        if part == 0 {
+            meta.insert("plugins".into(), json!(joined));
+        } else {
+            meta.insert(format!("plugins_{part}"), json!(chunk));
+        }
+        let ms = |v: u64| format!("{v}ms");
+        let body = json!({
+            "ID": id,
+            "Name": self.config.service,
+            "Tags": tags,
+            "Address": address,
+            "Port": http.port(),
+            "Meta": meta,
+            "Check": {
+                "HTTP": format!("http://{address}:{}/health", http.port()),
+                "Interval": ms(self.config.check_interval_ms),
+                "Timeout": ms(self.config.check_timeout_ms),
+                "DeregisterCriticalServiceAfter": ms(self.config.deregister_after_ms.max(60_000)),
+                "Status": "passing",
+            },
+        });
+        (id, body)
+    }
+
+    /// Another service at the same address and port, if Consul has one.
+    async fn squatter(&self, id: &str, body: &Value) -> Result<Option<String>, ConsulError> {
+        let (services, _) = self
+            .send(self.request(reqwest::Method::GET, "/v1/agent/services"))
+            .await?;
+        let services: Map<String, Value> = serde_json::from_str(&services).unwrap_or_default();
+        Ok(services.values().find_map(|s| {
+            let same_place = s["Address"] == body["Address"] && s["Port"] == body["Port"];
+            (same_place && s["ID"].as_str() != Some(id)).then(|| {
+                format!(
+                    "{} (id {})",
+                    s["Service"].as_str().unwrap_or("?"),
+                    s["ID"].as_str().unwrap_or("?")
+                )
+            })
+        }))
+    }
+
+    async fn register_loop(
+        self: Arc<Self>,
+        router: Router,
+        http: std::net::SocketAddr,
+        rest: Option<std::net::SocketAddr>,
+    ) {
+        let mut changes = router.subscribe();
+        let mut registered: Option<(String, Value)> = None;
+        let mut warned = false;
+        let mut refused = false;
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let (id, body) = self.registration(&router, http, rest);
+            let current = registered
+                .as_ref()
+                .is_some_and(|(i, b)| *i == id && *b == body);
+            let outcome: Result<(), ConsulError> = async {
+                if current {
+                    // Still there? (A -dev agent forgets everything when it restarts.)
+                    match self.send(self.request(reqwest::Method::GET, &format!("/v1/agent/service/{id}"))).await {
+                        Ok(_) => return Ok(()),
+                        Err(ConsulError::Status(404, _)) => tracing::info!(id = %id, "Consul lost this host's registration; registering again"),
+                        Err(e) => return Err(e),
+                    }
+                }
+                if let Some(other) = self.squatter(&id, &body).await? {
+                    if !refused {
+                        tracing::error!(
+                            "Consul already has {other} at {}:{}; refusing to register {id} there",
+                            body["Address"].as_str().unwrap_or("?"),
+                            body["Port"]
+                        );
+                        refused = true;
+                    }
+                    registered = Some((id.clone(), body.clone()));
+                    return Ok(());
+                }
+                refused = false;
+                let request = self
+                    .request(reqwest::Method::PUT, "/v1/agent/service/register")
+                    .header("content-type", "application/json")
+                    .body(body.to_string());
+                self.send(request).await?;
+                tracing::info!(id = %id, tags = ?body["Tags"], "registered in Consul at {}", self.agent);
+                registered = Some((id.clone(), body.clone()));
+                Ok(())
+            }
+            .await;
+            let wait = match outcome {
+                Ok(()) => {
+                    warned = false;
+                    backoff = Duration::from_millis(250);
+                    Duration::from_secs(2)
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(
+                            "{e}; serving anyway, and registering as soon as Consul answers"
+                        );
+                        warned = true;
+                    }
+                    registered = None;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+            };
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        if let Some((id, _)) = registered.filter(|_| !refused) {
+            let request = self
+                .request(
+                    reqwest::Method::PUT,
+                    &format!("/v1/agent/service/deregister/{id}"),
+                )
+                .timeout(Duration::from_secs(3));
+            match self.send(request).await {
+                Ok(_) => tracing::info!(id = %id, "deregistered from Consul"),
+                Err(e) => tracing::warn!(id = %id, "could not deregister from Consul: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, instance: &str, weight: u32, serves: &[(&str, &str, &str)]) -> Arc<Peer> {
+        let mut trie: Served = Patrun::new();
+        for (pattern, name, version) in serves {
+            let p = Pattern::parse(pattern).unwrap();
+            trie.slot(&p)
+                .get_or_insert_with(Vec::new)
+                .push(((*name).into(), Version::parse(version).unwrap()));
+        }
+        Arc::new(Peer {
+            id: id.into(),
+            service: "wasmeca".into(),
+            instance: instance.into(),
+            url: format!("http://{id}/act"),
+            weight,
+            client: Arc::new(
+                HttpClient::new("127.0.0.1", 1, "/act", Duration::from_secs(1), "me".into())
+                    .unwrap(),
+            ),
+            serves: Some(Arc::new(trie)),
+        })
+    }
+
+    fn table(peers: Vec<Arc<Peer>>) -> PeerTable {
+        PeerTable {
+            services: HashMap::from([("wasmeca".to_owned(), peers)]),
+        }
+    }
+
+    fn msg(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn ids(choice: PeerChoice) -> Vec<String> {
+        match choice {
+            PeerChoice::Peers(p) => p.iter().map(|p| p.id.clone()).collect(),
+            PeerChoice::NoVersion(v) => vec![format!(
+                "no version: {}",
+                v.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )],
+            PeerChoice::Nobody => vec!["nobody".into()],
+        }
+    }
+
+    #[test]
+    fn pins_pick_peers_by_version_and_no_pin_picks_the_highest() {
+        let t = table(vec![
+            peer("a", "A", 1, &[("cmd:salute", "salute", "1.0.0")]),
+            peer("b", "B", 1, &[("cmd:salute", "salute", "2.0.0")]),
+        ]);
+        let b = Balancer::new(Balance::RoundRobin);
+        let salute = msg(json!({"cmd": "salute"}));
+        let one = VersionReq::parse("1").unwrap();
+        let three = VersionReq::parse("3").unwrap();
+        assert_eq!(ids(t.for_message(&salute, Some(&one), &[], &b)), ["a"]);
+        assert_eq!(ids(t.for_message(&salute, None, &[], &b)), ["b"]);
+        assert_eq!(
+            ids(t.for_message(&salute, Some(&three), &[], &b)),
+            ["no version: 1.0.0 2.0.0"]
+        );
+        assert_eq!(
+            ids(t.for_message(&msg(json!({"cmd": "other"})), None, &[], &b)),
+            ["nobody"]
+        );
+        // A peer already on the message's track is never chosen again.
+        assert_eq!(ids(t.for_message(&salute, None, &["B".into()], &b)), ["a"]);
+    }
+
+    #[test]
+    fn round_robin_rotates_and_weighted_favours_heavy_peers() {
+        let peers = vec![
+            peer("a", "A", 1, &[("cmd:x", "x", "1.0.0")]),
+            peer("b", "B", 1, &[("cmd:x", "x", "1.0.0")]),
+        ];
+        let t = table(peers.clone());
+        let rr = Balancer::new(Balance::RoundRobin);
+        let x = msg(json!({"cmd": "x"}));
+        let firsts: Vec<String> = (0..4)
+            .map(|_| ids(t.for_message(&x, None, &[], &rr))[0].clone())
+            .collect();
+        assert_eq!(firsts, ["a", "b", "a", "b"]);
+        let heavy = table(vec![
+            peer("a", "A", 1, &[("cmd:x", "x", "1.0.0")]),
+            peer("b", "B", 99, &[("cmd:x", "x", "1.0.0")]),
+        ]);
+        let w = Balancer::new(Balance::Weighted);
+        let b_first = (0..200)
+            .filter(|_| ids(heavy.for_message(&x, None, &[], &w))[0] == "b")
+            .count();
+        assert!(b_first > 170, "{b_first}");
+    }
+}

@@ -1,0 +1,326 @@
+//! The Wasm component runtime: one shared wasmtime `Engine` with epoch interruption, the
+//! on-disk compile cache, the WASI-with-nothing-granted linker, and plugin file validation.
+
+mod bindings;
+mod cache;
+mod instance;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+pub use bindings::wasmeca::plugin::types::Action as ManifestAction;
+pub use cache::CompileCache;
+pub use instance::RawInstance;
+pub(crate) use instance::{Pool, json_kind};
+
+use crate::message::ActError;
+use crate::pattern::PatternError;
+use bindings::PluginPre;
+use instance::State;
+
+/// How often the epoch advances: the granularity of deadlines, and how often a busy plugin
+/// yields to the async runtime so other requests keep flowing.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Why a plugin file could not be loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("plugin file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not WebAssembly at all.
+    #[error("plugin file {path}: not a WebAssembly file (it does not start with `\\0asm`)")]
+    NotWasm {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is a core module, not a component.
+    #[error(
+        "plugin file {path}: a core WebAssembly module, not a component; build it for \
+         wasm32-wasip2, or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule {
+        /// The file.
+        path: PathBuf,
+    },
+    /// wasmtime could not compile the component.
+    #[error("plugin file {path}: does not compile: {detail}")]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// wasmtime's explanation.
+        detail: String,
+    },
+    /// The component does not implement the `wasmeca:plugin` world.
+    #[error("plugin file {path}: does not implement the wasmeca:plugin@0.1.0 contract: {detail}")]
+    Contract {
+        /// The file.
+        path: PathBuf,
+        /// Which export or import is missing or has the wrong type.
+        detail: String,
+    },
+    /// `init` returned an error.
+    #[error("plugin file {path}: init failed: {error}")]
+    Init {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's own error.
+        error: ActError,
+    },
+    /// `init` trapped, or instantiation failed.
+    #[error("plugin file {path}: init trapped: {detail}")]
+    Trap {
+        /// The file.
+        path: PathBuf,
+        /// The trap.
+        detail: String,
+    },
+    /// The manifest returned by `init` is not valid.
+    #[error("plugin file {path}: invalid manifest: {problem}")]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: ManifestProblem,
+    },
+}
+
+/// What can be wrong with a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestProblem {
+    /// The name is empty or has characters Seneca does not allow in plugin names.
+    #[error("name `{0}` must match [a-zA-Z@][a-zA-Z0-9.~_\\-/]*")]
+    Name(String),
+    /// The version is not semver.
+    #[error("version `{version}` is not a semantic version: {reason}")]
+    Version {
+        /// The version as given.
+        version: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// A pattern does not parse.
+    #[error("action {index}: {error}")]
+    Pattern {
+        /// Index into the actions list.
+        index: usize,
+        /// The parse error, with the column.
+        error: PatternError,
+    },
+    /// An example is not a JSON object.
+    #[error("action {index} (`{pattern}`): example is not a JSON object: {reason}")]
+    Example {
+        /// Index into the actions list.
+        index: usize,
+        /// The pattern, for the message.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// The route maps are not valid JSON or not objects.
+    #[error("routes: {0}")]
+    Routes(String),
+    /// A second instance of the same file reported a different identity.
+    #[error("instance {index} reported {got}, the first reported {want}")]
+    Inconsistent {
+        /// Which instance.
+        index: usize,
+        /// What it reported.
+        got: String,
+        /// What the first reported.
+        want: String,
+    },
+}
+
+impl LoadError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. }
+            | Self::NotWasm { path }
+            | Self::CoreModule { path }
+            | Self::Compile { path, .. }
+            | Self::Contract { path, .. }
+            | Self::Init { path, .. }
+            | Self::Trap { path, .. }
+            | Self::Manifest { path, .. } => path,
+        }
+    }
+}
+
+/// A plugin file compiled and linked, ready to instantiate any number of times.
+#[derive(Clone)]
+pub struct Compiled {
+    /// The file it came from.
+    pub path: Arc<Path>,
+    /// blake3 of the file's bytes, hex: identifies the exact build.
+    pub hash: Arc<str>,
+    /// Pre-linked component: instantiation without re-resolving imports.
+    pre: PluginPre<State>,
+}
+
+impl fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Compiled")
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+/// Stops the epoch thread when the runtime is dropped.
+struct Ticker {
+    /// Set on drop; the thread checks it every tick.
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Shared state behind [`Runtime`].
+struct Inner {
+    /// The one engine every plugin is compiled for.
+    engine: Engine,
+    /// WASI p2 (nothing granted) plus the `wasmeca:plugin/host` imports.
+    linker: Linker<State>,
+    /// Where precompiled components live; `None` compiles in memory every time.
+    cache: Option<CompileCache>,
+    /// Linear memory cap per instance, in bytes.
+    memory_limit: usize,
+    /// Keeps the epoch thread alive exactly as long as the runtime.
+    _ticker: Ticker,
+}
+
+/// The wasmtime side of the host; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime(Arc<Inner>);
+
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the wasm runtime: {0}")]
+pub struct RuntimeError(String);
+
+impl Runtime {
+    /// Builds the engine and linker; `cache_dir` enables the on-disk compile cache.
+    pub fn new(cache_dir: Option<PathBuf>, memory_limit: usize) -> Result<Self, RuntimeError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| RuntimeError(format!("{e:#}")))?;
+
+        let mut linker = Linker::<State>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError(format!("{e:#}")))?;
+        bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError(format!("{e:#}")))?;
+
+        let cache = match cache_dir {
+            Some(dir) => match CompileCache::open(dir, &engine) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!("compile cache disabled: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticking = engine.clone();
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("wasmeca-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError(format!("epoch thread: {e}")))?;
+
+        Ok(Self(Arc::new(Inner {
+            engine,
+            linker,
+            cache,
+            memory_limit,
+            _ticker: Ticker { stop },
+        })))
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Engine {
+        &self.0.engine
+    }
+
+    /// The compile cache, when enabled.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.0.cache.as_ref()
+    }
+
+    /// The memory cap per instance, in bytes.
+    pub fn memory_limit(&self) -> usize {
+        self.0.memory_limit
+    }
+
+    /// Reads, validates, compiles (through the cache) and links a plugin file.
+    pub fn compile_file(&self, path: &Path) -> Result<Compiled, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.compile_bytes(path, &bytes)
+    }
+
+    /// Validates, compiles (through the cache) and links a plugin from its bytes.
+    pub fn compile_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Compiled, LoadError> {
+        let path_buf = || path.to_owned();
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(LoadError::NotWasm { path: path_buf() });
+        }
+        // Core modules have layer 0 (bytes 6..8); components have layer 1.
+        if bytes[6..8] == [0, 0] {
+            return Err(LoadError::CoreModule { path: path_buf() });
+        }
+        let hash = blake3::hash(bytes).to_hex().to_string();
+        let component = match &self.0.cache {
+            Some(cache) => cache.load_or_compile(&self.0.engine, &hash, bytes),
+            None => Component::new(&self.0.engine, bytes).map_err(|e| format!("{e:#}")),
+        }
+        .map_err(|detail| LoadError::Compile {
+            path: path_buf(),
+            detail,
+        })?;
+        let pre = self
+            .0
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Contract {
+                path: path_buf(),
+                detail: format!("{e:#}"),
+            })?;
+        let pre = PluginPre::new(pre).map_err(|e| LoadError::Contract {
+            path: path_buf(),
+            detail: format!("{e:#}"),
+        })?;
+        Ok(Compiled {
+            path: path.into(),
+            hash: hash.into(),
+            pre,
+        })
+    }
+}

@@ -1,0 +1,466 @@
+//! Seneca's HTTP transport, wire-compatible with seneca-transport 8 (SENECA.md §3): the
+//! listener (`POST /act`, any method, `?cmd=x` and `?msg$=...` forms, the `seneca-*` headers,
+//! Seneca's error bodies and statuses, answers cached by `seneca-id`) and the client
+//! (`[[client]] type = "http"`), which keeps its connections alive where Node closes them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{BoxFuture, History, Remote, RemoteCall};
+use crate::message::{self, ActError, Message, Reply, codes};
+use crate::pattern;
+use crate::router::Router;
+
+/// `seneca-id`: the act id `mi/tx`.
+const SENECA_ID: &str = "seneca-id";
+/// `seneca-kind`: `req` or `res`.
+const SENECA_KIND: &str = "seneca-kind";
+/// `seneca-origin`: the calling instance's id.
+const SENECA_ORIGIN: &str = "seneca-origin";
+/// `seneca-accept`: the answering instance's id.
+const SENECA_ACCEPT: &str = "seneca-accept";
+/// `seneca-track`: instances the message went through (JSON in requests, comma-joined in
+/// responses).
+const SENECA_TRACK: &str = "seneca-track";
+/// Client send time (ms since the epoch).
+const TIME_CLIENT_SENT: &str = "seneca-time-client-sent";
+/// Listener receive time (always `0` in seneca-transport's responses).
+const TIME_LISTEN_RECV: &str = "seneca-time-listen-recv";
+/// Listener send time (always `0` in seneca-transport's responses).
+const TIME_LISTEN_SENT: &str = "seneca-time-listen-sent";
+
+/// What the listener's handlers share.
+#[derive(Clone)]
+struct Listener {
+    /// Acts the messages.
+    router: Router,
+    /// The act path (`/act`).
+    path: Arc<str>,
+    /// Answers by `seneca-id`.
+    history: Arc<History>,
+}
+
+/// Binds a listener address (a host name or IP, and a port; 0 picks a free one).
+pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind((host, port)).await
+}
+
+/// Serves Seneca's HTTP transport on `listener` at `path` until `shutdown`, then finishes the
+/// requests in flight.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    path: String,
+    history: Arc<History>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = Listener {
+        router,
+        path: path.into(),
+        history,
+    };
+    let app = axum::Router::new().fallback(act).with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Every request: the act path acts; `GET /health` and `GET /plugins` describe this host (for
+/// Consul's check and for peers); any other path is a 404 with an empty body (as Node).
+async fn act(
+    State(s): State<Listener>,
+    method: axum::http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if uri.path() != &*s.path {
+        return match (method, uri.path()) {
+            (axum::http::Method::GET, "/health") => crate::gateway::health_response(&s.router),
+            (axum::http::Method::GET, "/plugins") => crate::gateway::plugins_response(&s.router),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        };
+    }
+    let origin = header_str(&headers, SENECA_ORIGIN).map(str::to_owned);
+    let seneca_id = header_str(&headers, SENECA_ID).map(str::to_owned);
+    let track: Vec<String> = header_str(&headers, SENECA_TRACK)
+        .and_then(|t| serde_json::from_str::<Vec<Value>>(t).ok())
+        .map(|t| {
+            t.into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let me = s.router.instance_id().to_owned();
+    let answer = match message(
+        &uri,
+        &headers,
+        &body,
+        seneca_id.as_deref(),
+        origin.as_deref(),
+        &track,
+    ) {
+        Err(e) => Err(e),
+        Ok(_) if track.contains(&me) => Err(ActError::new(
+            "message_loop",
+            format!(
+                "the message has been here before (track {})",
+                track.join(",")
+            ),
+        )),
+        Ok(msg) => match &seneca_id {
+            Some(id) => {
+                let ttl = msg.timeout().unwrap_or_else(|| s.router.limits().timeout());
+                let (answer, reused) = s.history.once(id, ttl, s.router.act(msg)).await;
+                if reused {
+                    tracing::debug!(id = %id, "answered from the history cache");
+                }
+                answer
+            }
+            None => s.router.act(msg).await,
+        },
+    };
+    s.router
+        .metrics()
+        .transport("http", if answer.is_ok() { "ok" } else { "error" });
+    respond(answer, seneca_id.as_deref(), origin.as_deref(), &track, &me)
+}
+
+/// The message Seneca's listener builds: the JSON body, then `args$` and `msg$` from the
+/// query (jsonic), then every other query value as a string; plus `id$` and `transport$` from
+/// the headers.
+fn message(
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    seneca_id: Option<&str>,
+    origin: Option<&str>,
+    track: &[String],
+) -> Result<Message, ActError> {
+    let invalid = |what: String| ActError::new("invalid_json", what);
+    let mut msg = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => map,
+            Ok(other) => {
+                return Err(invalid(format!(
+                    "the body must be a JSON object, not {other}"
+                )));
+            }
+            Err(e) => return Err(invalid(format!("the body is not valid JSON: {e}"))),
+        }
+    };
+    let query: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    for key in ["args$", "msg$"] {
+        for (_, text) in query.iter().filter(|(k, _)| k == key) {
+            let parsed =
+                pattern::parse_jsonic(text).map_err(|e| invalid(format!("`{key}` {e}")))?;
+            msg.extend(parsed);
+        }
+    }
+    for (k, v) in query
+        .into_iter()
+        .filter(|(k, _)| k != "args$" && k != "msg$")
+    {
+        msg.insert(k, Value::String(v));
+    }
+    let client_sent = header_str(headers, TIME_CLIENT_SENT).unwrap_or("0");
+    let origin = origin
+        .or_else(|| header_str(headers, header::USER_AGENT.as_str()))
+        .unwrap_or("UNKNOWN");
+    if let Some(id) = seneca_id {
+        msg.insert(message::ID.into(), Value::String(id.to_owned()));
+    }
+    msg.insert(
+        "transport$".into(),
+        json!({ "track": track, "origin": origin, "time": { "client_sent": client_sent } }),
+    );
+    Ok(Message::new(msg))
+}
+
+/// The answer with seneca-transport's headers; errors carry Seneca's fields and the status
+/// `statusCode` else 500.
+fn respond(
+    answer: Result<Reply, ActError>,
+    id: Option<&str>,
+    origin: Option<&str>,
+    track: &[String],
+    me: &str,
+) -> Response {
+    let (status, body) = match answer {
+        Ok(reply) => (StatusCode::OK, reply.into_string()),
+        Err(e) => {
+            let status = e
+                .status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut body = e.to_seneca_json();
+            body["eraro"] = Value::Bool(true);
+            body["package"] = Value::String("wasmeca".into());
+            (status, body.to_string())
+        }
+    };
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set("content-type", "application/json");
+    set("cache-control", "private, max-age=0, no-cache, no-store");
+    if let Some(id) = id {
+        set(SENECA_ID, id);
+    }
+    set(SENECA_KIND, "res");
+    set(SENECA_ORIGIN, origin.unwrap_or("UNKNOWN"));
+    set(SENECA_ACCEPT, me);
+    set(SENECA_TRACK, &track.join(","));
+    set(TIME_CLIENT_SENT, "0");
+    set(TIME_LISTEN_RECV, "0");
+    set(TIME_LISTEN_SENT, "0");
+    response
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// `[[client]] type = "http"`: sends acts to a Seneca HTTP listener (Node's or another
+/// wasmeca's) over kept-alive connections.
+pub struct HttpClient {
+    /// `http://host:port/path`.
+    url: String,
+    /// The pooled HTTP client (keep-alive, TCP_NODELAY).
+    http: reqwest::Client,
+    /// The request timeout; the act's deadline wins when it is sooner.
+    timeout: Duration,
+    /// This host's Seneca instance id, sent as `seneca-origin` and in `seneca-track`.
+    origin: Arc<str>,
+}
+
+impl HttpClient {
+    /// A client for `http://host:port/path`.
+    pub fn new(
+        host: &str,
+        port: u16,
+        path: &str,
+        timeout: Duration,
+        origin: Arc<str>,
+    ) -> Result<Self, reqwest::Error> {
+        // Node's client maps 0.0.0.0 to 127.0.0.1; so do we.
+        let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .no_proxy()
+            .build()?;
+        Ok(Self {
+            url: format!("http://{host}:{port}{path}"),
+            http,
+            timeout,
+            origin,
+        })
+    }
+
+    async fn send(&self, msg: &Message, call: RemoteCall<'_>) -> Result<Reply, ActError> {
+        let remaining = call.deadline.saturating_duration_since(Instant::now());
+        let timeout = self.timeout.min(remaining);
+        let mut body = msg.clean();
+        body.insert("custom$".into(), json!({}));
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| ActError::new(codes::INVALID_MESSAGE, e.to_string()))?;
+        // The track the message came with, plus this host: a host never gets it back (loop).
+        let mut track: Vec<Value> = msg
+            .get("transport$")
+            .and_then(|t| t.get("track"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        track.push(json!(&*self.origin));
+        let track = Value::Array(track).to_string();
+        let request = self
+            .http
+            .post(&self.url)
+            .timeout(timeout)
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(SENECA_ID, format!("{}/{}", message::new_id(), call.tx))
+            .header(SENECA_KIND, "req")
+            .header(SENECA_ORIGIN, &*self.origin)
+            .header(SENECA_TRACK, track)
+            .header(TIME_CLIENT_SENT, now_ms().to_string())
+            .body(body);
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                ActError::timeout(&call.pin.to_string(), timeout)
+            } else if e.is_connect() {
+                ActError::new(
+                    codes::UNREACHABLE,
+                    format!("cannot reach {}: {e}", self.url),
+                )
+            } else {
+                ActError::new(
+                    "act_execute",
+                    format!("{}: client request error: {e}", self.url),
+                )
+            }
+        };
+        let response = request.send().await.map_err(failed)?;
+        let status = response.status();
+        let text = response.text().await.map_err(failed)?;
+        if status.is_success() {
+            // Seneca's client: an object or array is the result, anything else null.
+            return Ok(Reply::from_json(text).unwrap_or_else(|_| Reply::from_value(&Value::Null)));
+        }
+        // A Seneca error body keeps its own code and status (an `act_not_found` comes with 500
+        // on the wire, but stays `act_not_found` here); anything else is the HTTP status.
+        Err(match serde_json::from_str::<Value>(&text) {
+            Ok(body @ Value::Object(_)) if body.get("code").is_some() => {
+                ActError::from_seneca_json(&body)
+            }
+            _ => ActError::new(
+                "act_execute",
+                format!("{}: Response Error: {status}", self.url),
+            )
+            .with_status(status.as_u16()),
+        })
+    }
+}
+
+impl Remote for HttpClient {
+    fn act<'a>(
+        &'a self,
+        msg: &'a Message,
+        call: RemoteCall<'a>,
+    ) -> BoxFuture<'a, Result<Reply, ActError>> {
+        Box::pin(self.send(msg, call))
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_merge_body_query_and_headers_like_seneca() {
+        let uri: Uri = "/act?msg$=a:1,b:x&cmd=config&x=1&args$=c:true"
+            .parse()
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(TIME_CLIENT_SENT, HeaderValue::from_static("123"));
+        let track = vec!["t1".to_owned()];
+        let msg = message(
+            &uri,
+            &headers,
+            br#"{"cmd":"sum","left":1}"#,
+            Some("m/t"),
+            Some("o"),
+            &track,
+        )
+        .unwrap();
+        let msg = Value::Object(msg.into_map());
+        assert_eq!(msg["cmd"], "config", "query values win over the body");
+        assert_eq!(msg["x"], "1", "query values are strings");
+        assert_eq!(
+            (msg["a"].clone(), msg["b"].clone(), msg["c"].clone()),
+            (json!(1), json!("x"), json!(true))
+        );
+        assert_eq!(msg["left"], 1);
+        assert_eq!(msg["id$"], "m/t");
+        assert_eq!(
+            msg["transport$"],
+            json!({"track": ["t1"], "origin": "o", "time": {"client_sent": "123"}})
+        );
+        assert!(msg.get("msg$").is_none());
+
+        let empty = message(
+            &"/act".parse().unwrap(),
+            &HeaderMap::new(),
+            b"  ",
+            None,
+            None,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(empty.into_map())["transport$"]["origin"],
+            "UNKNOWN"
+        );
+        let bad = message(
+            &"/act".parse().unwrap(),
+            &HeaderMap::new(),
+            b"{oops",
+            None,
+            None,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(bad.code, "invalid_json");
+    }
+
+    #[test]
+    fn responses_carry_senecas_headers() {
+        let ok = respond(
+            Ok(Reply::from_value(&json!({"answer": 3}))),
+            Some("m/t"),
+            Some("o"),
+            &["a".into(), "b".into()],
+            "me",
+        );
+        assert_eq!(ok.status(), 200);
+        let h = ok.headers();
+        assert_eq!(h[SENECA_ID], "m/t");
+        assert_eq!(h[SENECA_KIND], "res");
+        assert_eq!(h[SENECA_ORIGIN], "o");
+        assert_eq!(h[SENECA_ACCEPT], "me");
+        assert_eq!(h[SENECA_TRACK], "a,b");
+        assert_eq!(h[TIME_LISTEN_SENT], "0");
+        assert_eq!(h["cache-control"], "private, max-age=0, no-cache, no-store");
+        let not_found = respond(
+            Err(ActError::new("act_not_found", "nope")),
+            None,
+            None,
+            &[],
+            "me",
+        );
+        assert_eq!(
+            not_found.status(),
+            500,
+            "Seneca answers act_not_found with 500"
+        );
+        assert_eq!(not_found.headers()[SENECA_ORIGIN], "UNKNOWN");
+        let teapot = respond(
+            Err(ActError::new("x", "y").with_status(418)),
+            None,
+            None,
+            &[],
+            "me",
+        );
+        assert_eq!(teapot.status(), 418);
+    }
+}
