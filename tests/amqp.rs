@@ -1,0 +1,762 @@
+//! The AMQP transport against the real RabbitMQ on 127.0.0.1:5672: the seed scenario
+//! (commands wait for a host), hosts sharing pins, SIGKILL and connection loss without lost
+//! commands, bad input dead-lettered, the history cache, and interop with the npm
+//! `seneca-amqp-transport` in both directions. Each test uses its own exchange and queue
+//! names, and deletes them at the end.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lapin::options::{
+    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ExchangeDeleteOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use wasmeca::config::AmqpClient as ClientConfig;
+use wasmeca::pattern::Pattern;
+use wasmeca::transport::amqp::{AmqpClient, Sent, queue_name, routing_key};
+use wasmeca::{CancellationToken, Config, Host, Message};
+use wasmeca_tests::{NodeProcess, node_client, plugin};
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn unique() -> String {
+    wasmeca::message::new_id()
+}
+
+/// Names one test uses, deleted when it ends.
+struct Names {
+    /// The topic exchange.
+    exchange: String,
+    /// The listener's queue prefix.
+    prefix: String,
+    /// Queues to delete at the end.
+    queues: Vec<String>,
+}
+
+impl Names {
+    fn new() -> Self {
+        let id = unique();
+        Self {
+            exchange: format!("test.{id}.topic"),
+            prefix: format!("test.{id}.add"),
+            queues: Vec::new(),
+        }
+    }
+
+    fn queue(&mut self, pin: &str) -> String {
+        let name = queue_name(&self.prefix, &[pin]).expect("pin parses");
+        self.queues.push(name.clone());
+        name
+    }
+
+    async fn cleanup(&self) {
+        let Ok(conn) = Connection::connect(URL, ConnectionProperties::default()).await else {
+            return;
+        };
+        let Ok(channel) = conn.create_channel().await else {
+            return;
+        };
+        for queue in &self.queues {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = channel
+            .exchange_delete(
+                self.exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+}
+
+fn listen_toml(names: &Names, pins: &[&str]) -> String {
+    let pins: Vec<String> = pins.iter().map(|p| format!("{p:?}")).collect();
+    format!(
+        "[[listen]]\ntype = \"amqp\"\nexchange = {:?}\nqueue_prefix = {:?}\npins = [{}]\nprefetch = 32\n",
+        names.exchange,
+        names.prefix,
+        pins.join(", ")
+    )
+}
+
+/// A host listening on AMQP (and nothing else), with chaos named `name`.
+async fn host(names: &Names, pins: &[&str], name: &str, extra: &str) -> (Host, CancellationToken) {
+    let mut toml = String::from("[rest]\nlisten = \"off\"\n");
+    toml.push_str(&listen_toml(names, pins));
+    toml.push_str(extra);
+    toml.push_str(&format!(
+        "[[plugin]]\npath = {:?}\noptions = {{ name = {name:?} }}\n",
+        plugin("chaos")
+    ));
+    toml.push_str(&format!("[[plugin]]\npath = {:?}\n", plugin("salute")));
+    let mut config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let stop = CancellationToken::new();
+    let host = Host::start(&config, stop.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The listener declares its queues asynchronously: wait until they exist.
+    wait_for_queues(names, pins).await;
+    (host, stop)
+}
+
+async fn wait_for_queues(names: &Names, pins: &[&str]) {
+    let conn = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .expect("broker");
+    for pin in pins {
+        let queue = queue_name(&names.prefix, &[pin]).expect("pin");
+        for _ in 0..200 {
+            let channel = conn.create_channel().await.expect("channel");
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            if channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn client(names: &Names) -> AmqpClient {
+    let config = ClientConfig {
+        exchange: names.exchange.clone(),
+        ..ClientConfig::default()
+    };
+    AmqpClient::new(config, wasmeca::transport::instance_id())
+}
+
+fn msg(v: Value) -> Message {
+    Message::new(v.as_object().cloned().expect("object"))
+}
+
+/// Acts `m` through `client` with the routing key of `pin`, waiting up to `secs`.
+async fn act(
+    client: &AmqpClient,
+    pin: &str,
+    m: Value,
+    secs: u64,
+) -> Result<Value, wasmeca::ActError> {
+    let pin: Pattern = pin.parse().expect("pin");
+    let m = msg(m);
+    let key = routing_key(&pin, &m);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    match client
+        .send(&m, &wasmeca::message::new_id(), &key, deadline, true)
+        .await?
+    {
+        Sent::Routed(Some(answer)) => answer.map(|r| r.to_value()),
+        Sent::Routed(None) => panic!("no reply awaited"),
+        Sent::Unroutable => panic!("no queue bound for {key}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seed_scenario_commands_sent_while_no_host_runs_are_answered_when_one_starts() {
+    let mut names = Names::new();
+    names.queue("chaos:whoami");
+    // A host declares the durable queue, then stops.
+    let (first, stop) = host(&names, &["chaos:whoami"], "first", "").await;
+    stop.cancel();
+    first.wait().await.expect("stops");
+    // Commands published now wait in the queue.
+    let c = client(&names);
+    let mut pending = Vec::new();
+    for n in 0..20 {
+        let c = c.clone();
+        pending.push(tokio::spawn(async move {
+            act(&c, "chaos:whoami", json!({"chaos": "whoami", "n": n}), 60).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        pending.iter().all(|t| !t.is_finished()),
+        "nobody is listening yet"
+    );
+    let (_second, stop) = host(&names, &["chaos:whoami"], "second", "").await;
+    let mut seen = HashSet::new();
+    for task in pending {
+        let answer = task.await.expect("task").expect("answered");
+        assert_eq!(answer["name"], "second");
+        seen.insert(answer["n"].as_i64().expect("n"));
+    }
+    assert_eq!(seen.len(), 20, "every command answered once");
+    stop.cancel();
+    names.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_share_the_load_and_stopping_one_loses_nothing() {
+    let mut names = Names::new();
+    names.queue("chaos:whoami");
+    let (a, stop_a) = host(&names, &["chaos:whoami"], "a", "").await;
+    let (_b, stop_b) = host(&names, &["chaos:whoami"], "b", "").await;
+    let c = client(&names);
+    let send = |from: i64, to: i64| {
+        (from..to)
+            .map(|n| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    act(
+                        &c,
+                        "chaos:whoami",
+                        json!({"chaos": "whoami", "n": n, "ms": 5}),
+                        60,
+                    )
+                    .await
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut by_host = std::collections::HashMap::<String, usize>::new();
+    // Both hosts consume the same queue: the broker shares the commands between them.
+    for task in send(0, 100) {
+        let answer = task.await.expect("task").expect("answered");
+        *by_host
+            .entry(answer["name"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    assert!(
+        by_host.get("a").copied().unwrap_or(0) > 0 && by_host.get("b").copied().unwrap_or(0) > 0,
+        "{by_host:?}"
+    );
+    // Stop one while commands are in flight: every command is still answered.
+    let second = send(100, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop_a.cancel();
+    for task in second {
+        let answer = task.await.expect("task").expect("every command answered");
+        *by_host
+            .entry(answer["name"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    a.wait().await.expect("a stops cleanly");
+    assert_eq!(by_host.values().sum::<usize>(), 200);
+    stop_b.cancel();
+    names.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkilled_host_loses_no_command() {
+    let mut names = Names::new();
+    names.queue("chaos:whoami");
+    // Host A is a real process, so it can be SIGKILLed.
+    let dir = std::env::temp_dir().join(format!("wasmeca-amqp-{}", unique()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config: PathBuf = dir.join("wasmeca.toml");
+    let toml = format!(
+        "[rest]\nlisten = \"off\"\n{}[[plugin]]\npath = {:?}\noptions = {{ name = \"killed\" }}\n",
+        listen_toml(&names, &["chaos:whoami"]),
+        plugin("chaos")
+    );
+    std::fs::write(&config, toml).expect("write config");
+    let mut killed = wasmeca_tests::wasmeca_command!()
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wasmeca starts");
+    wait_for_queues(&names, &["chaos:whoami"]).await;
+    let (_survivor, stop) = host(&names, &["chaos:whoami"], "survivor", "").await;
+    let c = client(&names);
+    let mut tasks = Vec::new();
+    for n in 0..150 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            act(
+                &c,
+                "chaos:whoami",
+                json!({"chaos": "whoami", "n": n, "ms": 20}),
+                90,
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    Command::new("kill")
+        .args(["-KILL", &killed.id().to_string()])
+        .status()
+        .expect("kill");
+    let _ = killed.wait();
+    let mut seen = HashSet::new();
+    let mut by_host = std::collections::HashMap::<String, usize>::new();
+    for task in tasks {
+        let answer = task
+            .await
+            .expect("task")
+            .expect("every command answered, by the survivor if need be");
+        seen.insert(answer["n"].as_i64().expect("n"));
+        *by_host
+            .entry(answer["name"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), 150, "{by_host:?}");
+    assert!(
+        by_host.get("killed").copied().unwrap_or(0) > 0,
+        "the killed host had started: {by_host:?}"
+    );
+    stop.cancel();
+    names.cleanup().await;
+}
+
+/// Closes the broker side of every connection whose name contains `marker`.
+fn close_connections(marker: &str) -> usize {
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--quiet",
+            "--no-table-headers",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut closed = 0;
+    for line in text.lines().filter(|l| l.contains(marker)) {
+        let pid = line.split_whitespace().next().unwrap_or("");
+        let status = Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "test closes it"])
+            .status();
+        if status.is_ok_and(|s| s.success()) {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_connection_is_recovered_and_commands_are_answered() {
+    let mut names = Names::new();
+    names.queue("chaos:whoami");
+    let (host_a, stop) = host(&names, &["chaos:whoami"], "recovering", "").await;
+    let c = client(&names);
+    assert_eq!(
+        act(&c, "chaos:whoami", json!({"chaos": "whoami"}), 20)
+            .await
+            .expect("before")["name"],
+        "recovering"
+    );
+    let marker = format!("wasmeca listener {} ", names.exchange);
+    assert!(
+        close_connections(&marker) >= 1,
+        "the listener's connection was found and closed"
+    );
+    // Commands sent right away wait in the queue until the listener is back.
+    let answer = act(&c, "chaos:whoami", json!({"chaos": "whoami", "n": 1}), 30)
+        .await
+        .expect("after");
+    assert_eq!(answer["name"], "recovering");
+    stop.cancel();
+    host_a.wait().await.expect("stops");
+    names.cleanup().await;
+}
+
+/// Publishes raw bytes with the given properties to `exchange`/`key`.
+async fn publish_raw(exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
+    let conn = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirmed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_answered_with_an_error_and_dead_lettered_and_the_host_keeps_consuming() {
+    let mut names = Names::new();
+    names.queue("chaos:echo");
+    let (_h, stop) = host(&names, &["chaos:echo"], "bad", "").await;
+    // A reply queue of our own to see the error replies.
+    let conn = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let channel = conn.create_channel().await.expect("channel");
+    let replies = format!("test.{}.replies", unique());
+    let exclusive = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(replies.as_str().into(), exclusive, FieldTable::default())
+        .await
+        .expect("reply queue");
+    let marker = unique();
+    let with_reply = |n: &str| {
+        BasicProperties::default()
+            .with_reply_to(replies.as_str().into())
+            .with_message_id(format!("{marker}-{n}").into())
+    };
+    let key = "chaos.echo";
+    publish_raw(&names.exchange, key, b"{not json", with_reply("json")).await;
+    publish_raw(
+        &names.exchange,
+        key,
+        br#"{"id":"x/y","kind":"act"}"#,
+        with_reply("noact"),
+    )
+    .await;
+    publish_raw(
+        &names.exchange,
+        key,
+        br#"{"id":"x/z","kind":"res","act":{"chaos":"echo"}}"#,
+        with_reply("kind"),
+    )
+    .await;
+    let no_reply = BasicProperties::default().with_message_id(format!("{marker}-noreply").into());
+    publish_raw(
+        &names.exchange,
+        key,
+        br#"{"id":"x/w","kind":"act","act":{"chaos":"echo"}}"#,
+        no_reply,
+    )
+    .await;
+
+    // Three error replies (the fourth had nowhere to go).
+    let mut codes = Vec::new();
+    for _ in 0..300 {
+        if let Some(m) = channel
+            .basic_get(replies.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+        {
+            let body: Value = serde_json::from_slice(&m.delivery.data).expect("reply is JSON");
+            assert!(body.get("input").is_some(), "{body}");
+            codes.push(body["error"]["code"].as_str().unwrap_or("").to_owned());
+            if codes.len() == 3 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    codes.sort();
+    assert_eq!(codes, ["invalid_act", "invalid_json", "invalid_kind_act"]);
+
+    // All four are in seneca.dlq (looked at and put back: the DLQ keeps them).
+    let mut found = HashSet::new();
+    for _ in 0..100 {
+        let mut fetched = Vec::new();
+        while let Some(m) = channel
+            .basic_get("seneca.dlq".into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("get")
+        {
+            let id = m
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            if id.starts_with(&marker) {
+                found.insert(id);
+            }
+            fetched.push(m);
+        }
+        for m in fetched {
+            m.delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+                .expect("put back");
+        }
+        if found.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found.len(), 4, "{found:?}");
+
+    // The host kept consuming: action errors and unknown patterns are error replies.
+    let c = client(&names);
+    let e = act(&c, "chaos:echo", json!({"chaos": "echo", "x": 1}), 20)
+        .await
+        .expect("answered");
+    assert_eq!(e["x"], 1);
+    stop.cancel();
+    names.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_and_unknown_patterns_are_replies_and_a_repeated_id_is_answered_from_history() {
+    let mut names = Names::new();
+    names.queue("chaos:*");
+    let (_h, stop) = host(&names, &["chaos:*"], "errors", "").await;
+    let c = client(&names);
+    let fail = act(&c, "chaos:*", json!({"chaos": "fail"}), 20)
+        .await
+        .expect_err("an error reply");
+    assert_eq!((fail.code.as_str(), fail.status), ("boom", Some(418)));
+    let unknown = act(&c, "chaos:*", json!({"chaos": "nobody"}), 20)
+        .await
+        .expect_err("an error reply");
+    assert_eq!(unknown.code, "act_not_found");
+    assert_eq!(
+        act(&c, "chaos:*", json!({"chaos": "ok"}), 20)
+            .await
+            .expect("still serving")["ok"],
+        true
+    );
+
+    // The same envelope id twice: the second reply is the cached first.
+    let conn = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let channel = conn.create_channel().await.expect("channel");
+    let replies = format!("test.{}.replies", unique());
+    let exclusive = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(replies.as_str().into(), exclusive, FieldTable::default())
+        .await
+        .expect("reply queue");
+    let envelope = json!({"id": format!("{}/{}", unique(), unique()), "kind": "act", "origin": "test", "act": {"chaos": "whoami"}});
+    let props = || BasicProperties::default().with_reply_to(replies.as_str().into());
+    publish_raw(
+        &names.exchange,
+        "chaos.whoami",
+        envelope.to_string().as_bytes(),
+        props(),
+    )
+    .await;
+    publish_raw(
+        &names.exchange,
+        "chaos.whoami",
+        envelope.to_string().as_bytes(),
+        props(),
+    )
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..300 {
+        if let Some(m) = channel
+            .basic_get(replies.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+        {
+            got.push(serde_json::from_slice::<Value>(&m.delivery.data).expect("JSON"));
+            if got.len() == 2 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["res"], got[1]["res"], "the same answer");
+    assert_eq!(got[0]["kind"], "res");
+    assert_eq!(got[0]["id"], envelope["id"]);
+    let calls = got[0]["res"]["calls"].as_i64().expect("calls");
+    let next = act(&c, "chaos:*", json!({"chaos": "whoami"}), 20)
+        .await
+        .expect("answered");
+    assert_eq!(
+        next["calls"].as_i64(),
+        Some(calls + 1),
+        "the repeated id did not run the action again"
+    );
+    stop.cancel();
+    names.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_seneca_amqp_transport_interoperates_both_ways() {
+    // Node's scripts use Seneca's exchange: keep the queue names unique.
+    let id = unique();
+    let mut cleanup = Names {
+        exchange: String::new(),
+        prefix: String::new(),
+        queues: Vec::new(),
+    };
+
+    // 1. A Node client acts against a wasmeca listener.
+    let wasmeca_queue = format!("test.{id}.wasmeca");
+    cleanup.queues.push(wasmeca_queue.clone());
+    let toml = format!(
+        "[rest]\nlisten = \"off\"\n[[listen]]\ntype = \"amqp\"\nname = {wasmeca_queue:?}\npins = [\"role:math,cmd:*\", \"cmd:salute\"]\n\
+         [[plugin]]\npath = {:?}\n[[plugin]]\npath = {:?}\n",
+        plugin("math"),
+        plugin("salute")
+    );
+    let mut config = Config::from_toml(&toml).expect("config");
+    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let stop = CancellationToken::new();
+    let host = Host::start(&config, stop.clone()).await.expect("host");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let msgs = json!([
+        {"role": "math", "cmd": "sum", "left": 1, "right": 2},
+        {"cmd": "salute", "name": "Zoë"},
+        {"role": "math", "cmd": "divide", "left": 1, "right": 2}
+    ])
+    .to_string();
+    let lines = tokio::task::spawn_blocking(move || {
+        node_client(
+            "amqp-client.js",
+            &[
+                "--url",
+                URL,
+                "--pin",
+                "role:math,cmd:*",
+                "--pin",
+                "cmd:salute",
+                "--msgs",
+                &msgs,
+                "--timeout",
+                "15000",
+            ],
+        )
+    })
+    .await
+    .expect("node");
+    assert_eq!(lines[0]["result"], json!({"answer": 3}), "{lines:?}");
+    assert_eq!(lines[1]["result"]["message"], "Hello Zoë!");
+    assert_eq!(lines[2]["ok"], false);
+    assert_eq!(lines[2]["error"]["code"], "act_not_found", "{}", lines[2]);
+    stop.cancel();
+    host.wait().await.expect("stops");
+
+    // 2. wasmeca's client acts against a Node listener.
+    let node_queue = format!("test.{id}.node");
+    cleanup.queues.push(node_queue.clone());
+    let (_node, ready) = tokio::task::spawn_blocking(move || {
+        NodeProcess::start(
+            "amqp-listen.js",
+            &[
+                "--url",
+                URL,
+                "--pin",
+                "role:math,cmd:*",
+                "--name",
+                &node_queue,
+            ],
+        )
+    })
+    .await
+    .expect("node");
+    assert_eq!(ready["ready"], true);
+    let toml = "listen = []\n[rest]\nlisten = \"off\"\n[[client]]\ntype = \"amqp\"\npin = \"role:math,cmd:*\"\n";
+    let mut config = Config::from_toml(toml).expect("config");
+    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let stop = CancellationToken::new();
+    let caller = Host::start(&config, stop.clone()).await.expect("host");
+    let answer = caller
+        .router()
+        .act(msg(
+            json!({"role": "math", "cmd": "product", "left": 6, "right": 7}),
+        ))
+        .await;
+    assert_eq!(
+        answer.expect("Node answered").to_value(),
+        json!({"answer": 42})
+    );
+    stop.cancel();
+    caller.wait().await.expect("stops");
+    cleanup.cleanup().await;
+}
+
+/// Runs the `wasmeca` binary to completion.
+fn wasmeca(args: &[&str]) -> std::process::Output {
+    wasmeca_tests::wasmeca_command!()
+        .args(args)
+        .output()
+        .expect("wasmeca runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_serves_with_amqp_and_acts_over_amqp() {
+    // `serve --amqp` uses Seneca's own exchange and queue names: chaos's patterns are served
+    // there by no other test.
+    let mut served = wasmeca_tests::wasmeca_command!()
+        .args(["serve", "--amqp", "--rest", "off", "--http", "off"])
+        .arg(plugin("chaos"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let seneca = Names {
+        exchange: "seneca.topic".into(),
+        prefix: "seneca.add".into(),
+        queues: Vec::new(),
+    };
+    wait_for_queues(&seneca, &["chaos:whoami", "chaos:fail"]).await;
+
+    let out = tokio::task::spawn_blocking(|| wasmeca(&["act", "--amqp", "chaos:whoami,n:7"]))
+        .await
+        .expect("act");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
+    assert_eq!(answer["n"], 7, "{answer}");
+
+    // A plugin error is printed as Seneca's error and the exit code says so.
+    let out = tokio::task::spawn_blocking(|| wasmeca(&["act", "--amqp", "chaos:fail"]))
+        .await
+        .expect("act");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let error: Value = serde_json::from_slice(&out.stdout).expect("JSON error");
+    assert_eq!(error["code"], "boom", "{error}");
+    assert_eq!(error["details"]["why"], "asked to", "{error}");
+
+    // Nobody listens: the error says so instead of waiting for the timeout.
+    let out = tokio::task::spawn_blocking(|| {
+        wasmeca(&["act", "--amqp", &format!("nobody{}:here", unique())])
+    })
+    .await
+    .expect("act");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no AMQP queue on seneca.topic is bound"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let _ = served.kill();
+    let _ = served.wait();
+    // Delete the queues the host declared under Seneca's names.
+    let listed = Command::new("rabbitmqctl")
+        .args(["list_queues", "name", "--quiet", "--no-table-headers"])
+        .output()
+        .expect("rabbitmqctl runs");
+    let mut cleanup = seneca;
+    cleanup.exchange.clear();
+    cleanup.queues = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|q| q.starts_with("seneca.add.chaos:"))
+        .map(str::to_owned)
+        .collect();
+    cleanup.cleanup().await;
+}

@@ -1,0 +1,291 @@
+//! The `wasmeca` binary as a user runs it: `act`, `inspect`, `serve` and its errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wasmeca_tests::plugin;
+
+fn wasmeca(args: &[&str]) -> Output {
+    wasmeca_tests::wasmeca_command!()
+        .args(args)
+        .output()
+        .expect("wasmeca runs")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn path(p: PathBuf) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn act_prints_the_answer() {
+    let out = wasmeca(&["act", &path(plugin("salute")), "cmd:salute,name:World"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_json(&out)["message"], "Hello World!");
+
+    let out = wasmeca(&[
+        "act",
+        &path(plugin("math")),
+        "role:math,cmd:sum,left:1,right:2",
+    ]);
+    assert_eq!(stdout_json(&out), serde_json::json!({"answer": 3}));
+
+    let out = wasmeca(&[
+        "act",
+        &path(plugin("user")),
+        r#"{"module":"user","if":"load","id":3}"#,
+    ]);
+    assert_eq!(
+        stdout_json(&out),
+        serde_json::json!({"id": 3, "name": "丙"})
+    );
+}
+
+#[test]
+fn act_accepts_several_plugins_and_folders() {
+    let out = wasmeca(&[
+        "act",
+        &path(plugin("salute")),
+        &path(plugin("account")),
+        "cmd:login,username:asd,pass:123",
+    ]);
+    assert_eq!(stdout_json(&out)["code"], 1000);
+    // A folder loads every plugin in it (here salute 1 and 2: no pin picks 2.0.0).
+    let dir = std::env::temp_dir().join(format!("wasmeca-cli-folder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for name in ["salute", "salute_v2"] {
+        std::fs::copy(plugin(name), dir.join(format!("{name}.wasm"))).expect("copy");
+    }
+    let out = wasmeca(&["act", &path(dir.clone()), "cmd:salute,name:A"]);
+    assert_eq!(stdout_json(&out)["version"], "2.0.0");
+    let out = wasmeca(&["act", &path(dir.clone()), "cmd:salute,$version:'1'"]);
+    assert_eq!(stdout_json(&out)["message"], "Hello World!");
+
+    // Without --watch, one bad file in a folder stops the load and says which and why.
+    std::fs::write(dir.join("broken.wasm"), b"not wasm").expect("write");
+    let out = wasmeca(&["act", &path(dir.clone()), "cmd:salute"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.wasm"), "{err}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn act_failure_prints_the_seneca_error_and_exits_non_zero() {
+    let out = wasmeca(&["act", &path(plugin("salute")), "cmd:nothing"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stdout_json(&out);
+    assert_eq!(e["code"], "act_not_found");
+    assert_eq!(e["seneca"], true);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No matching action pattern")
+    );
+}
+
+#[test]
+fn errors_name_the_file_and_the_place() {
+    let out = wasmeca(&["act", "/nonexistent/plugin.wasm", "cmd:x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plugin path /nonexistent/plugin.wasm does not exist"),
+        "{err}"
+    );
+
+    let out = wasmeca(&["act", &path(plugin("salute")), "cmd:salute,,x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not parse at column 12"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("wasmeca-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("wasmeca.toml");
+    std::fs::write(&config, "[[plugin]]\npath = \"x.wasm\"\nistances = 2\n").expect("write");
+    let out = wasmeca(&["serve", &path(config.clone())]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wasmeca.toml")
+            && err.contains("unknown field `istances`")
+            && err.contains("line 3"),
+        "{err}"
+    );
+
+    let not_component = dir.join("core.wasm");
+    std::fs::write(&not_component, b"\0asm\x01\0\0\0").expect("write");
+    let out = wasmeca(&["inspect", &path(not_component)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("core.wasm: a core WebAssembly module, not a component"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_shows_identity_patterns_and_routes() {
+    let out = wasmeca(&["inspect", &path(plugin("user"))]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("user@1.0.0"), "{text}");
+    assert!(text.contains("[1] module:user,if:load"), "{text}");
+    assert!(text.contains("\"prefix\":\"/user\""), "{text}");
+
+    let out = wasmeca(&["inspect", "--json", &path(plugin("math"))]);
+    let json = stdout_json(&out);
+    assert_eq!(json["name"], "math");
+    assert_eq!(
+        json["patterns"],
+        serde_json::json!(["cmd:sum,role:math", "cmd:product,role:math"])
+    );
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let mut child = wasmeca_tests::wasmeca_command!()
+        .args([
+            "serve",
+            "--rest",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            &path(plugin("salute")),
+            &path(plugin("math")),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    // Wait for the "serving" line, then signal.
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("serving") && l.contains("math@1.0.0"))
+    {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("serve logs");
+        seen.push(line);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let code = child.wait().expect("exits");
+    assert!(code.success(), "exit status {code}");
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");
+}
+
+#[test]
+fn act_without_plugins_asks_the_running_host() {
+    let port = wasmeca_tests::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = wasmeca_tests::wasmeca_command!()
+        .args([
+            "serve",
+            "--rest",
+            "off",
+            "--http",
+            &addr,
+            &path(plugin("salute")),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let url = format!("http://{addr}/act");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let out = wasmeca(&["act", "--url", &url, "cmd:salute,name:Remote"]);
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        answer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    assert_eq!(stdout_json(&answer)["message"], "Hello Remote!");
+
+    let nobody = format!("http://127.0.0.1:{}/act", wasmeca_tests::free_port());
+    let out = wasmeca(&["act", "--url", &nobody, "cmd:salute"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach") && err.contains("is `wasmeca serve` running there?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_demo_builds_and_answers_as_the_readme_says() {
+    // `wasmeca build` runs the demo's [build] command in the repository, as `serve --build` does.
+    let out = wasmeca_tests::wasmeca_command!()
+        .arg("build")
+        .current_dir(wasmeca_tests::repo())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("wasmeca runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let demo = wasmeca_tests::repo().join("wasmeca.toml");
+    let demo = path(demo);
+    let cases = [
+        (
+            "cmd:salute,name:World",
+            r#"{"id":1,"message":"Hello World!"}"#,
+        ),
+        ("role:math,cmd:sum,left:1,right:2", r#"{"answer":3}"#),
+        ("cmd:login,username:asd,pass:123", r#"{"code":1000}"#),
+        ("module:user,if:load,id:2", r#"{"id":2,"name":"乙"}"#),
+    ];
+    for (msg, expected) in cases {
+        let out = wasmeca(&["act", &demo, msg]);
+        assert!(
+            out.status.success(),
+            "{msg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected: Value = serde_json::from_str(expected).expect("expected JSON");
+        assert_eq!(stdout_json(&out), expected, "{msg}");
+    }
+}

@@ -1,0 +1,667 @@
+//! The foundation, driven in-process through the library with the real compiled plugins:
+//! the seeds' answers, patrun precedence and `prior` across plugins, Seneca's act semantics,
+//! versions side by side, limits (traps, panics, loops, memory), and load errors.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wasmeca::config::Limits;
+use wasmeca::message::codes;
+use wasmeca::{ActError, LoadError, Message, PluginSource, Router, Runtime};
+use wasmeca_tests::{cache_dir, plugin};
+
+fn msg(v: Value) -> Message {
+    match v {
+        Value::Object(m) => Message::new(m),
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        memory_mib: 32,
+        ..Limits::default()
+    }
+}
+
+fn router_with(limits: Limits) -> Router {
+    let runtime = Runtime::new(Some(cache_dir()), limits.memory_bytes()).expect("runtime starts");
+    Router::new(runtime, limits)
+}
+
+/// A router serving `plugins` (name, instances, options) in order.
+async fn serving(plugins: &[(&str, usize, Value)], limits: Limits) -> Router {
+    let router = router_with(limits);
+    let sources: Vec<PluginSource> = plugins
+        .iter()
+        .map(|(name, instances, options)| PluginSource {
+            path: plugin(name),
+            options: options.clone(),
+            instances: *instances,
+        })
+        .collect();
+    router
+        .load_all(&sources)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    router
+}
+
+async fn seeds() -> Router {
+    let list: Vec<(&str, usize, Value)> = wasmeca_tests::SEEDS
+        .iter()
+        .map(|n| (*n, 1, json!({})))
+        .collect();
+    serving(&list, limits()).await
+}
+
+async fn act(router: &Router, m: Value) -> Result<Value, ActError> {
+    router.act(msg(m)).await.map(|reply| reply.to_value())
+}
+
+async fn ok(router: &Router, m: Value) -> Value {
+    act(router, m.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{m} failed: {e}"))
+}
+
+async fn err(router: &Router, m: Value) -> ActError {
+    match act(router, m.clone()).await {
+        Ok(v) => panic!("{m} answered {v}, expected an error"),
+        Err(e) => e,
+    }
+}
+
+// --- the seeds ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn seeds_answer_as_the_seed_does() {
+    let r = seeds().await;
+    let hello = ok(&r, json!({"cmd": "salute", "name": "World"})).await;
+    assert_eq!(hello["message"], "Hello World!");
+    assert_eq!(
+        ok(
+            &r,
+            json!({"role": "math", "cmd": "sum", "left": 1, "right": 2})
+        )
+        .await,
+        json!({"answer": 3})
+    );
+    assert_eq!(
+        ok(
+            &r,
+            json!({"role": "math", "cmd": "product", "left": 3, "right": 4})
+        )
+        .await,
+        json!({"answer": 12})
+    );
+    assert_eq!(
+        ok(
+            &r,
+            json!({"cmd": "login", "username": "asd", "pass": "123"})
+        )
+        .await,
+        json!({"code": 1000})
+    );
+    assert_eq!(
+        ok(&r, json!({"cmd": "login", "username": "asd", "pass": 123})).await,
+        json!({"code": 1000})
+    );
+    assert_eq!(
+        ok(
+            &r,
+            json!({"cmd": "login", "username": "asd", "pass": "nope"})
+        )
+        .await,
+        json!({"code": 2100})
+    );
+    let config = ok(&r, json!({"target": "config-server"})).await;
+    assert_eq!(config["SUCCESS_NORMAL_RES"]["code"], 1000);
+}
+
+#[tokio::test]
+async fn user_crud_keeps_its_list_between_calls() {
+    let r = seeds().await;
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("list is an array")
+            .iter()
+            .map(|u| u["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let list = ok(&r, json!({"module": "user", "if": "list"})).await;
+    assert_eq!(names(&list), ["甲", "乙", "丙"]);
+    assert_eq!(
+        ok(&r, json!({"module": "user", "if": "load", "id": 2})).await,
+        json!({"id": 2, "name": "乙"})
+    );
+    // As seneca-web sends it: the id in args.params (a string), the name in args.body.
+    let edited = ok(&r, json!({"module": "user", "if": "edit", "args": {"params": {"id": "2"}, "body": {"name": "乙二"}}})).await;
+    assert_eq!(edited, json!({"id": 2, "name": "乙二"}));
+    let created = ok(
+        &r,
+        json!({"module": "user", "if": "create", "args": {"body": {"name": "丁"}}}),
+    )
+    .await;
+    assert_eq!(created, json!({"id": 4, "name": "丁"}));
+    assert_eq!(
+        ok(&r, json!({"module": "user", "if": "delete", "id": 1})).await,
+        json!({"id": 1, "name": "甲"})
+    );
+    let list = ok(&r, json!({"module": "user", "if": "list"})).await;
+    assert_eq!(names(&list), ["乙二", "丙", "丁"]);
+    let missing = err(&r, json!({"module": "user", "if": "load", "id": 1})).await;
+    assert_eq!(
+        (missing.code.as_str(), missing.status),
+        ("not_found", Some(404))
+    );
+    let no_name = err(
+        &r,
+        json!({"module": "user", "if": "create", "args": {"body": {}}}),
+    )
+    .await;
+    assert_eq!(
+        (no_name.code.as_str(), no_name.http_status()),
+        ("invalid_input", 400)
+    );
+}
+
+#[tokio::test]
+async fn plugin_state_survives_between_calls() {
+    let r = seeds().await;
+    for expected in 1..=3 {
+        assert_eq!(ok(&r, json!({"cmd": "salute"})).await["id"], expected);
+    }
+}
+
+// --- act semantics -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn no_match_is_act_not_found_unless_default_is_an_object_or_array() {
+    let r = seeds().await;
+    let e = err(&r, json!({"cmd": "nope", "x": 1})).await;
+    assert_eq!(e.code, codes::ACT_NOT_FOUND);
+    assert!(
+        e.message.contains(r#"{"cmd":"nope","x":1}"#),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        ok(&r, json!({"cmd": "nope", "default$": {"fallback": true}})).await,
+        json!({"fallback": true})
+    );
+    assert_eq!(
+        ok(&r, json!({"cmd": "nope", "default$": [1, 2]})).await,
+        json!([1, 2])
+    );
+    assert_eq!(
+        err(&r, json!({"cmd": "nope", "default$": "text"}))
+            .await
+            .code,
+        codes::ACT_DEFAULT_BAD
+    );
+    // A partial match finds the wider pattern, extra keys are ignored, values compare as strings.
+    assert_eq!(
+        ok(
+            &r,
+            json!({"role": "math", "cmd": "sum", "left": "1", "right": 2, "extra": true})
+        )
+        .await["answer"],
+        3
+    );
+    let e = err(
+        &r,
+        json!({"role": "math", "cmd": "divide", "left": 1, "right": 2}),
+    )
+    .await;
+    assert_eq!(e.code, codes::ACT_NOT_FOUND);
+}
+
+#[tokio::test]
+async fn results_must_be_objects_arrays_or_null() {
+    let r = serving(&[("chaos", 1, json!({}))], limits()).await;
+    let e = err(&r, json!({"chaos": "number"})).await;
+    assert_eq!(e.code, codes::RESULT_NOT_OBJARR);
+    assert!(e.message.contains("not a number"), "{}", e.message);
+    assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
+}
+
+#[tokio::test]
+async fn plugin_errors_keep_code_status_and_details() {
+    let r = serving(&[("chaos", 1, json!({}))], limits()).await;
+    let e = err(&r, json!({"chaos": "fail"})).await;
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str(), e.status),
+        ("boom", "bad thing", Some(418))
+    );
+    assert_eq!(e.details.as_deref(), Some(&json!({"why": "asked to"})));
+}
+
+#[tokio::test]
+async fn nested_acts_inherit_the_transaction() {
+    let r = serving(&[("chaos", 2, json!({})), ("math", 1, json!({}))], limits()).await;
+    let answer = ok(
+        &r,
+        json!({"chaos": "relay", "tx$": "txtxtxtxtxtx", "inner": {"chaos": "echo", "a": 1}}),
+    )
+    .await;
+    assert_eq!(answer["tx"], "txtxtxtxtxtx");
+    assert_eq!(answer["inner"]["tx$"], "txtxtxtxtxtx");
+    assert_eq!(answer["inner"]["a"], 1);
+    // Without a given tx, one is made: 12 chars of [0-9a-z], the same in both acts.
+    let answer = ok(&r, json!({"chaos": "relay", "inner": {"chaos": "echo"}})).await;
+    let tx = answer["tx"].as_str().expect("tx is set");
+    assert_eq!(tx.len(), 12);
+    assert!(
+        tx.bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    );
+    assert_eq!(answer["inner"]["tx$"], tx);
+    // id$ sets both parts; the action sees tx$ but not id$.
+    let echoed = ok(
+        &r,
+        json!({"chaos": "echo", "id$": "mmmmmmmmmmmm/tttttttttttt"}),
+    )
+    .await;
+    assert_eq!(echoed["tx$"], "tttttttttttt");
+    assert!(echoed.get("id$").is_none());
+    // Errors of nested acts come back to the plugin as values, and up to the caller.
+    let e = err(
+        &r,
+        json!({"chaos": "relay", "inner": {"role": "math", "cmd": "sum", "left": "x"}}),
+    )
+    .await;
+    assert_eq!(e.code, "invalid_input");
+}
+
+#[tokio::test]
+async fn nested_acts_stop_at_the_depth_limit() {
+    let limits = Limits {
+        max_depth: 3,
+        ..limits()
+    };
+    let r = serving(&[("chaos", 6, json!({}))], limits).await;
+    let e = err(&r, json!({"chaos": "recurse"})).await;
+    assert_eq!(e.code, codes::ACT_DEPTH_LIMIT);
+    assert!(e.message.contains("limit 3"), "{}", e.message);
+    assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
+}
+
+#[tokio::test]
+async fn acting_a_busy_plugin_on_the_same_chain_is_refused_not_deadlocked() {
+    let r = serving(&[("chaos", 1, json!({}))], limits()).await;
+    let e = err(
+        &r,
+        json!({"chaos": "relay", "inner": {"chaos": "echo"}, "timeout$": 5000}),
+    )
+    .await;
+    assert_eq!(e.code, codes::ACT_REENTRANT);
+    assert!(e.message.contains("chaos@1.0.0"), "{}", e.message);
+}
+
+// --- precedence and prior across plugins -----------------------------------------------------
+
+#[tokio::test]
+async fn later_plugins_override_and_can_call_prior() {
+    let r = serving(
+        &[("salute", 1, json!({})), ("override", 1, json!({}))],
+        limits(),
+    )
+    .await;
+    // Same pattern: override wins, its prior is salute.
+    let same = ok(&r, json!({"cmd": "salute", "name": "Ann"})).await;
+    assert_eq!(same["overridden"], "same");
+    assert_eq!(same["prior"]["message"], "Hello Ann!");
+    // Narrower pattern: its prior is the wider cmd:salute as it was when added (salute's).
+    let fr = ok(&r, json!({"cmd": "salute", "lang": "fr", "name": "Zoé"})).await;
+    assert_eq!(fr["overridden"], "narrower");
+    assert_eq!(fr["prior"]["message"], "Hello Zoé!");
+    // No prior: default$ or null.
+    assert_eq!(ok(&r, json!({"cmd": "lonely"})).await["prior"], Value::Null);
+    assert_eq!(
+        ok(&r, json!({"cmd": "lonely", "default$": {"d": 1}})).await["prior"],
+        json!({"d": 1})
+    );
+}
+
+#[tokio::test]
+async fn load_order_decides_which_plugin_wins() {
+    let r = serving(
+        &[("override", 1, json!({})), ("salute", 1, json!({}))],
+        limits(),
+    )
+    .await;
+    assert_eq!(
+        ok(&r, json!({"cmd": "salute", "name": "Ann"})).await["message"],
+        "Hello Ann!"
+    );
+    // The narrower pattern still goes to override; nothing matched it when it was added, so it
+    // has no prior (Seneca's priordef is fixed at add time).
+    let fr = ok(&r, json!({"cmd": "salute", "lang": "fr"})).await;
+    assert_eq!(fr["overridden"], "narrower");
+    assert_eq!(fr["prior"], Value::Null);
+}
+
+// --- versions --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn versions_coexist_and_version_pins_pick_one() {
+    let r = serving(
+        &[("salute", 1, json!({})), ("salute_v2", 1, json!({}))],
+        limits(),
+    )
+    .await;
+    let keys: Vec<String> = r.plugins().plugins().iter().map(|p| p.key()).collect();
+    assert_eq!(keys, ["salute@1.0.0", "salute@2.0.0"]);
+    assert_eq!(ok(&r, json!({"cmd": "salute"})).await["version"], "2.0.0");
+    assert_eq!(
+        ok(&r, json!({"cmd": "salute", "$version": "1"})).await["message"],
+        "Hello World!"
+    );
+    assert_eq!(
+        ok(&r, json!({"cmd": "salute", "$version": 1})).await["message"],
+        "Hello World!"
+    );
+    assert_eq!(
+        ok(&r, json!({"cmd": "salute", "$version": "^2"})).await["version"],
+        "2.0.0"
+    );
+    assert_eq!(
+        ok(&r, json!({"cmd": "salute", "$version": "=1.0.0"})).await["message"],
+        "Hello World!"
+    );
+    let e = err(&r, json!({"cmd": "salute", "$version": "3"})).await;
+    assert_eq!(e.code, codes::VERSION_NOT_FOUND);
+    assert!(e.message.contains("2.0.0, 1.0.0"), "{}", e.message);
+    assert_eq!(e.http_status(), 404);
+    assert_eq!(
+        err(&r, json!({"cmd": "salute", "$version": "x.y"}))
+            .await
+            .code,
+        codes::INVALID_VERSION
+    );
+    // Each version keeps its own state.
+    assert_eq!(
+        ok(&r, json!({"cmd": "salute", "$version": "1"})).await["id"],
+        4
+    );
+    assert_eq!(ok(&r, json!({"cmd": "salute"})).await["id"], 3);
+}
+
+#[tokio::test]
+async fn swapping_the_set_keeps_serving() {
+    let r = seeds().await;
+    let salute = r
+        .plugins()
+        .get("salute@1.0.0")
+        .cloned()
+        .expect("salute is loaded");
+    assert!(r.unload("salute@1.0.0").is_some());
+    assert_eq!(
+        err(&r, json!({"cmd": "salute"})).await.code,
+        codes::ACT_NOT_FOUND
+    );
+    r.install(salute);
+    assert_eq!(
+        ok(&r, json!({"cmd": "salute", "name": "Back"})).await["message"],
+        "Hello Back!"
+    );
+    assert_eq!(
+        ok(
+            &r,
+            json!({"role": "math", "cmd": "sum", "left": 2, "right": 2})
+        )
+        .await["answer"],
+        4
+    );
+}
+
+// --- limits ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_trap_is_an_error_and_the_instance_is_replaced() {
+    let r = serving(&[("chaos", 1, json!({}))], limits()).await;
+    assert_eq!(ok(&r, json!({"chaos": "ok"})).await["calls"], 1);
+    assert_eq!(ok(&r, json!({"chaos": "ok"})).await["calls"], 2);
+    let e = err(&r, json!({"chaos": "trap"})).await;
+    assert_eq!(e.code, codes::PLUGIN_TRAP);
+    assert!(e.message.contains("chaos@1.0.0 trapped"), "{}", e.message);
+    // A fresh instance answers: its counter starts again.
+    assert_eq!(ok(&r, json!({"chaos": "ok"})).await["calls"], 1);
+}
+
+#[tokio::test]
+async fn a_panic_is_an_error_with_its_message() {
+    let r = serving(&[("chaos", 1, json!({}))], limits()).await;
+    let e = err(&r, json!({"chaos": "panic"})).await;
+    assert_eq!(e.code, codes::PLUGIN_TRAP);
+    assert!(
+        e.message.contains("panicked (boom on purpose)"),
+        "{}",
+        e.message
+    );
+    assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
+}
+
+#[tokio::test]
+async fn an_endless_loop_times_out_and_the_next_call_succeeds() {
+    let r = serving(&[("chaos", 1, json!({}))], limits()).await;
+    let started = std::time::Instant::now();
+    let e = err(&r, json!({"chaos": "loop", "timeout$": 300})).await;
+    assert_eq!(e.code, codes::ACTION_TIMEOUT);
+    assert!(e.message.contains("chaos:loop"), "{}", e.message);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the deadline was not kept"
+    );
+    assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
+}
+
+#[tokio::test]
+async fn unbounded_allocation_hits_the_memory_cap() {
+    let r = serving(
+        &[("chaos", 1, json!({}))],
+        Limits {
+            memory_mib: 16,
+            ..limits()
+        },
+    )
+    .await;
+    let e = err(&r, json!({"chaos": "alloc"})).await;
+    assert_eq!(e.code, codes::PLUGIN_TRAP);
+    assert!(
+        e.message.contains("ran out of memory (limit 16 MiB)"),
+        "{}",
+        e.message
+    );
+    assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_plugin_does_not_stall_other_plugins_even_on_one_thread() {
+    let r = serving(
+        &[("chaos", 1, json!({})), ("salute", 1, json!({}))],
+        limits(),
+    )
+    .await;
+    let slow = {
+        let r = r.clone();
+        tokio::spawn(async move { r.act(msg(json!({"chaos": "slow", "ms": 1500}))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..20 {
+        assert_eq!(
+            ok(&r, json!({"cmd": "salute"})).await["message"],
+            "Hello World!"
+        );
+    }
+    assert!(
+        !slow.is_finished(),
+        "the salutes had to wait for the slow call"
+    );
+    let slow = slow.await.expect("task runs").expect("slow call answers");
+    assert_eq!(slow.to_value()["slept"], 1500);
+}
+
+#[tokio::test]
+async fn a_pool_serves_calls_in_parallel() {
+    let r = serving(&[("chaos", 4, json!({}))], limits()).await;
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.act(msg(json!({"chaos": "slow", "ms": 400}))).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(
+            call.await.expect("task runs").expect("answers").to_value()["slept"],
+            400
+        );
+    }
+    // Serially this is 1.6 s; with four instances the calls overlap.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_in_flight_acts_and_refuses_new_ones() {
+    let r = serving(&[("chaos", 1, json!({}))], limits()).await;
+    let running = {
+        let r = r.clone();
+        tokio::spawn(async move { r.act(msg(json!({"chaos": "slow", "ms": 300}))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(r.in_flight(), 1);
+    r.close();
+    assert_eq!(err(&r, json!({"chaos": "ok"})).await.code, codes::CLOSED);
+    r.drained().await;
+    assert!(running.is_finished());
+    assert_eq!(
+        running
+            .await
+            .expect("task runs")
+            .expect("finished")
+            .to_value()["slept"],
+        300
+    );
+}
+
+// --- loading -------------------------------------------------------------------------------
+
+async fn load_error(path: &Path, options: Value) -> LoadError {
+    let r = router_with(limits());
+    let source = PluginSource {
+        path: path.to_owned(),
+        options,
+        instances: 1,
+    };
+    match r.load(&source).await {
+        Ok(p) => panic!("{} loaded as {}", path.display(), p.key()),
+        Err(e) => e,
+    }
+}
+
+fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmeca-foundation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write");
+    path
+}
+
+#[tokio::test]
+async fn bad_plugin_files_are_refused_with_the_file_and_the_reason() {
+    let missing = load_error(Path::new("/nonexistent/x.wasm"), json!({})).await;
+    assert!(matches!(missing, LoadError::Io { .. }));
+    assert!(
+        missing
+            .to_string()
+            .starts_with("plugin file /nonexistent/x.wasm:"),
+        "{missing}"
+    );
+
+    let text = scratch("text.wasm", b"this is not wasm at all");
+    let e = load_error(&text, json!({})).await;
+    assert!(matches!(e, LoadError::NotWasm { .. }), "{e}");
+    assert!(
+        e.to_string().contains("text.wasm: not a WebAssembly file"),
+        "{e}"
+    );
+
+    let core = scratch("core.wasm", b"\0asm\x01\0\0\0");
+    let e = load_error(&core, json!({})).await;
+    assert!(matches!(e, LoadError::CoreModule { .. }), "{e}");
+
+    let empty_component = scratch("empty.wasm", b"\0asm\x0d\0\x01\0");
+    let e = load_error(&empty_component, json!({})).await;
+    assert!(matches!(e, LoadError::Contract { .. }), "{e}");
+    assert!(e.to_string().contains("wasmeca:plugin/guest@0.1.0"), "{e}");
+
+    let full = std::fs::read(plugin("salute")).expect("salute is built");
+    let truncated = scratch("truncated.wasm", &full[..full.len() / 2]);
+    let e = load_error(&truncated, json!({})).await;
+    assert!(matches!(e, LoadError::Compile { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn init_failures_and_bad_manifests_are_refused() {
+    let e = load_error(&plugin("chaos"), json!({"fail_init": true})).await;
+    assert!(
+        matches!(&e, LoadError::Init { error, .. } if error.code == "bad_options"),
+        "{e}"
+    );
+    let e = load_error(&plugin("chaos"), json!({"bad_pattern": true})).await;
+    let text = e.to_string();
+    assert!(text.contains("chaos.wasm: invalid manifest"), "{text}");
+    assert!(
+        text.contains("`chaos:bad,,x` does not parse at column 11"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn components_are_compiled_once_and_loaded_from_the_cache() {
+    let dir = std::env::temp_dir().join(format!("wasmeca-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let runtime = Runtime::new(Some(dir.clone()), 64 << 20).expect("runtime");
+    let compiled = runtime.compile_file(&plugin("math")).expect("compiles");
+    let artifact = runtime.cache().expect("cache on").artifact(&compiled.hash);
+    assert!(artifact.exists(), "{} was not written", artifact.display());
+    let written = std::fs::metadata(&artifact)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    // A second runtime (a restarted host) loads the artifact instead of compiling again.
+    let again = Runtime::new(Some(dir.clone()), 64 << 20).expect("runtime");
+    again
+        .compile_file(&plugin("math"))
+        .expect("loads from cache");
+    assert_eq!(
+        std::fs::metadata(&artifact)
+            .and_then(|m| m.modified())
+            .expect("mtime"),
+        written
+    );
+    // A corrupt artifact is replaced, not fatal. (Written beside and renamed over it: the live
+    // runtimes map the old file, and truncating a mapped file in place would crash them.)
+    let garbage = dir.join("garbage.tmp");
+    std::fs::write(&garbage, b"garbage").expect("write garbage");
+    std::fs::rename(&garbage, &artifact).expect("corrupt it");
+    let r = Router::new(again, limits());
+    r.load_all(&[PluginSource::new(plugin("math"))])
+        .await
+        .expect("recompiles");
+    assert_eq!(
+        ok(
+            &r,
+            json!({"role": "math", "cmd": "sum", "left": 1, "right": 1})
+        )
+        .await["answer"],
+        2
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

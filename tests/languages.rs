@@ -1,0 +1,349 @@
+//! Plugins in JavaScript, Python and C next to Rust: the toolchains installed by
+//! `sdk/toolchains.sh`, every example built with `wasmeca build`, one shared set of behaviour
+//! assertions run against each language through the host, `wasmeca check` on every example, and
+//! `wasmeca new` → build → serve for every template.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use wasmeca::{ActError, CancellationToken, Config, Host, Message};
+use wasmeca_tests::repo;
+
+fn wasmeca(args: &[&str], dir: &Path) -> Output {
+    wasmeca_tests::wasmeca_command!()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("wasmeca runs")
+}
+
+/// Installs a toolchain (idempotent; the tools stay in target/tools between runs).
+fn toolchain(name: &str) {
+    // One install at a time: the JS and Python tests share the venv and npm cache.
+    let lock =
+        std::fs::File::create(repo().join("target").join("toolchains.lock")).expect("lock file");
+    lock.lock().expect("lock");
+    let status = Command::new("bash")
+        .arg(repo().join("sdk/toolchains.sh"))
+        .arg(name)
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "sdk/toolchains.sh {name} failed");
+}
+
+/// Builds the project in `dir` with `wasmeca build`; returns its plugin file.
+fn build(dir: &Path) -> PathBuf {
+    let out = wasmeca(&["build"], dir);
+    assert!(
+        out.status.success(),
+        "wasmeca build in {} failed:\n{}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = Config::from_file(&dir.join("wasmeca.toml")).expect("config");
+    config.plugin_sources().expect("sources")[0].path.clone()
+}
+
+/// A host serving `file` with REST on a free port.
+async fn host(file: &Path) -> (Host, CancellationToken) {
+    let toml =
+        format!("listen = []\n[rest]\nlisten = \"127.0.0.1:0\"\n[[plugin]]\npath = {file:?}\n");
+    let mut config = Config::from_toml(&toml).expect("config");
+    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let stop = CancellationToken::new();
+    (
+        Host::start(&config, stop.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        stop,
+    )
+}
+
+async fn act(h: &Host, m: Value) -> Result<Value, ActError> {
+    h.router()
+        .act(Message::new(m.as_object().cloned().expect("object")))
+        .await
+        .map(|r| r.to_value())
+}
+
+/// The seed's user CRUD behaviour, whatever the language.
+async fn user_suite(file: &Path) {
+    let (h, stop) = host(file).await;
+    let ok = |v: Result<Value, ActError>| v.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert_eq!(
+        ok(act(&h, json!({"module": "user", "if": "list"})).await),
+        json!([{"id": 1, "name": "甲"}, {"id": 2, "name": "乙"}, {"id": 3, "name": "丙"}])
+    );
+    assert_eq!(
+        ok(act(&h, json!({"module": "user", "if": "load", "id": 2})).await),
+        json!({"id": 2, "name": "乙"})
+    );
+    let missing = act(&h, json!({"module": "user", "if": "load", "id": 9}))
+        .await
+        .expect_err("missing");
+    assert_eq!(
+        (missing.code.as_str(), missing.http_status()),
+        ("not_found", 404)
+    );
+    let edited = act(&h, json!({"module": "user", "if": "edit", "args": {"params": {"id": "2"}, "body": {"name": "乙二"}}})).await;
+    assert_eq!(ok(edited), json!({"id": 2, "name": "乙二"}));
+    let created = act(
+        &h,
+        json!({"module": "user", "if": "create", "args": {"body": {"name": "丁"}}}),
+    )
+    .await;
+    assert_eq!(ok(created), json!({"id": 4, "name": "丁"}));
+    assert_eq!(
+        ok(act(&h, json!({"module": "user", "if": "delete", "id": 3})).await),
+        json!({"id": 3, "name": "丙"})
+    );
+    let bad = act(
+        &h,
+        json!({"module": "user", "if": "create", "args": {"body": {}}}),
+    )
+    .await
+    .expect_err("no name");
+    assert_eq!(
+        (bad.code.as_str(), bad.http_status()),
+        ("invalid_input", 400)
+    );
+    // Over REST, through the plugin's own route map.
+    let url = format!("http://{}/user/4", h.rest_addr().expect("rest"));
+    let response = reqwest::get(&url).await.expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&response.text().await.expect("body")).expect("json"),
+        json!({"id": 4, "name": "丁"})
+    );
+    stop.cancel();
+}
+
+/// The seed's salute behaviour.
+async fn salute_suite(file: &Path) {
+    let (h, stop) = host(file).await;
+    let first = act(&h, json!({"cmd": "salute", "name": "World"}))
+        .await
+        .expect("answers");
+    assert_eq!(first["message"], "Hello World!");
+    let second = act(&h, json!({"cmd": "salute", "name": "Zoë 甲"}))
+        .await
+        .expect("answers");
+    assert_eq!(second["message"], "Hello Zoë 甲!");
+    assert_eq!(
+        second["id"].as_i64(),
+        first["id"].as_i64().map(|i| i + 1),
+        "state survives between calls"
+    );
+    stop.cancel();
+}
+
+/// The seed's math behaviour.
+async fn math_suite(file: &Path) {
+    let (h, stop) = host(file).await;
+    assert_eq!(
+        act(
+            &h,
+            json!({"role": "math", "cmd": "sum", "left": 1, "right": 2})
+        )
+        .await
+        .expect("sum"),
+        json!({"answer": 3})
+    );
+    assert_eq!(
+        act(
+            &h,
+            json!({"role": "math", "cmd": "product", "left": 1.5, "right": 2})
+        )
+        .await
+        .expect("product"),
+        json!({"answer": 3})
+    );
+    let bad = act(
+        &h,
+        json!({"role": "math", "cmd": "sum", "left": "x", "right": 1}),
+    )
+    .await
+    .expect_err("not a number");
+    assert_eq!(
+        (bad.code.as_str(), bad.http_status()),
+        ("invalid_input", 400)
+    );
+    stop.cancel();
+}
+
+/// `wasmeca check` passes.
+fn checks(file: &Path) {
+    let out = wasmeca(&["check", &file.to_string_lossy()], &repo());
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.trim_end().ends_with("PASS"),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_plugins_pass_the_shared_suites() {
+    let plugin = wasmeca_tests::plugin;
+    user_suite(&plugin("user")).await;
+    salute_suite(&plugin("salute")).await;
+    math_suite(&plugin("math")).await;
+    for name in ["user", "salute", "math"] {
+        checks(&plugin(name));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_examples_pass_the_shared_suites() {
+    tokio::task::spawn_blocking(|| toolchain("js"))
+        .await
+        .expect("toolchain");
+    let user = tokio::task::spawn_blocking(|| build(&repo().join("examples/js/user")))
+        .await
+        .expect("build");
+    let salute = tokio::task::spawn_blocking(|| build(&repo().join("examples/js/salute")))
+        .await
+        .expect("build");
+    user_suite(&user).await;
+    salute_suite(&salute).await;
+    checks(&user);
+    checks(&salute);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_examples_pass_the_shared_suites() {
+    tokio::task::spawn_blocking(|| toolchain("python"))
+        .await
+        .expect("toolchain");
+    let user = tokio::task::spawn_blocking(|| build(&repo().join("examples/python/user")))
+        .await
+        .expect("build");
+    let salute = tokio::task::spawn_blocking(|| build(&repo().join("examples/python/salute")))
+        .await
+        .expect("build");
+    user_suite(&user).await;
+    salute_suite(&salute).await;
+    checks(&user);
+    checks(&salute);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_c_example_passes_the_shared_suites() {
+    tokio::task::spawn_blocking(|| toolchain("c"))
+        .await
+        .expect("toolchain");
+    let file = tokio::task::spawn_blocking(|| build(&repo().join("examples/c/salute-math")))
+        .await
+        .expect("build");
+    salute_suite(&file).await;
+    math_suite(&file).await;
+    checks(&file);
+}
+
+#[test]
+fn check_fails_saying_why_for_a_pattern_that_does_not_parse() {
+    let out = wasmeca(
+        &[
+            "check",
+            &wasmeca_tests::plugin("badpattern").to_string_lossy(),
+        ],
+        &repo(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("FAIL its manifest is valid"), "{report}");
+    assert!(
+        report.contains("`cmd:broken,,x` does not parse at column 12"),
+        "{report}"
+    );
+    assert!(report.trim_end().ends_with("FAIL"), "{report}");
+}
+
+/// `wasmeca new` → `wasmeca build` → serve: answers over `act` and REST.
+async fn new_project(language: &str) {
+    let dir = std::env::temp_dir().join(format!("wasmeca-new-{}", wasmeca::message::new_id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let project = dir.join(format!("greeter{language}"));
+    let name = project
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let out = wasmeca(&["new", language, &project.to_string_lossy()], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = {
+        let project = project.clone();
+        tokio::task::spawn_blocking(move || build(&project))
+            .await
+            .expect("build")
+    };
+    let (h, stop) = host(&file).await;
+    let answer = act(&h, json!({"role": name, "cmd": "hello", "name": "New"}))
+        .await
+        .expect("answers");
+    assert_eq!(answer["message"], "Hello New!", "{language}");
+    let url = format!(
+        "http://{}/{name}/hello?name=Rest",
+        h.rest_addr().expect("rest")
+    );
+    let body = reqwest::get(&url)
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["message"],
+        "Hello Rest!",
+        "{language}: {body}"
+    );
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_projects_in_every_language_build_and_answer() {
+    tokio::task::spawn_blocking(|| {
+        toolchain("js");
+        toolchain("python");
+        toolchain("c");
+    })
+    .await
+    .expect("toolchains");
+    for language in ["js", "python", "c", "rust"] {
+        new_project(language).await;
+    }
+}
+
+#[test]
+fn a_missing_toolchain_is_named_with_its_install_command() {
+    let dir = std::env::temp_dir().join(format!("wasmeca-missing-{}", wasmeca::message::new_id()));
+    let project = dir.join("lonely");
+    let out = wasmeca(&["new", "python", &project.to_string_lossy()], &repo());
+    assert!(out.status.success());
+    // An SDK folder without any toolchain installed next to it.
+    let empty_sdk = dir.join("sdk");
+    std::fs::create_dir_all(empty_sdk.join("python")).expect("dir");
+    let out = wasmeca(
+        &[
+            "build",
+            "--sdk",
+            &empty_sdk.to_string_lossy(),
+            &project.to_string_lossy(),
+        ],
+        &repo(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("componentize-py is missing; install it with:")
+            && err.contains("toolchains.sh python"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

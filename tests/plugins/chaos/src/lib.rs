@@ -1,0 +1,91 @@
+//! `chaos@1.0.0`: a plugin that misbehaves on request, so the tests can check that the host
+//! answers with an error within the deadline or cap, replaces the instance, and keeps serving.
+//! Options: `{"fail_init": true}` makes init fail; `{"bad_pattern": true}` declares a pattern
+//! that does not parse.
+
+use std::time::{Duration, Instant};
+
+use wasmeca_sdk::{Error, Msg, Plugin, Result, Value, json};
+
+/// Per-instance state.
+struct Chaos {
+    /// Calls answered by this instance (shows whether an instance was replaced).
+    calls: u64,
+    /// `options.name`: tells hosts apart in multi-host tests.
+    name: String,
+}
+
+fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
+    if options.bool("fail_init") == Some(true) {
+        return Err(Error::new("bad_options", "fail_init was set"));
+    }
+    let name = options.str("name").unwrap_or("chaos").to_owned();
+    let mut plugin = Plugin::with_state("chaos", "1.0.0", Chaos { calls: 0, name })
+        .add("chaos:ok", |s, _| {
+            s.calls += 1;
+            Ok(json!({ "ok": true, "calls": s.calls }))
+        })
+        .add("chaos:trap", |_, _| -> Result<Value> { core::arch::wasm32::unreachable() })
+        .add("chaos:panic", |_, _| -> Result<Value> { panic!("boom on purpose") })
+        .add("chaos:loop", |_, _| -> Result<Value> {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        })
+        .add("chaos:alloc", |_, _| -> Result<Value> {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        })
+        .add("chaos:slow", |_, msg| {
+            let from_query = msg.query("ms").and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
+            let ms = msg.f64("ms").or(from_query).unwrap_or(100.0) as u64;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(ms) {
+                std::hint::black_box(start);
+            }
+            Ok(json!({ "slept": ms }))
+        })
+        .add("chaos:whoami", |s, msg| {
+            s.calls += 1;
+            let from_query = msg.query("ms").and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
+            let ms = msg.f64("ms").or(from_query).unwrap_or(0.0) as u64;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(ms) {
+                std::hint::black_box(start);
+            }
+            Ok(json!({ "name": s.name, "calls": s.calls, "n": msg.get("n") }))
+        })
+        .add("chaos:number", |_, _| Ok(42))
+        // (Not `chaos:null`: jsonic reads null, which drops the key and makes a catch-all.)
+        .add("chaos:nothing", |_, _| Ok(Value::Null))
+        .add("chaos:fail", |_, _| -> Result<Value> {
+            Err(Error::new("boom", "bad thing").with_status(418).with_details(json!({ "why": "asked to" })))
+        })
+        .add("chaos:echo", |_, msg| Ok(Value::Object(msg.as_map().clone())))
+        .add("chaos:relay", |_, msg| {
+            // Acts `inner` and answers with this message's tx and the inner answer.
+            let inner = msg.get("inner").cloned().unwrap_or(json!({}));
+            let answer = wasmeca_sdk::act(inner)?;
+            Ok(json!({ "tx": msg.tx(), "inner": answer }))
+        })
+        .add("chaos:recurse", |_, msg| {
+            let depth = msg.i64("depth").unwrap_or(0);
+            let inner = wasmeca_sdk::act(json!({ "chaos": "recurse", "depth": depth + 1 }))?;
+            Ok(json!({ "depth": depth, "inner": inner }))
+        })
+        .add("chaos:log", |_, msg| {
+            wasmeca_sdk::info!("chaos says {}", msg.str("text").unwrap_or("hello"));
+            println!("chaos prints to stdout");
+            Ok(json!({ "logged": true }))
+        });
+    if options.bool("bad_pattern") == Some(true) {
+        plugin = plugin.add("chaos:bad,,x", |_, _| Ok(json!({})));
+    }
+    Ok(plugin)
+}
+
+wasmeca_sdk::export!(plugin);
