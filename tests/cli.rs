@@ -212,14 +212,8 @@ fn act_without_plugins_asks_the_running_host() {
     let port = wasmeca_tests::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = wasmeca_tests::wasmeca_command!()
-        .args([
-            "serve",
-            "--rest",
-            "off",
-            "--http",
-            &addr,
-            &path(plugin("salute")),
-        ])
+        .args(["serve", "--rest", "off", "--http", &addr, "salute.wasm"])
+        .current_dir(plugin("salute").parent().expect("plugin folder"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -233,14 +227,23 @@ fn act_without_plugins_asks_the_running_host() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(
         answer.status.success(),
         "{}",
         String::from_utf8_lossy(&answer.stderr)
     );
     assert_eq!(stdout_json(&answer)["message"], "Hello Remote!");
+    // A file given relative to the host's folder is listed by its full path, as the watcher
+    // would name it.
+    let listed = wasmeca(&["plugins", "--json", "--url", &url]);
+    let listed = stdout_json(&listed);
+    assert_eq!(
+        listed["plugins"][0]["file"],
+        path(plugin("salute").canonicalize().expect("canonical")),
+        "{listed}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 
     let nobody = format!("http://127.0.0.1:{}/act", wasmeca_tests::free_port());
     let out = wasmeca(&["act", "--url", &nobody, "cmd:salute"]);

@@ -635,6 +635,14 @@ impl Config {
         }
     }
 
+    /// A plugin entry's path, resolved against the configuration's folder and made canonical
+    /// when it exists, so a file loaded at start and the same file reported by the watcher
+    /// have one name.
+    pub fn plugin_path(&self, path: &Path) -> PathBuf {
+        let path = self.resolve(path);
+        std::fs::canonicalize(&path).unwrap_or(path)
+    }
+
     /// The plugin files to load, in order: folders expand to their `*.wasm` files by name.
     pub fn plugin_sources(&self) -> Result<Vec<PluginSource>, ConfigError> {
         let origin = self
@@ -648,7 +656,7 @@ impl Config {
         };
         let mut sources = Vec::new();
         for entry in &self.plugin {
-            let path = self.resolve(&entry.path);
+            let path = self.plugin_path(&entry.path);
             let source = |path: PathBuf| PluginSource {
                 path,
                 options: Value::Object(entry.options.clone().unwrap_or_default()),

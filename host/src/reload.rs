@@ -106,8 +106,7 @@ fn folders(config: &Config) -> Vec<Folder> {
         .plugin
         .iter()
         .filter_map(|entry| {
-            let path = config.resolve(&entry.path);
-            let path = std::fs::canonicalize(&path).unwrap_or(path);
+            let path = config.plugin_path(&entry.path);
             let options = Value::Object(entry.options.clone().unwrap_or_else(Map::new));
             let instances = entry.instances.unwrap_or(1);
             if path.is_dir() {
