@@ -6,76 +6,13 @@
 // Exits 0 once every message has an answer (errors included); non-zero on bad usage.
 'use strict'
 
-console.log = console.error // library chatter to stderr; stdout carries only our JSON lines
-const Stream = require('stream')
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
-const fail = (why) => {
-  console.error('http-client:', why)
-  process.exit(1)
-}
+const { failer, parseArgs, clientOptions, actAll } = require('./common')
 
-function parseArgs(argv) {
-  const args = {}
-  for (let i = 0; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--') || i + 1 >= argv.length) fail(`bad argument ${argv[i]}`)
-    const key = argv[i].slice(2)
-    args[key] = key in args ? [].concat(args[key], argv[i + 1]) : argv[i + 1]
-  }
-  return args
-}
-
-// JSON-safe copy: errors keep their own enumerable fields plus name and message;
-// cycles, streams (e.g. the raw IncomingMessage) and functions are cut.
-function plain(v, seen = new Set()) {
-  if (typeof v === 'function' || typeof v === 'symbol') return undefined
-  if (typeof v === 'bigint') return String(v)
-  if (v === null || typeof v !== 'object') return v
-  if (Buffer.isBuffer(v)) return v.toString('utf8')
-  if (v instanceof Stream) return `[${v.constructor.name}]`
-  if (seen.has(v)) return '[Circular]'
-  seen.add(v)
-  let copy
-  if (Array.isArray(v)) copy = v.map((x) => plain(x, seen) ?? null)
-  else {
-    copy = v instanceof Error ? { name: v.name, message: v.message } : {}
-    for (const k of Object.keys(v)) {
-      const x = plain(v[k], seen)
-      if (x !== undefined) copy[k] = x
-    }
-  }
-  seen.delete(v)
-  return copy
-}
-
-// Where the remote listener's error ends up, surfaced as error.remote:
-// - HTTP status >= 400: Wreck throws a Boom error without `seneca:true`, so seneca wraps it as
-//   act_execute "Response Error: 500 ..."; the listener's JSON body is at err.orig.data.payload.
-// - AMQP (and HTTP statuses 201..399): seneca-transport copies the reply's `error` field by
-//   field (own `name` included) onto a new Error. Without `seneca:true` seneca wraps it as
-//   act_execute (remote = err.orig); with it (e.g. act_not_found) it is passed through
-//   unwrapped (remote = err itself).
-// Local errors (act_not_found with no matching pin, action_timeout) have no remote part.
-function remoteOf(err) {
-  const own = (e) => e && Object.prototype.hasOwnProperty.call(e, 'name')
-  const payload = err.orig?.data?.payload
-  if (payload != null) return plain(payload)
-  if (own(err.orig)) return plain(err.orig)
-  if (own(err)) return plain(err)
-  return undefined
-}
-
-const args = parseArgs(process.argv.slice(2))
+const fail = failer('http-client')
+const args = parseArgs(process.argv.slice(2), fail)
 if (args.port === undefined) fail('--port is required')
-if (args.msgs === undefined) fail('--msgs is required')
-let msgs
-try {
-  msgs = JSON.parse(args.msgs)
-} catch (e) {
-  fail(`--msgs is not JSON: ${e.message}`)
-}
-if (!Array.isArray(msgs)) fail('--msgs must be a JSON array')
-const concurrency = Math.max(1, Number(args.concurrency || 1))
-const timeout = args.timeout === undefined ? undefined : Number(args.timeout)
+const options = clientOptions(args, fail)
+const { timeout } = options
 
 const seneca = require('seneca')({ log: 'warn', ...(timeout ? { timeout } : {}) })
 seneca.client({
@@ -84,33 +21,4 @@ seneca.client({
   port: Number(args.port),
   ...(timeout ? { timeout } : {}),
 })
-
-const lines = new Array(msgs.length)
-let printed = 0
-function settle(i, line) {
-  lines[i] = line
-  while (printed < lines.length && lines[printed]) out(lines[printed++])
-}
-
-function actOne(i) {
-  return new Promise((resolve) => {
-    seneca.act(msgs[i], (err, result) => {
-      if (err) {
-        const error = plain(err)
-        const remote = remoteOf(err)
-        if (remote !== undefined) error.remote = remote
-        settle(i, { i, ok: false, error })
-      } else settle(i, { i, ok: true, result: plain(result) ?? null })
-      resolve()
-    })
-  })
-}
-
-seneca.ready(async () => {
-  let next = 0
-  const worker = async () => {
-    while (next < msgs.length) await actOne(next++)
-  }
-  await Promise.all(Array.from({ length: Math.min(concurrency, msgs.length) }, worker))
-  process.exit(0)
-})
+actAll(seneca, options)

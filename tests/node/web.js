@@ -7,26 +7,12 @@
 // name) answers 4xx/5xx text/plain and then this process exits with code 1.
 'use strict'
 
-console.log = console.error // library chatter to stderr; stdout carries only our JSON lines
 const Koa = require('koa')
 const Router = require('koa-router')
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
-const fail = (why) => {
-  console.error('web:', why)
-  process.exit(1)
-}
+const { out, failer, parseArgs } = require('./common')
 
-function parseArgs(argv) {
-  const args = {}
-  for (let i = 0; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--') || i + 1 >= argv.length) fail(`bad argument ${argv[i]}`)
-    const key = argv[i].slice(2)
-    args[key] = key in args ? [].concat(args[key], argv[i + 1]) : argv[i + 1]
-  }
-  return args
-}
-
-const args = parseArgs(process.argv.slice(2))
+const fail = failer('web')
+const args = parseArgs(process.argv.slice(2), fail)
 if (args.port === undefined) fail('--port is required')
 
 const routes = {
