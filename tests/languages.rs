@@ -194,17 +194,21 @@ async fn rust_plugins_pass_the_shared_suites() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn javascript_examples_pass_the_shared_suites() {
-    tokio::task::spawn_blocking(|| toolchain("js"))
+/// Builds the user and salute examples of `language` and runs the shared suites on them.
+async fn user_and_salute_examples_pass(language: &'static str) {
+    tokio::task::spawn_blocking(move || toolchain(language))
         .await
         .expect("toolchain");
-    let user = tokio::task::spawn_blocking(|| build(&repo().join("examples/js/user")))
-        .await
-        .expect("build");
-    let salute = tokio::task::spawn_blocking(|| build(&repo().join("examples/js/salute")))
-        .await
-        .expect("build");
+    let mut built = Vec::new();
+    for example in ["user", "salute"] {
+        let dir = repo().join("examples").join(language).join(example);
+        built.push(
+            tokio::task::spawn_blocking(move || build(&dir))
+                .await
+                .expect("build"),
+        );
+    }
+    let [user, salute] = built.try_into().expect("two examples");
     user_suite(&user).await;
     salute_suite(&salute).await;
     checks(&user);
@@ -212,20 +216,13 @@ async fn javascript_examples_pass_the_shared_suites() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn javascript_examples_pass_the_shared_suites() {
+    user_and_salute_examples_pass("js").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn python_examples_pass_the_shared_suites() {
-    tokio::task::spawn_blocking(|| toolchain("python"))
-        .await
-        .expect("toolchain");
-    let user = tokio::task::spawn_blocking(|| build(&repo().join("examples/python/user")))
-        .await
-        .expect("build");
-    let salute = tokio::task::spawn_blocking(|| build(&repo().join("examples/python/salute")))
-        .await
-        .expect("build");
-    user_suite(&user).await;
-    salute_suite(&salute).await;
-    checks(&user);
-    checks(&salute);
+    user_and_salute_examples_pass("python").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
