@@ -696,13 +696,15 @@ fn wasmeca(args: &[&str]) -> std::process::Output {
 async fn the_cli_serves_with_amqp_and_acts_over_amqp() {
     // `serve --amqp` uses Seneca's own exchange and queue names: chaos's patterns are served
     // there by no other test.
-    let mut served = wasmeca_tests::wasmeca_command!()
-        .args(["serve", "--amqp", "--rest", "off", "--http", "off"])
-        .arg(plugin("chaos"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
+    let served = wasmeca_tests::Process(
+        wasmeca_tests::wasmeca_command!()
+            .args(["serve", "--amqp", "--rest", "off", "--http", "off"])
+            .arg(plugin("chaos"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts"),
+    );
     let seneca = Names {
         exchange: "seneca.topic".into(),
         prefix: "seneca.add".into(),
@@ -743,8 +745,7 @@ async fn the_cli_serves_with_amqp_and_acts_over_amqp() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let _ = served.kill();
-    let _ = served.wait();
+    drop(served);
     // Delete the queues the host declared under Seneca's names.
     let listed = Command::new("rabbitmqctl")
         .args(["list_queues", "name", "--quiet", "--no-table-headers"])

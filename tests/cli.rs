@@ -211,13 +211,15 @@ fn serve_stops_cleanly_on_sigterm() {
 fn act_without_plugins_asks_the_running_host() {
     let port = wasmeca_tests::free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = wasmeca_tests::wasmeca_command!()
-        .args(["serve", "--rest", "off", "--http", &addr, "salute.wasm"])
-        .current_dir(plugin("salute").parent().expect("plugin folder"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
+    let _serving = wasmeca_tests::Process(
+        wasmeca_tests::wasmeca_command!()
+            .args(["serve", "--rest", "off", "--http", &addr, "salute.wasm"])
+            .current_dir(plugin("salute").parent().expect("plugin folder"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts"),
+    );
     let url = format!("http://{addr}/act");
     let deadline = Instant::now() + Duration::from_secs(60);
     let answer = loop {
@@ -242,8 +244,6 @@ fn act_without_plugins_asks_the_running_host() {
         path(plugin("salute").canonicalize().expect("canonical")),
         "{listed}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 
     let nobody = format!("http://127.0.0.1:{}/act", wasmeca_tests::free_port());
     let out = wasmeca(&["act", "--url", &nobody, "cmd:salute"]);

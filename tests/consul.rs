@@ -3,22 +3,12 @@
 //! SIGTERM, `$version` pins reaching the host that has the version, a SIGKILLed host leaving
 //! the table, agent restarts and an agent that comes late, and `$target`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wasmeca::{ActError, CancellationToken, Config, Host, Message};
-use wasmeca_tests::{ConsulAgent, free_port, plugin};
-
-/// A `wasmeca serve` process, killed on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use wasmeca_tests::{ConsulAgent, Process, free_port, plugin};
 
 fn config_toml(consul: &str, service: &str, plugins: &[&str], http_port: u16) -> String {
     let mut toml = format!(

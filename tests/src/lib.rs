@@ -40,6 +40,17 @@ macro_rules! wasmeca_command {
     }};
 }
 
+/// A child process (a `wasmeca serve`, say), killed on drop so a failing test leaves nothing
+/// running.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The seed plugins the demo serves.
 pub const SEEDS: [&str; 5] = ["salute", "math", "account", "config", "user"];
 
