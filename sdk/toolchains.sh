@@ -15,6 +15,18 @@ TOOLS="$ROOT/target/tools"
 
 say() { printf 'toolchains: %s\n' "$*" >&2; }
 
+# The venv in target/tools/venv that the Python and C toolchains share, created with the
+# machine's CPython on first use. $1 names the toolchain in messages.
+ensure_venv() {
+    local python
+    [[ -x "$TOOLS/venv/bin/python" ]] && return 0
+    python="$(command -v python3.11 || command -v python3 || true)"
+    [[ -n "$python" ]] || { say "$1: no python3 found (CPython 3.11 is expected)"; return 1; }
+    say "$1: creating venv target/tools/venv with $("$python" --version 2>&1) ($python)"
+    mkdir -p "$TOOLS"
+    "$python" -m venv "$TOOLS/venv"
+}
+
 # --- JavaScript: @bytecodealliance/componentize-js (StarlingMonkey engine) -----------------------
 # Installed with `npm ci` in sdk/js from the committed package-lock.json (with rolldown, which
 # bundles a plugin's imports); sdk/js/build.mjs uses both. The lock's hash is kept in node_modules
@@ -42,20 +54,14 @@ toolchain_js() {
 COMPONENTIZE_PY_VERSION="0.25.1"
 
 toolchain_python() {
-    local venv="$TOOLS/venv" python have=""
-    python="$(command -v python3.11 || command -v python3 || true)"
-    [[ -n "$python" ]] || { say "python: no python3 found (CPython 3.11 is expected)"; return 1; }
+    local venv="$TOOLS/venv" have=""
     if [[ -x "$venv/bin/componentize-py" ]]; then
         have="$("$venv/bin/componentize-py" --version 2>/dev/null | awk '{print $2}')"
     fi
     if [[ "$have" == "$COMPONENTIZE_PY_VERSION" ]]; then
         say "python: componentize-py $have already in target/tools/venv"
     else
-        if [[ ! -x "$venv/bin/python" ]]; then
-            say "python: creating venv target/tools/venv with $("$python" --version 2>&1) ($python)"
-            mkdir -p "$TOOLS"
-            "$python" -m venv "$venv"
-        fi
+        ensure_venv python || return 1
         say "python: pip install componentize-py==$COMPONENTIZE_PY_VERSION into target/tools/venv ..."
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
             "componentize-py==$COMPONENTIZE_PY_VERSION"
@@ -71,20 +77,14 @@ toolchain_python() {
 C_ZIG_VERSION="0.17.1"
 
 toolchain_c() {
-    local venv="$TOOLS/venv" python zig=""
-    python="$(command -v python3.11 || command -v python3 || true)"
-    [[ -n "$python" ]] || { say "c: no python3 found (CPython 3.11 is expected)"; return 1; }
+    local venv="$TOOLS/venv" zig=""
     if [[ -x "$venv/bin/python" ]]; then
         zig="$("$venv/bin/python" -m ziglang version 2>/dev/null || true)"
     fi
     if [[ "$zig" == "$C_ZIG_VERSION" ]]; then
         say "c: zig $zig already in target/tools/venv"
     else
-        if [[ ! -x "$venv/bin/python" ]]; then
-            say "c: creating venv target/tools/venv with $("$python" --version 2>&1) ($python)"
-            mkdir -p "$TOOLS"
-            "$python" -m venv "$venv"
-        fi
+        ensure_venv c || return 1
         say "c: pip install ziglang==$C_ZIG_VERSION (sdk/c/requirements.txt) ..."
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
             --require-hashes -r "$ROOT/sdk/c/requirements.txt"

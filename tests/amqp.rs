@@ -385,12 +385,9 @@ async fn publish_raw(exchange: &str, key: &str, body: &[u8], props: BasicPropert
         .expect("confirmed");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_is_answered_with_an_error_and_dead_lettered_and_the_host_keeps_consuming() {
-    let mut names = Names::new();
-    names.queue("chaos:echo");
-    let (_h, stop) = host(&names, &["chaos:echo"], "bad", "").await;
-    // A reply queue of our own to see the error replies.
+/// An exclusive reply queue of the test's own on a new connection (kept open by the caller):
+/// the connection, its channel and the queue's name.
+async fn reply_queue() -> (Connection, lapin::Channel, String) {
     let conn = Connection::connect(URL, ConnectionProperties::default())
         .await
         .expect("broker");
@@ -405,6 +402,16 @@ async fn bad_input_is_answered_with_an_error_and_dead_lettered_and_the_host_keep
         .queue_declare(replies.as_str().into(), exclusive, FieldTable::default())
         .await
         .expect("reply queue");
+    (conn, channel, replies)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_answered_with_an_error_and_dead_lettered_and_the_host_keeps_consuming() {
+    let mut names = Names::new();
+    names.queue("chaos:echo");
+    let (_h, stop) = host(&names, &["chaos:echo"], "bad", "").await;
+    // A reply queue of our own to see the error replies.
+    let (_conn, channel, replies) = reply_queue().await;
     let marker = unique();
     let with_reply = |n: &str| {
         BasicProperties::default()
@@ -527,20 +534,7 @@ async fn errors_and_unknown_patterns_are_replies_and_a_repeated_id_is_answered_f
     );
 
     // The same envelope id twice: the second reply is the cached first.
-    let conn = Connection::connect(URL, ConnectionProperties::default())
-        .await
-        .expect("broker");
-    let channel = conn.create_channel().await.expect("channel");
-    let replies = format!("test.{}.replies", unique());
-    let exclusive = lapin::options::QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(replies.as_str().into(), exclusive, FieldTable::default())
-        .await
-        .expect("reply queue");
+    let (_conn, channel, replies) = reply_queue().await;
     let envelope = json!({"id": format!("{}/{}", unique(), unique()), "kind": "act", "origin": "test", "act": {"chaos": "whoami"}});
     let props = || BasicProperties::default().with_reply_to(replies.as_str().into());
     publish_raw(
