@@ -320,3 +320,39 @@ async fn wire_details_query_forms_history_and_loops() {
     assert_eq!(status, 500);
     assert!(text.contains("invalid_json"), "{text}");
 }
+
+/// Regression (fault run): a 9 KB `msg$` nesting 3,000 objects overflowed the parser's stack and
+/// killed the host. It is a 400 saying how deep is allowed, and the host answers the next call.
+#[tokio::test]
+async fn a_deeply_nested_message_is_refused_and_the_host_keeps_serving() {
+    let h = TestHost::start(&["salute"], "").await;
+    let base = format!("http://{}", h.http);
+    let deep = "a:{".repeat(3000);
+    let (status, _, text) = raw(&format!("{base}/act?msg$={deep}"), &[], "").await;
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["code"], "too_deep", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("deeper than 128"),
+        "{error}"
+    );
+    assert!(
+        text.len() < 2_000,
+        "the error does not echo the input: {} bytes",
+        text.len()
+    );
+    // The same depth as a JSON body.
+    let body = format!("{}{}", "{\"a\":".repeat(3000), "}".repeat(3000));
+    let (status, _, text) = raw(&format!("{base}/act"), &[], &body).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("too_deep"), "{text}");
+    let (status, _, text) = raw(&format!("{base}/act?cmd=salute&name=Next"), &[], "").await;
+    assert_eq!(
+        (status, text.contains("Hello Next!")),
+        (200, true),
+        "{text}"
+    );
+}

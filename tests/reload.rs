@@ -382,3 +382,43 @@ async fn a_file_written_slowly_in_pieces_is_loaded_once_whole() {
     );
     stop.cancel();
 }
+
+/// Regression (fault run): a plugin whose manifest declares a pattern nesting 3,000 objects
+/// overflowed the stack of a watching host. The file is refused with the reason, and the
+/// plugins already served keep answering.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_with_a_deeply_nested_pattern_is_refused() {
+    let folder = Folder::new();
+    std::fs::write(folder.path("salute.wasm"), bytes("salute")).expect("write");
+    let deep = "a:{".repeat(3000);
+    let toml = format!(
+        "watch = true\nlisten = []\n[rest]\nlisten = \"off\"\n[[plugin]]\npath = {:?}\noptions = {{ pattern = {deep:?} }}\n",
+        folder.0
+    );
+    let mut config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}"));
+    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let stop = CancellationToken::new();
+    let h = Host::start(&config, stop.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bad = folder.path("badpattern.wasm");
+    std::fs::write(&bad, bytes("badpattern")).expect("write");
+    eventually("the refusal", || {
+        h.router()
+            .load_errors()
+            .iter()
+            .any(|e| e["file"] == json!(bad))
+    })
+    .await;
+    let errors = h.router().load_errors();
+    let reason = errors[0]["error"].as_str().expect("a reason");
+    assert!(reason.contains("deeper than 128"), "{reason}");
+    assert!(
+        reason.len() < 1_000,
+        "the reason does not echo the pattern: {reason}"
+    );
+    assert_eq!(keys(&h), ["salute@1.0.0"]);
+    let answer = act(&h, json!({"cmd": "salute", "name": "Z"})).await;
+    assert_eq!(answer.expect("salute answers")["message"], "Hello Z!");
+    stop.cancel();
+}

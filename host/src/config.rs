@@ -878,6 +878,20 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_options_are_refused_not_a_crash() {
+        // toml stops at its own recursion limit, well under 3,000 levels.
+        let deep = format!(
+            "[[plugin]]\npath = 'x'\noptions = {{ a = {}1{} }}\n",
+            "[".repeat(3000),
+            "]".repeat(3000)
+        );
+        let e = Config::from_toml(&deep).unwrap_err();
+        assert!(e.contains("line 3"), "{e}");
+        let tables = format!("{}1{}", "{ a = ".repeat(3000), " }".repeat(3000));
+        assert!(Config::from_toml(&format!("[rest]\nroute = [{tables}]")).is_err());
+    }
+
+    #[test]
     fn zero_instances_is_refused() {
         let mut c = Config::from_toml("[[plugin]]\npath = 'x'\ninstances = 0\n").unwrap();
         c.origin = Some("wasmeca.toml".into());

@@ -295,6 +295,8 @@ pub mod codes {
     pub const UNREACHABLE: &str = "unreachable";
     /// `$target` names a service with no passing instance.
     pub const TARGET_UNAVAILABLE: &str = "target_unavailable";
+    /// The input nests deeper than the parsers allow (128 levels).
+    pub const TOO_DEEP: &str = "too_deep";
 }
 
 /// A Seneca-shaped error: code, message, optional details and HTTP status. This is what every
@@ -369,7 +371,7 @@ impl ActError {
             .unwrap_or(match self.code.as_str() {
                 codes::ACT_NOT_FOUND | codes::VERSION_NOT_FOUND => 404,
                 codes::ACTION_TIMEOUT => 504,
-                codes::INVALID_MESSAGE | codes::INVALID_VERSION => 400,
+                codes::INVALID_MESSAGE | codes::INVALID_VERSION | codes::TOO_DEEP => 400,
                 codes::CLOSED | codes::UNREACHABLE | codes::TARGET_UNAVAILABLE => 503,
                 _ => 500,
             })

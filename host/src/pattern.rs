@@ -7,16 +7,33 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+/// How deep objects and arrays may nest in a jsonic text: serde_json's own limit, so nothing a
+/// caller sends can run the parser (or anything that walks its output) off the stack.
+pub const MAX_DEPTH: usize = 128;
+
 /// A jsonic text that does not parse, with the place where it went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{input}` does not parse at column {column}: {reason}")]
+#[error("`{}` does not parse at column {column}: {reason}", clip(input))]
 pub struct ParseError {
-    /// The whole text, so the message can quote it.
+    /// The whole text, so the message can quote it (clipped when shown).
     pub input: String,
     /// 1-based character column of the offending character.
     pub column: usize,
     /// What was expected or found there.
     pub reason: String,
+    /// True when the text nests deeper than [`MAX_DEPTH`]: the input is too big rather than
+    /// malformed, which callers answer differently (400 instead of Seneca's 500).
+    pub too_deep: bool,
+}
+
+/// A text quoted in an error message, cut after 120 characters so an error never echoes an
+/// unbounded input.
+fn clip(text: &str) -> Cow<'_, str> {
+    const SHOWN: usize = 120;
+    match text.char_indices().nth(SHOWN) {
+        None => Cow::Borrowed(text),
+        Some((at, _)) => Cow::Owned(format!("{}… ({} more bytes)", &text[..at], text.len() - at)),
+    }
 }
 
 /// A pattern that parses but cannot be used for matching.
@@ -101,6 +118,8 @@ struct Parser<'a> {
     chars: Vec<char>,
     /// Index of the next character.
     pos: usize,
+    /// How many objects, arrays and `a:b:c` nestings are open here.
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -109,7 +128,19 @@ impl<'a> Parser<'a> {
             input,
             chars: input.chars().collect(),
             pos: 0,
+            depth: 0,
         }
+    }
+
+    /// Opens one level of nesting, refusing to go past [`MAX_DEPTH`].
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let mut error = self.error(format!("nested deeper than {MAX_DEPTH} levels"));
+            error.too_deep = true;
+            return Err(error);
+        }
+        Ok(())
     }
 
     fn peek(&self) -> Option<char> {
@@ -127,6 +158,7 @@ impl<'a> Parser<'a> {
             input: self.input.to_owned(),
             column: self.pos + 1,
             reason: reason.into(),
+            too_deep: false,
         }
     }
 
@@ -227,7 +259,9 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.error("a `:` cannot follow an object or array")),
             };
             self.pos = after + 1;
+            self.enter()?;
             let inner = self.value_after_colon(close)?;
+            self.depth -= 1;
             let mut map = Map::new();
             map.insert(key, inner);
             return Ok(Value::Object(map));
@@ -239,12 +273,15 @@ impl<'a> Parser<'a> {
         self.skip_space();
         match self.peek() {
             Some('{') => {
+                self.enter()?;
                 self.pos += 1;
                 let pairs = self.pairs(Some('}'))?;
                 self.expect('}')?;
+                self.depth -= 1;
                 Ok(Value::Object(pairs.into_iter().collect()))
             }
             Some('[') => {
+                self.enter()?;
                 self.pos += 1;
                 let mut items = Vec::new();
                 loop {
@@ -252,6 +289,7 @@ impl<'a> Parser<'a> {
                     match self.peek() {
                         Some(']') => {
                             self.pos += 1;
+                            self.depth -= 1;
                             return Ok(Value::Array(items));
                         }
                         None => return Err(self.error("expected `]`, found the end")),
@@ -1013,6 +1051,28 @@ mod tests {
         assert!(e.to_string().contains("expected `}`"), "{e}");
         let e = parse_jsonic("a:1 }").unwrap_err();
         assert_eq!(e.column, 5);
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_says_so() {
+        let deep = "a:{".repeat(3000);
+        let e = parse_jsonic(&deep).unwrap_err();
+        assert!(e.too_deep, "{e}");
+        assert!(e.reason.contains("deeper than 128"), "{e}");
+        assert!(
+            e.to_string().len() < 300,
+            "the error quotes a clipped input: {e}"
+        );
+        let chain = "a:".repeat(3000) + "x";
+        assert!(parse_jsonic(&chain).unwrap_err().too_deep);
+        let arrays = format!("a:{}", "[".repeat(3000));
+        assert!(parse_jsonic(&arrays).unwrap_err().too_deep);
+        assert!(Pattern::parse(&deep).is_err());
+        // 128 levels still parse.
+        let ok = format!("a:{}1{}", "[".repeat(128), "]".repeat(128));
+        assert!(parse_jsonic(&ok).is_ok());
+        let over = format!("a:{}1{}", "[".repeat(129), "]".repeat(129));
+        assert!(parse_jsonic(&over).unwrap_err().too_deep);
     }
 
     #[test]

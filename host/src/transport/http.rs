@@ -151,6 +151,7 @@ fn message(
     track: &[String],
 ) -> Result<Message, ActError> {
     let invalid = |what: String| ActError::new("invalid_json", what);
+    let too_deep = |what: String| ActError::new(codes::TOO_DEEP, what).with_status(400);
     let mut msg = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
@@ -158,7 +159,15 @@ fn message(
             Ok(Value::Object(map)) => map,
             Ok(other) => {
                 return Err(invalid(format!(
-                    "the body must be a JSON object, not {other}"
+                    "the body must be a JSON object, not {}",
+                    crate::runtime::json_kind(&other)
+                )));
+            }
+            // serde_json stops at 128 levels with this message (it has no category of its own).
+            Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+                return Err(too_deep(format!(
+                    "the body nests deeper than {} levels ({e})",
+                    pattern::MAX_DEPTH
                 )));
             }
             Err(e) => return Err(invalid(format!("the body is not valid JSON: {e}"))),
@@ -169,8 +178,13 @@ fn message(
         .collect();
     for key in ["args$", "msg$"] {
         for (_, text) in query.iter().filter(|(k, _)| k == key) {
-            let parsed =
-                pattern::parse_jsonic(text).map_err(|e| invalid(format!("`{key}` {e}")))?;
+            let parsed = pattern::parse_jsonic(text).map_err(|e| {
+                if e.too_deep {
+                    too_deep(format!("`{key}` {e}"))
+                } else {
+                    invalid(format!("`{key}` {e}"))
+                }
+            })?;
             msg.extend(parsed);
         }
     }
