@@ -135,7 +135,7 @@ fn client(names: &Names) -> AmqpClient {
         exchange: names.exchange.clone(),
         ..ClientConfig::default()
     };
-    AmqpClient::new(config, wasmeca::transport::instance_id())
+    AmqpClient::new(config, wasmeca::message::instance_id())
 }
 
 fn msg(v: Value) -> Message {

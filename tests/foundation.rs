@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use wasmeca::Code;
 use wasmeca::config::Limits;
-use wasmeca::message::codes;
 use wasmeca::{ActError, LoadError, Message, PluginSource, Router, Runtime};
 use wasmeca_tests::{cache_dir, plugin};
 
@@ -27,7 +27,12 @@ fn limits() -> Limits {
 
 fn router_with(limits: Limits) -> Router {
     let runtime = Runtime::new(Some(cache_dir()), limits.memory_bytes()).expect("runtime starts");
-    Router::new(runtime, limits)
+    wasmeca::assemble(
+        runtime,
+        &limits,
+        Vec::new(),
+        wasmeca::message::instance_id(),
+    )
 }
 
 /// A router serving `plugins` (name, instances, options) in order.
@@ -42,6 +47,7 @@ async fn serving(plugins: &[(&str, usize, Value)], limits: Limits) -> Router {
         })
         .collect();
     router
+        .registry()
         .load_all(&sources)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -181,7 +187,7 @@ async fn plugin_state_survives_between_calls() {
 async fn no_match_is_act_not_found_unless_default_is_an_object_or_array() {
     let r = seeds().await;
     let e = err(&r, json!({"cmd": "nope", "x": 1})).await;
-    assert_eq!(e.code, codes::ACT_NOT_FOUND);
+    assert_eq!(e.code, Code::ActNotFound.as_str());
     assert!(
         e.message.contains(r#"{"cmd":"nope","x":1}"#),
         "{}",
@@ -199,7 +205,7 @@ async fn no_match_is_act_not_found_unless_default_is_an_object_or_array() {
         err(&r, json!({"cmd": "nope", "default$": "text"}))
             .await
             .code,
-        codes::ACT_DEFAULT_BAD
+        Code::ActDefaultBad.as_str()
     );
     // A partial match finds the wider pattern, extra keys are ignored, values compare as strings.
     assert_eq!(
@@ -215,14 +221,14 @@ async fn no_match_is_act_not_found_unless_default_is_an_object_or_array() {
         json!({"role": "math", "cmd": "divide", "left": 1, "right": 2}),
     )
     .await;
-    assert_eq!(e.code, codes::ACT_NOT_FOUND);
+    assert_eq!(e.code, Code::ActNotFound.as_str());
 }
 
 #[tokio::test]
 async fn results_must_be_objects_arrays_or_null() {
     let r = serving(&[("chaos", 1, json!({}))], limits()).await;
     let e = err(&r, json!({"chaos": "number"})).await;
-    assert_eq!(e.code, codes::RESULT_NOT_OBJARR);
+    assert_eq!(e.code, Code::ResultNotObjarr.as_str());
     assert!(e.message.contains("not a number"), "{}", e.message);
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
 }
@@ -283,7 +289,7 @@ async fn nested_acts_stop_at_the_depth_limit() {
     };
     let r = serving(&[("chaos", 6, json!({}))], limits).await;
     let e = err(&r, json!({"chaos": "recurse"})).await;
-    assert_eq!(e.code, codes::ACT_DEPTH_LIMIT);
+    assert_eq!(e.code, Code::ActDepthLimit.as_str());
     assert!(e.message.contains("limit 3"), "{}", e.message);
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
 }
@@ -296,7 +302,7 @@ async fn acting_a_busy_plugin_on_the_same_chain_is_refused_not_deadlocked() {
         json!({"chaos": "relay", "inner": {"chaos": "echo"}, "timeout$": 5000}),
     )
     .await;
-    assert_eq!(e.code, codes::ACT_REENTRANT);
+    assert_eq!(e.code, Code::ActReentrant.as_str());
     assert!(e.message.contains("chaos@1.0.0"), "{}", e.message);
 }
 
@@ -352,7 +358,14 @@ async fn versions_coexist_and_version_pins_pick_one() {
         limits(),
     )
     .await;
-    let keys: Vec<String> = r.plugins().plugins().iter().map(|p| p.key()).collect();
+    let keys: Vec<String> = r
+        .registry()
+        .snapshot()
+        .plugins()
+        .iter()
+        .filter(|p| !p.is_native())
+        .map(|p| p.key())
+        .collect();
     assert_eq!(keys, ["salute@1.0.0", "salute@2.0.0"]);
     assert_eq!(ok(&r, json!({"cmd": "salute"})).await["version"], "2.0.0");
     assert_eq!(
@@ -372,14 +385,14 @@ async fn versions_coexist_and_version_pins_pick_one() {
         "Hello World!"
     );
     let e = err(&r, json!({"cmd": "salute", "$version": "3"})).await;
-    assert_eq!(e.code, codes::VERSION_NOT_FOUND);
+    assert_eq!(e.code, Code::VersionNotFound.as_str());
     assert!(e.message.contains("2.0.0, 1.0.0"), "{}", e.message);
     assert_eq!(e.http_status(), 404);
     assert_eq!(
         err(&r, json!({"cmd": "salute", "$version": "x.y"}))
             .await
             .code,
-        codes::INVALID_VERSION
+        Code::InvalidVersion.as_str()
     );
     // Each version keeps its own state.
     assert_eq!(
@@ -393,16 +406,17 @@ async fn versions_coexist_and_version_pins_pick_one() {
 async fn swapping_the_set_keeps_serving() {
     let r = seeds().await;
     let salute = r
-        .plugins()
+        .registry()
+        .snapshot()
         .get("salute@1.0.0")
         .cloned()
         .expect("salute is loaded");
-    assert!(r.unload("salute@1.0.0").is_some());
+    assert!(r.registry().unload("salute@1.0.0").is_some());
     assert_eq!(
         err(&r, json!({"cmd": "salute"})).await.code,
-        codes::ACT_NOT_FOUND
+        Code::ActNotFound.as_str()
     );
-    r.install(salute);
+    r.registry().install(salute);
     assert_eq!(
         ok(&r, json!({"cmd": "salute", "name": "Back"})).await["message"],
         "Hello Back!"
@@ -425,7 +439,7 @@ async fn a_trap_is_an_error_and_the_instance_is_replaced() {
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["calls"], 1);
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["calls"], 2);
     let e = err(&r, json!({"chaos": "trap"})).await;
-    assert_eq!(e.code, codes::PLUGIN_TRAP);
+    assert_eq!(e.code, Code::PluginTrap.as_str());
     assert!(e.message.contains("chaos@1.0.0 trapped"), "{}", e.message);
     // A fresh instance answers: its counter starts again.
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["calls"], 1);
@@ -435,7 +449,7 @@ async fn a_trap_is_an_error_and_the_instance_is_replaced() {
 async fn a_panic_is_an_error_with_its_message() {
     let r = serving(&[("chaos", 1, json!({}))], limits()).await;
     let e = err(&r, json!({"chaos": "panic"})).await;
-    assert_eq!(e.code, codes::PLUGIN_TRAP);
+    assert_eq!(e.code, Code::PluginTrap.as_str());
     assert!(
         e.message.contains("panicked (boom on purpose)"),
         "{}",
@@ -449,7 +463,7 @@ async fn an_endless_loop_times_out_and_the_next_call_succeeds() {
     let r = serving(&[("chaos", 1, json!({}))], limits()).await;
     let started = std::time::Instant::now();
     let e = err(&r, json!({"chaos": "loop", "timeout$": 300})).await;
-    assert_eq!(e.code, codes::ACTION_TIMEOUT);
+    assert_eq!(e.code, Code::ActionTimeout.as_str());
     assert!(e.message.contains("chaos:loop"), "{}", e.message);
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -469,7 +483,7 @@ async fn unbounded_allocation_hits_the_memory_cap() {
     )
     .await;
     let e = err(&r, json!({"chaos": "alloc"})).await;
-    assert_eq!(e.code, codes::PLUGIN_TRAP);
+    assert_eq!(e.code, Code::PluginTrap.as_str());
     assert!(
         e.message.contains("ran out of memory (limit 16 MiB)"),
         "{}",
@@ -538,7 +552,10 @@ async fn shutdown_waits_for_in_flight_acts_and_refuses_new_ones() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(r.in_flight(), 1);
     r.close();
-    assert_eq!(err(&r, json!({"chaos": "ok"})).await.code, codes::CLOSED);
+    assert_eq!(
+        err(&r, json!({"chaos": "ok"})).await.code,
+        Code::Closed.as_str()
+    );
     r.drained().await;
     assert!(running.is_finished());
     assert_eq!(
@@ -560,7 +577,7 @@ async fn load_error(path: &Path, options: Value) -> LoadError {
         options,
         instances: 1,
     };
-    match r.load(&source).await {
+    match r.registry().load(&source).await {
         Ok(p) => panic!("{} loaded as {}", path.display(), p.key()),
         Err(e) => e,
     }
@@ -651,8 +668,14 @@ async fn components_are_compiled_once_and_loaded_from_the_cache() {
     let garbage = dir.join("garbage.tmp");
     std::fs::write(&garbage, b"garbage").expect("write garbage");
     std::fs::rename(&garbage, &artifact).expect("corrupt it");
-    let r = Router::new(again, limits());
-    r.load_all(&[PluginSource::new(plugin("math"))])
+    let r = wasmeca::assemble(
+        again,
+        &limits(),
+        Vec::new(),
+        wasmeca::message::instance_id(),
+    );
+    r.registry()
+        .load_all(&[PluginSource::new(plugin("math"))])
         .await
         .expect("recompiles");
     assert_eq!(

@@ -356,3 +356,24 @@ async fn a_deeply_nested_message_is_refused_and_the_host_keeps_serving() {
         "{text}"
     );
 }
+
+/// Seneca's own built-ins answer a Seneca client the way Node does (`role:seneca,cmd:ping`,
+/// `cmd:stats`); `cmd:close` is not served, so no caller can close the listener.
+#[tokio::test]
+async fn seneca_built_ins_answer_and_close_is_refused() {
+    let h = TestHost::start(&["salute"], "").await;
+    let base = format!("http://{}/act", h.http);
+    let (status, _, text) = raw(&base, &[], r#"{"role":"seneca","cmd":"ping"}"#).await;
+    assert_eq!(status, 200, "{text}");
+    let ping: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(ping["id"], h.host.router().instance_id());
+    let _ = raw(&base, &[], r#"{"cmd":"salute"}"#).await;
+    let (_, _, text) = raw(&base, &[], r#"{"role":"seneca","cmd":"stats"}"#).await;
+    let stats: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(stats["act"]["calls"], 2, "{stats}");
+    let (status, _, text) = raw(&base, &[], r#"{"role":"seneca","cmd":"close"}"#).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(text.contains("act_not_found"), "{text}");
+    let (status, _, _) = raw(&format!("{base}?cmd=salute"), &[], "").await;
+    assert_eq!(status, 200, "the listener still serves");
+}

@@ -73,9 +73,11 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 fn keys(host: &Host) -> Vec<String> {
     host.router()
-        .plugins()
+        .registry()
+        .snapshot()
         .plugins()
         .iter()
+        .filter(|p| !p.is_native())
         .map(|p| p.key())
         .collect()
 }
@@ -117,7 +119,7 @@ async fn replacing_the_salute_file_20_times_under_load_fails_no_request() {
             exchange: exchange.clone(),
             ..ClientConfig::default()
         },
-        wasmeca::transport::instance_id(),
+        wasmeca::message::instance_id(),
     );
     // Wait for the AMQP queue.
     let pin: wasmeca::pattern::Pattern = "cmd:salute".parse().expect("pin");
@@ -318,7 +320,7 @@ async fn broken_files_are_refused_and_the_old_version_keeps_answering() {
             .expect("answers")["message"],
         "Hello Still!"
     );
-    let errors = h.router().load_errors();
+    let errors = h.router().registry().load_errors();
     let text = serde_json::to_string(&errors).expect("json");
     assert!(
         text.contains("x.wasm") && text.contains("not a WebAssembly file"),
@@ -332,7 +334,7 @@ async fn broken_files_are_refused_and_the_old_version_keeps_answering() {
     replace(&salute, &v2, true);
     eventually("salute 2 to load", || keys(&h) == ["salute@2.0.0"]).await;
     assert!(
-        !serde_json::to_string(&h.router().load_errors())
+        !serde_json::to_string(&h.router().registry().load_errors())
             .expect("json")
             .contains("salute.wasm")
     );
@@ -405,12 +407,13 @@ async fn a_manifest_with_a_deeply_nested_pattern_is_refused() {
     std::fs::write(&bad, bytes("badpattern")).expect("write");
     eventually("the refusal", || {
         h.router()
+            .registry()
             .load_errors()
             .iter()
             .any(|e| e["file"] == json!(bad))
     })
     .await;
-    let errors = h.router().load_errors();
+    let errors = h.router().registry().load_errors();
     let reason = errors[0]["error"].as_str().expect("a reason");
     assert!(reason.contains("deeper than 128"), "{reason}");
     assert!(

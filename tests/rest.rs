@@ -336,8 +336,13 @@ async fn statuses_follow_the_error() {
 #[tokio::test]
 async fn two_plugins_on_one_route_are_reported_and_the_first_keeps_it() {
     let h = TestHost::start(&["user", "override"], "").await;
-    let set = h.host().router().plugins();
-    let conflicts: Vec<String> = set.conflicts().iter().map(ToString::to_string).collect();
+    let conflicts: Vec<String> = h
+        .host()
+        .routes()
+        .conflicts()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
         conflicts,
         [

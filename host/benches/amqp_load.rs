@@ -182,7 +182,7 @@ fn client(exchange: &str) -> AmqpClient {
             exchange: exchange.to_owned(),
             ..Default::default()
         },
-        wasmeca::transport::instance_id(),
+        wasmeca::message::instance_id(),
     )
 }
 

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use wasmeca::config::Limits;
 use wasmeca::pattern::{Patrun, Pattern};
 use wasmeca::runtime::RawInstance;
-use wasmeca::{Message, PluginSource, Router, Runtime};
+use wasmeca::{Message, PluginSource, Runtime};
 
 fn object(v: Value) -> Map<String, Value> {
     match v {
@@ -39,8 +39,13 @@ fn act(c: &mut Criterion) {
     let rt = one_thread();
     let salute = wasmeca_tests::plugin("salute");
     let runtime = Runtime::new(Some(cache_dir()), 64 << 20).expect("runtime");
-    let router = Router::new(runtime.clone(), Limits::default());
-    rt.block_on(router.load_all(&[PluginSource::new(&salute)]))
+    let router = wasmeca::assemble(
+        runtime.clone(),
+        &Limits::default(),
+        Vec::new(),
+        wasmeca::message::instance_id(),
+    );
+    rt.block_on(router.registry().load_all(&[PluginSource::new(&salute)]))
         .expect("salute loads");
     let compiled = runtime.compile_file(&salute).expect("compiles");
     let (mut raw, _) = rt
@@ -102,10 +107,15 @@ fn load(c: &mut Criterion) {
     group.bench_function("compile_without_cache", |b| {
         b.iter(|| uncached.compile_file(&salute).expect("compiles"))
     });
-    let router = Router::new(cached.clone(), Limits::default());
+    let router = wasmeca::assemble(
+        cached.clone(),
+        &Limits::default(),
+        Vec::new(),
+        wasmeca::message::instance_id(),
+    );
     let source = PluginSource::new(&salute);
     group.bench_function("load_and_init_from_cache", |b| {
-        b.iter(|| rt.block_on(router.load(&source)).expect("loads"));
+        b.iter(|| rt.block_on(router.registry().load(&source)).expect("loads"));
     });
     group.finish();
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wasmeca::config::Limits;
-use wasmeca::{Message, PluginSource, Router, Runtime};
+use wasmeca::{Message, PluginSource, Runtime};
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -55,14 +55,19 @@ fn main() {
             runtime.compile_file(&path).expect("loads");
         }
         let from_cache = started.elapsed() / rounds;
-        let router = Router::new(runtime, Limits::default());
+        let router = wasmeca::assemble(
+            runtime,
+            &Limits::default(),
+            Vec::new(),
+            wasmeca::message::instance_id(),
+        );
         let source = PluginSource::new(&path);
         let started = Instant::now();
         for _ in 0..rounds {
-            rt.block_on(router.load(&source)).expect("loads");
+            rt.block_on(router.registry().load(&source)).expect("loads");
         }
         let load_init = started.elapsed() / rounds;
-        rt.block_on(router.load_all(std::slice::from_ref(&source)))
+        rt.block_on(router.registry().load_all(std::slice::from_ref(&source)))
             .expect("serves");
         let msg = json!({"cmd": "salute", "name": "World"});
         let act = || {

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use wasmeca::config::Limits;
 use wasmeca::runtime::RawInstance;
-use wasmeca::{Message, PluginSource, Router, Runtime};
+use wasmeca::{Message, PluginSource, Runtime};
 
 const CALLS: usize = 20_000;
 
@@ -22,8 +22,13 @@ fn main() {
         64 << 20,
     )
     .expect("runtime");
-    let router = Router::new(runtime.clone(), Limits::default());
-    rt.block_on(router.load_all(&[PluginSource::new(&salute)]))
+    let router = wasmeca::assemble(
+        runtime.clone(),
+        &Limits::default(),
+        Vec::new(),
+        wasmeca::message::instance_id(),
+    );
+    rt.block_on(router.registry().load_all(&[PluginSource::new(&salute)]))
         .expect("salute loads");
     let compiled = runtime.compile_file(&salute).expect("compiles");
     let (mut raw, _) = rt

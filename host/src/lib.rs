@@ -1,41 +1,76 @@
 //! wasmeca: a host runtime for Seneca-style message-pattern services written as WebAssembly
 //! components. Plugins declare patterns (`cmd:salute`, `role:user,cmd:*`); the host matches
-//! every message to the plugin action whose pattern fits, exactly as Seneca's patrun does, and
-//! answers it, whichever ingress it came from.
+//! every message to the action whose pattern fits, exactly as Seneca's patrun does, and answers
+//! it, whichever ingress it came from.
 //!
 //! # Layout
 //!
-//! - [`pattern`]: jsonic pattern strings, `String(value)` comparison, gex globs, the patrun trie.
-//! - [`message`]: messages and their meta keys, act ids (`mi/tx`), Seneca-shaped errors.
-//! - [`runtime`]: the wasmtime engine, compile cache, instances, limits and host imports.
-//! - [`plugins`]: the loaded set (`name@version` → plugin) and its routing trie, one snapshot.
-//! - [`router`]: `act()`, the one path every ingress shares.
-//! - [`gateway`]: the REST gateway from seneca-web route maps, `/health`, `/metrics`, `/plugins`.
-//! - [`transport`]: Seneca's HTTP and AMQP transports (listeners and clients), the history cache.
-//! - [`discovery`]: Consul registration and the peer table for cross-host acts.
-//! - [`metrics`]: the Prometheus metrics.
-//! - [`reload`]: the plugin folder watcher: load, replace, unload as files come and go.
-//! - [`config`]: `wasmeca.toml`, validated.
-//! - [`authoring`]: `new`, `build`, `componentize` and `check` for plugin authors.
-//! - [`shutdown`]: the cancellation token that drains and stops everything.
+//! Five layers; a module imports only from its own layer and the layers below, and no two
+//! modules import each other (`tests/architecture.rs` holds the code to this list):
+//!
+//! 1. ground: [`error`] (Seneca-shaped errors and the host's codes), [`pattern`] (jsonic,
+//!    `String(value)`, gex globs, the patrun trie), [`message`] (messages, meta keys, ids,
+//!    answers), [`metrics`] (Prometheus), [`shutdown`] (the token that drains everything).
+//! 2. engine: [`runtime`] (the wasmtime engine, compile cache, instances and pools; the `Host`
+//!    and `Handler` traits through which guests call up).
+//! 3. core: [`plugins`] (one plugin: manifest, backend), [`remote`] (the `Remote` and `Peers`
+//!    traits), [`registry`] (the plugin set, its snapshots and life cycle), [`router`] (`act()`),
+//!    [`ingress`] (the step every listener shares), [`builtins`] (Seneca's `role:seneca`
+//!    actions, answered natively).
+//! 4. settings: [`config`] (`wasmeca.toml`, validated; builds the core's types).
+//! 5. adapters: [`gateway`] (REST, `/health`, `/metrics`, `/plugins`), [`transport`] (Seneca's
+//!    HTTP and AMQP transports), [`discovery`] (Consul; implements `Peers`), [`reload`] (the
+//!    plugin folder watcher), [`authoring`] (`new`, `build`, `check`, `componentize`), and the
+//!    CLI (`main.rs`).
+//!
+//! This file assembles a [`Host`] from a configuration.
+//!
+//! # The path of a REST request
+//!
+//! 1. `gateway/mod.rs` reads the request and builds the seneca-web message,
+//! 2. `gateway/routes.rs` finds its route in the table it keeps for the current plugins,
+//! 3. `ingress.rs` counts it and hands it to the router,
+//! 4. `router.rs` gives it ids, a deadline and a depth, and resolves it,
+//! 5. `registry/snapshot.rs` finds the action by patrun's walk and `$version`, and calls it,
+//! 6. `runtime/instance.rs` leases an instance and runs the guest's `handle`;
+//!
+//! the answer goes back the same way and `gateway/mod.rs` writes it as JSON.
+//!
+//! # The path of an AMQP delivery
+//!
+//! 1. `transport/amqp/listener.rs` takes the delivery from the broker,
+//! 2. `transport/amqp/wire.rs` decodes the envelope into a message,
+//! 3. `ingress.rs` checks the loop, answers a repeated id from the history, counts it,
+//! 4. `router.rs` resolves it,
+//! 5. `registry/snapshot.rs` calls the action,
+//! 6. `runtime/instance.rs` runs the guest;
+//!
+//! `wire.rs` encodes the reply envelope and `listener.rs` publishes it, then acknowledges.
 
 pub mod authoring;
+pub mod builtins;
 pub mod config;
 pub mod discovery;
+pub mod error;
 pub mod gateway;
+pub mod ingress;
 pub mod message;
 pub mod metrics;
 pub mod pattern;
 pub mod plugins;
+pub mod registry;
 pub mod reload;
+pub mod remote;
 pub mod router;
 pub mod runtime;
 pub mod shutdown;
 pub mod transport;
 
 pub use config::Config;
-pub use message::{ActError, Message, Reply};
+pub use error::{ActError, Code};
+pub use message::{Message, Reply};
 pub use plugins::{Plugin, PluginSource};
+pub use registry::Registry;
 pub use router::Router;
 pub use runtime::{LoadError, Runtime};
 pub use shutdown::CancellationToken;
@@ -44,11 +79,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use config::Listen;
+use gateway::table::Routes;
+use ingress::{History, Ingress};
 use metrics::Metrics;
 use pattern::Pattern;
-use runtime::CompileCache;
+use remote::{ClientEntry, Remote};
 use tokio::task::JoinHandle;
-use transport::{ClientEntry, History, Remote};
 
 /// Why the host could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -73,12 +109,12 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// A client transport could not be set up.
-    #[error("client {index}: {reason}")]
+    #[error("client {index}: {source}")]
     Client {
         /// Its index in `[[client]]`.
         index: usize,
         /// Why.
-        reason: String,
+        source: reqwest::Error,
     },
     /// The plugin folders could not be watched.
     #[error(transparent)]
@@ -93,6 +129,9 @@ pub enum ServeError {
     },
 }
 
+/// How many message ids the reply history remembers at most.
+const HISTORY: usize = 100_000;
+
 /// A running host: the router with its plugins, and every ingress listening.
 pub struct Host {
     /// Acts and holds the plugins.
@@ -101,6 +140,8 @@ pub struct Host {
     rest: Option<SocketAddr>,
     /// Where the Seneca HTTP listeners listen.
     http: Vec<SocketAddr>,
+    /// The REST routes of the plugins and the configuration.
+    routes: Arc<Routes>,
     /// The servers, each finishing its in-flight requests when `shutdown` is cancelled.
     tasks: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
     /// Stops everything.
@@ -122,10 +163,7 @@ fn clients(config: &Config, origin: &Arc<str>) -> Result<Vec<Arc<ClientEntry>>, 
                 let timeout = std::time::Duration::from_millis(*timeout_ms);
                 let client =
                     transport::http::HttpClient::new(host, *port, path, timeout, origin.clone())
-                        .map_err(|e| ServeError::Client {
-                            index,
-                            reason: e.to_string(),
-                        })?;
+                        .map_err(|source| ServeError::Client { index, source })?;
                 Arc::new(client)
             }
             config::Client::Amqp(amqp) => Arc::new(transport::amqp::AmqpClient::new(
@@ -133,17 +171,18 @@ fn clients(config: &Config, origin: &Arc<str>) -> Result<Vec<Arc<ClientEntry>>, 
                 origin.clone(),
             )),
         };
-        let pins = client.pins();
+        // Pins were checked when the configuration was read; none means catch-all.
+        let pins: Vec<Pattern> = client
+            .pins()
+            .iter()
+            .filter_map(|pin| Pattern::parse(pin).ok())
+            .collect();
         let pins = if pins.is_empty() {
-            vec![String::new()]
+            vec![Pattern::default()]
         } else {
             pins
         };
         for pin in pins {
-            let pin = Pattern::parse(&pin).map_err(|e| ServeError::Client {
-                index,
-                reason: e.to_string(),
-            })?;
             entries.push(Arc::new(ClientEntry {
                 pin,
                 remote: remote.clone(),
@@ -153,24 +192,56 @@ fn clients(config: &Config, origin: &Arc<str>) -> Result<Vec<Arc<ClientEntry>>, 
     Ok(entries)
 }
 
+/// A router over `runtime` with `limits`, the client pins `clients` (tried after local plugins)
+/// and Seneca's built-in actions, answering as the Seneca instance `origin`; no plugin loaded
+/// yet.
+pub fn assemble(
+    runtime: Runtime,
+    limits: &config::Limits,
+    clients: Vec<Arc<ClientEntry>>,
+    origin: Arc<str>,
+) -> Router {
+    let registry = Registry::new(
+        runtime,
+        clients,
+        Arc::new(Metrics::default()),
+        limits.init_timeout(),
+    );
+    let router = Router::new(registry, limits.act(), origin);
+    builtins::install(&router);
+    router
+}
+
+/// The runtime, registry and router of a configuration, with its client pins and no plugin
+/// loaded yet.
+pub fn router(config: &Config) -> Result<Router, ServeError> {
+    let runtime = Runtime::new(config.cache(), config.limits.memory_bytes())?;
+    let origin = message::instance_id();
+    let clients = clients(config, &origin)?;
+    Ok(assemble(runtime, &config.limits, clients, origin))
+}
+
 impl Host {
     /// Loads the plugins and starts every ingress the configuration asks for; returns once all
     /// of them listen.
     pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, ServeError> {
         let router = router(config)?;
+        let registry = router.registry().clone();
         let mut tasks = Vec::new();
         if config.watch {
             // Watch first, so nothing landing during the initial load is missed; a bad file
             // is reported and skipped instead of stopping the host.
-            let watching = reload::start(router.clone(), config, shutdown.clone())?;
+            let watching = reload::start(registry.clone(), config, shutdown.clone())?;
             tasks.push((
                 "the plugin watcher",
                 tokio::spawn(async move { watching.await.map_err(std::io::Error::other) }),
             ));
-            router.load_each(&config.plugin_sources()?).await;
+            registry.load_each(&config.plugin_sources()?).await;
         } else {
-            router.load_all(&config.plugin_sources()?).await?;
+            registry.load_all(&config.plugin_sources()?).await?;
         }
+        let routes = Routes::new(registry.clone(), config.rest.route.clone());
+        let history = Arc::new(History::new(HISTORY));
         let mut rest = None;
         if let Some(addr) = config.rest.listen.0 {
             let bind = |source| ServeError::Bind {
@@ -182,13 +253,13 @@ impl Host {
             rest = Some(listener.local_addr().map_err(bind)?);
             let task = gateway::run(
                 listener,
-                router.clone(),
+                Ingress::new(router.clone(), history.clone(), "rest"),
+                routes.clone(),
                 config.rest.body_limit,
                 shutdown.clone(),
             );
             tasks.push(("the REST gateway", tokio::spawn(task)));
         }
-        let history = Arc::new(History::new(100_000));
         let mut http = Vec::new();
         for listen in config.listeners() {
             match listen {
@@ -202,9 +273,9 @@ impl Host {
                     http.push(listener.local_addr().map_err(bind)?);
                     let task = transport::http::run(
                         listener,
-                        router.clone(),
+                        Ingress::new(router.clone(), history.clone(), "http"),
+                        routes.clone(),
                         path,
-                        history.clone(),
                         shutdown.clone(),
                     );
                     tasks.push(("Seneca's HTTP transport", tokio::spawn(task)));
@@ -212,8 +283,7 @@ impl Host {
                 Listen::Amqp(amqp) => {
                     let task = transport::amqp::run_listener(
                         amqp,
-                        router.clone(),
-                        history.clone(),
+                        Ingress::new(router.clone(), history.clone(), "amqp"),
                         shutdown.clone(),
                     );
                     tasks.push((
@@ -228,9 +298,9 @@ impl Host {
         }
         if let Some(consul) = config.consul() {
             let discovery =
-                discovery::consul::Discovery::new(consul, router.instance_id(), shutdown.clone());
-            router.set_discovery(discovery.clone());
-            let registration = discovery.start(router.clone(), http.first().copied(), rest);
+                discovery::Discovery::new(consul, router.instance_id(), shutdown.clone());
+            router.set_peers(discovery.clone());
+            let registration = discovery.start(registry, http.first().copied(), rest);
             tasks.push((
                 "the Consul registration",
                 tokio::spawn(async move { registration.await.map_err(std::io::Error::other) }),
@@ -240,6 +310,7 @@ impl Host {
             router,
             rest,
             http,
+            routes,
             tasks,
             shutdown,
         })
@@ -248,6 +319,11 @@ impl Host {
     /// The router.
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    /// The REST routes.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 
     /// Where the REST gateway listens.
@@ -263,7 +339,7 @@ impl Host {
     /// Serves until the shutdown token is cancelled, then lets every ingress finish its
     /// requests in flight, and returns once no act is running.
     pub async fn wait(self) -> Result<(), ServeError> {
-        for plugin in self.router.plugins().plugins() {
+        for plugin in self.router.registry().snapshot().plugins() {
             let patterns: Vec<String> = plugin
                 .actions
                 .iter()
@@ -300,32 +376,14 @@ impl Host {
     }
 }
 
-/// The runtime and router of a configuration, with its client transports and no plugin yet.
-fn router(config: &Config) -> Result<Router, ServeError> {
-    let cache = (!config.no_cache).then(|| {
-        config
-            .cache_dir
-            .clone()
-            .unwrap_or_else(CompileCache::default_dir)
-    });
-    let runtime = Runtime::new(cache, config.limits.memory_bytes())?;
-    let origin = transport::instance_id();
-    let clients = clients(config, &origin)?;
-    Ok(Router::with_clients(
-        runtime,
-        config.limits.clone(),
-        origin,
-        clients,
-        config.rest.route.clone(),
-        Arc::new(Metrics::default()),
-    ))
-}
-
 /// Builds the runtime and router for a configuration and loads its plugins, with no ingress
 /// (what `wasmeca act` uses).
 pub async fn start(config: &Config) -> Result<Router, ServeError> {
     let router = router(config)?;
-    router.load_all(&config.plugin_sources()?).await?;
+    router
+        .registry()
+        .load_all(&config.plugin_sources()?)
+        .await?;
     Ok(router)
 }
 

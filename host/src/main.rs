@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+
+mod cli;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use wasmeca::Config;
 use wasmeca::authoring;
 use wasmeca::config::{Listen, ListenAddr};
-use wasmeca::transport::{Remote, RemoteCall, http::HttpClient};
-use wasmeca::{ActError, Config, Message, Reply, Router};
 
 /// A server allocator: glibc's malloc serialises the host's threads on its arena locks under
 /// load (measured in BENCHMARKS.md).
@@ -88,7 +88,7 @@ struct ComponentizeArgs {
 }
 
 #[derive(Args)]
-struct PluginsArgs {
+pub(crate) struct PluginsArgs {
     /// The running host's Seneca HTTP transport.
     #[arg(
         long,
@@ -103,7 +103,7 @@ struct PluginsArgs {
 
 /// Options shared by every command that loads plugins.
 #[derive(Args)]
-struct HostArgs {
+pub(crate) struct HostArgs {
     /// Compiled-component cache folder.
     #[arg(long, env = "WASMECA_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -147,7 +147,7 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
-struct ActArgs {
+pub(crate) struct ActArgs {
     /// Plugin files or folders (or a wasmeca.toml), then the message as jsonic
     /// (`cmd:salute,name:World`) or JSON. With no plugins the message goes to the running host
     /// at --url.
@@ -184,7 +184,7 @@ struct ActArgs {
 }
 
 #[derive(Args)]
-struct InspectArgs {
+pub(crate) struct InspectArgs {
     /// The plugin file.
     file: PathBuf,
     /// Print JSON instead of text.
@@ -272,9 +272,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             wasmeca::serve(config, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Act(args) => act(args).await,
-        Command::Inspect(args) => inspect(args).await,
-        Command::Plugins(args) => plugins(args).await,
+        Command::Act(args) => cli::act::act(args).await,
+        Command::Inspect(args) => cli::listing::inspect(args).await,
+        Command::Plugins(args) => cli::listing::plugins(args).await,
         Command::New(args) => {
             let sdk = sdk_dir(args.sdk.as_deref());
             let written = authoring::new_project(args.language, &args.dir, &sdk)?;
@@ -308,15 +308,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Check(args) => {
             let config = config_for(std::slice::from_ref(&args.file), &args.host)?;
-            let cache = (!config.no_cache).then(|| {
-                config
-                    .cache_dir
-                    .clone()
-                    .unwrap_or_else(wasmeca::runtime::CompileCache::default_dir)
-            });
-            let runtime = wasmeca::Runtime::new(cache, config.limits.memory_bytes())?;
+            let router = wasmeca::router(&config)?;
             println!("wasmeca check {}", args.file.display());
-            let report = authoring::check(&args.file, runtime, config.limits.clone()).await;
+            let report = authoring::check(&args.file, router).await;
             println!("{report}");
             Ok(if report.passed() {
                 ExitCode::SUCCESS
@@ -336,7 +330,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// The configuration for plugin paths: a `.toml` file, files and folders, or `./wasmeca.toml`.
-fn config_for(paths: &[PathBuf], host: &HostArgs) -> anyhow::Result<Config> {
+pub(crate) fn config_for(paths: &[PathBuf], host: &HostArgs) -> anyhow::Result<Config> {
     let mut config = match paths {
         [] if Path::new("wasmeca.toml").exists() => Config::from_file(Path::new("wasmeca.toml"))?,
         [] => bail!(
@@ -385,282 +379,4 @@ fn sdk_dir(given: Option<&Path>) -> PathBuf {
         .map(Path::to_owned)
         .or_else(|| std::env::var_os("WASMECA_SDK").map(PathBuf::from))
         .unwrap_or_else(authoring::default_sdk)
-}
-
-async fn act(args: ActArgs) -> anyhow::Result<ExitCode> {
-    let Some((text, paths)) = args.args.split_last() else {
-        bail!("no message given")
-    };
-    let msg = Message::parse(text).with_context(|| "the message does not parse")?;
-    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
-    let answer = if let Some(given) = &args.amqp {
-        // `--amqp amqp://host 'msg'` as well as `--amqp=amqp://host 'msg'`.
-        let (url, paths) = match paths.split_first() {
-            Some((first, rest))
-                if given.is_empty() && first.to_string_lossy().starts_with("amqp") =>
-            {
-                (first.to_string_lossy().into_owned(), rest)
-            }
-            _ => (given.clone(), paths.as_slice()),
-        };
-        if !paths.is_empty() {
-            bail!("--amqp publishes to a broker; it takes no plugin paths");
-        }
-        match act_amqp(&url, text, &msg, &args).await? {
-            Some(answer) => answer,
-            None => return Ok(ExitCode::SUCCESS),
-        }
-    } else if paths.is_empty() {
-        act_remote(&args.url, &msg, args.host.timeout_ms).await?
-    } else {
-        let config = config_for(&paths, &args.host)?;
-        let router = wasmeca::start(&config).await?;
-        router.act(msg).await
-    };
-    print_answer(answer, args.pretty)
-}
-
-/// Publishes one command over AMQP; `None` when not waiting for the reply.
-async fn act_amqp(
-    url: &str,
-    text: &str,
-    msg: &Message,
-    args: &ActArgs,
-) -> anyhow::Result<Option<Result<Reply, ActError>>> {
-    use wasmeca::transport::amqp::{AmqpClient, Sent, routing_key};
-    let config = wasmeca::config::AmqpClient {
-        url: (!url.is_empty()).then(|| url.to_owned()),
-        exchange: args.exchange.clone(),
-        ..Default::default()
-    };
-    // The routing keys to try: the given pin's, or the message's leading pairs, shortest first.
-    let pins: Vec<wasmeca::pattern::Pattern> = match &args.pin {
-        Some(pin) => vec![pin.parse().with_context(|| format!("--pin {pin}"))?],
-        None => {
-            let pairs = wasmeca::pattern::parse_jsonic_pairs(text).or_else(|_| {
-                Ok::<_, anyhow::Error>(msg.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            })?;
-            let pairs: Vec<_> = pairs
-                .into_iter()
-                .filter(|(k, v)| !k.ends_with('$') && !k.starts_with('$') && !v.is_null())
-                .collect();
-            (1..=pairs.len())
-                .filter_map(|n| {
-                    wasmeca::pattern::Pattern::from_object(&pairs[..n].iter().cloned().collect())
-                        .ok()
-                })
-                .collect()
-        }
-    };
-    let mut keys: Vec<String> = pins.iter().map(|p| routing_key(p, msg)).collect();
-    keys.dedup();
-    let timeout = Duration::from_millis(args.host.timeout_ms.unwrap_or(22_222));
-    let client = AmqpClient::new(config, wasmeca::transport::instance_id());
-    let tx = wasmeca::message::new_id();
-    for key in &keys {
-        let deadline = tokio::time::Instant::now() + timeout;
-        match client.send(msg, &tx, key, deadline, !args.no_wait).await {
-            Ok(Sent::Unroutable) => continue,
-            Ok(Sent::Routed(None)) => {
-                eprintln!("published with routing key {key}");
-                return Ok(None);
-            }
-            Ok(Sent::Routed(Some(answer))) => {
-                if let Err(e) = &answer
-                    && e.code == wasmeca::message::codes::ACTION_TIMEOUT
-                {
-                    eprintln!(
-                        "no reply within {} ms (routing key {key})",
-                        timeout.as_millis()
-                    );
-                }
-                return Ok(Some(answer));
-            }
-            Err(e) if e.code == wasmeca::message::codes::UNREACHABLE => bail!("{}", e.message),
-            Err(e) => return Ok(Some(Err(e))),
-        }
-    }
-    bail!(
-        "no AMQP queue on {} is bound for {}: no listener serves this message (or none ever declared its queue); \
-         pass --pin with the listener's pattern",
-        args.exchange,
-        keys.join(" or ")
-    )
-}
-
-/// Sends one message to a running host's Seneca HTTP transport.
-async fn act_remote(
-    url: &str,
-    msg: &Message,
-    timeout_ms: Option<u64>,
-) -> anyhow::Result<Result<Reply, ActError>> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("--url {url} is not a URL"))?;
-    let host = parsed
-        .host_str()
-        .with_context(|| format!("--url {url} has no host"))?;
-    let port = parsed.port_or_known_default().unwrap_or(10101);
-    let timeout = Duration::from_millis(
-        timeout_ms
-            .or_else(|| msg.timeout().map(|t| t.as_millis() as u64))
-            .unwrap_or(22_222),
-    );
-    let client = HttpClient::new(
-        host,
-        port,
-        parsed.path(),
-        timeout,
-        wasmeca::transport::instance_id(),
-    )?;
-    let tx = wasmeca::message::new_id();
-    let call = RemoteCall {
-        tx: &tx,
-        deadline: tokio::time::Instant::now() + timeout,
-        timeout,
-        pin: &wasmeca::pattern::Pattern::default(),
-    };
-    match client.act(msg, call).await {
-        Err(e) if e.code == wasmeca::message::codes::UNREACHABLE => {
-            bail!(
-                "{}; is `wasmeca serve` running there? (set --url or WASMECA_URL)",
-                e.message
-            )
-        }
-        answer => Ok(answer),
-    }
-}
-
-/// Prints an answer (or the Seneca error JSON) and picks the exit code.
-fn print_answer(answer: Result<Reply, ActError>, pretty: bool) -> anyhow::Result<ExitCode> {
-    let args_pretty = pretty;
-    let (text, code) = match answer {
-        // The answer as the plugin wrote it (key order kept), unless asked to pretty-print.
-        Ok(reply) if !args_pretty => (reply.as_str().to_owned(), ExitCode::SUCCESS),
-        Ok(reply) => (
-            serde_json::to_string_pretty(&reply.to_value())?,
-            ExitCode::SUCCESS,
-        ),
-        Err(e) if args_pretty => (
-            serde_json::to_string_pretty(&e.to_seneca_json())?,
-            ExitCode::FAILURE,
-        ),
-        Err(e) => (e.to_seneca_json().to_string(), ExitCode::FAILURE),
-    };
-    println!("{text}");
-    Ok(code)
-}
-
-async fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
-    let mut url = reqwest::Url::parse(&args.url)
-        .with_context(|| format!("--url {} is not a URL", args.url))?;
-    url.set_path("/plugins");
-    let text = reqwest::get(url.clone())
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| {
-            format!(
-                "cannot reach {url}; is `wasmeca serve` running there? (set --url or WASMECA_URL)"
-            )
-        })?
-        .text()
-        .await?;
-    let listing: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{url} did not answer JSON"))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&listing)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let ago = |at: &serde_json::Value| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        at.as_u64().map_or_else(
-            || "?".to_owned(),
-            |at| format!("{}s ago", now.saturating_sub(at)),
-        )
-    };
-    for plugin in listing["plugins"].as_array().into_iter().flatten() {
-        println!(
-            "{}@{}  {}  loaded {}",
-            plugin["name"].as_str().unwrap_or("?"),
-            plugin["version"].as_str().unwrap_or("?"),
-            plugin["file"].as_str().unwrap_or("?"),
-            ago(&plugin["loaded_at"])
-        );
-        for pattern in plugin["patterns"].as_array().into_iter().flatten() {
-            println!("    {}", pattern.as_str().unwrap_or("?"));
-        }
-    }
-    let routes = listing["routes"].as_array().cloned().unwrap_or_default();
-    if !routes.is_empty() {
-        println!("routes:");
-        for r in routes {
-            println!(
-                "    {:7} {}  -> {}  ({})",
-                r["method"].as_str().unwrap_or(""),
-                r["path"].as_str().unwrap_or(""),
-                r["pattern"].as_str().unwrap_or(""),
-                r["owner"].as_str().unwrap_or("")
-            );
-        }
-    }
-    for error in listing["load_errors"].as_array().into_iter().flatten() {
-        println!(
-            "load error ({}): {}",
-            ago(&error["at"]),
-            error["error"].as_str().unwrap_or("?")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let config = config_for(std::slice::from_ref(&args.file), &args.host)?;
-    let sources = config.plugin_sources()?;
-    let [source] = sources.as_slice() else {
-        bail!(
-            "{} holds {} plugins; inspect takes one file",
-            args.file.display(),
-            sources.len()
-        );
-    };
-    let runtime = wasmeca::Runtime::new(
-        (!config.no_cache).then(|| {
-            config
-                .cache_dir
-                .clone()
-                .unwrap_or_else(wasmeca::runtime::CompileCache::default_dir)
-        }),
-        config.limits.memory_bytes(),
-    )?;
-    let router = Router::new(runtime, config.limits.clone());
-    let plugin = router.load(source).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&plugin.describe())?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let size = std::fs::metadata(&plugin.file)
-        .map(|m| m.len())
-        .unwrap_or(0);
-    println!(
-        "{}  ({}, {} KiB, blake3 {})",
-        plugin.key(),
-        plugin.file.display(),
-        size.div_ceil(1024),
-        &plugin.hash[..16]
-    );
-    println!("patterns:");
-    for (i, action) in plugin.actions.iter().enumerate() {
-        let example = action
-            .example
-            .as_ref()
-            .map(|e| format!("  e.g. {}", serde_json::Value::Object(e.clone())));
-        println!("  [{i}] {}{}", action.source, example.unwrap_or_default());
-    }
-    if !plugin.routes.is_empty() {
-        println!("routes:");
-        for set in &plugin.routes {
-            println!("  {set}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }

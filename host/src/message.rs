@@ -1,14 +1,16 @@
 //! Messages (a JSON object plus Seneca's `x$` meta keys and wasmeca's `$version`/`$target`),
-//! act ids (`mi/tx`) and Seneca-shaped errors. Pure, no I/O.
+//! act and instance ids, and answers ([`Reply`]). Pure, no I/O.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::error::{ActError, Code};
 use crate::pattern::{self, ParseError};
 
 /// Seneca's default act timeout, in milliseconds.
@@ -93,11 +95,10 @@ impl Message {
             other => other.to_string(),
         };
         semver::VersionReq::parse(text.trim()).map(Some).map_err(|e| {
-            ActError::new(
-                codes::INVALID_VERSION,
+            ActError::host(
+                Code::InvalidVersion,
                 format!("`$version: {raw}` is not a semver requirement ({e}); try \"1\", \"^1.2\" or \"=1.0.0\""),
             )
-            .with_status(400)
         })
     }
 
@@ -176,33 +177,6 @@ pub fn new_id() -> String {
     id
 }
 
-/// An act's identity: a message id `mi` and the transaction id `tx` shared by every act the
-/// same request causes. Displays as `mi/tx`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ActId {
-    /// This act's own id.
-    pub mi: String,
-    /// The transaction: inherited by nested acts, so one request can be followed in the logs.
-    pub tx: String,
-}
-
-impl ActId {
-    /// The id for a message: its own `id$`/`tx$` when given, else the inherited tx, else new ids.
-    pub fn for_message(msg: &Message, inherited_tx: Option<&str>) -> Self {
-        let (mi, tx) = msg.act_id();
-        Self {
-            mi: mi.map_or_else(new_id, str::to_owned),
-            tx: tx.or(inherited_tx).map_or_else(new_id, str::to_owned),
-        }
-    }
-}
-
-impl fmt::Display for ActId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.mi, self.tx)
-    }
-}
-
 /// An act's answer: JSON text that is an object, an array or null. It stays text, so it
 /// passes from the plugin to every ingress (and back into plugins' nested acts) without being
 /// parsed and printed again, and keeps the key order the plugin wrote.
@@ -267,159 +241,31 @@ fn null_raw() -> Box<RawValue> {
     RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null parses"))
 }
 
-/// Error codes the host itself produces (plugins choose their own).
-pub mod codes {
-    /// No pattern matched and there was no usable `default$` (Seneca).
-    pub const ACT_NOT_FOUND: &str = "act_not_found";
-    /// `default$` was present but not an object or array (Seneca).
-    pub const ACT_DEFAULT_BAD: &str = "act_default_bad";
-    /// The act did not answer within `timeout$` (Seneca).
-    pub const ACTION_TIMEOUT: &str = "action_timeout";
-    /// The action answered something other than an object, an array or null (Seneca).
-    pub const RESULT_NOT_OBJARR: &str = "result_not_objarr";
-    /// Nested acts went deeper than the limit.
-    pub const ACT_DEPTH_LIMIT: &str = "act_depth_limit";
-    /// An action acted a plugin whose every instance is already busy on the same call chain.
-    pub const ACT_REENTRANT: &str = "act_reentrant";
-    /// The plugin trapped, panicked, ran out of memory or broke the contract.
-    pub const PLUGIN_TRAP: &str = "plugin_trap";
-    /// No loaded version satisfies the `$version` pin.
-    pub const VERSION_NOT_FOUND: &str = "version_not_found";
-    /// `$version` is not a semver requirement.
-    pub const INVALID_VERSION: &str = "invalid_version";
-    /// A message that is not a JSON object, or a text that does not parse.
-    pub const INVALID_MESSAGE: &str = "invalid_message";
-    /// The host is shutting down and takes no new work.
-    pub const CLOSED: &str = "closed";
-    /// A client transport could not reach the remote service.
-    pub const UNREACHABLE: &str = "unreachable";
-    /// `$target` names a service with no passing instance.
-    pub const TARGET_UNAVAILABLE: &str = "target_unavailable";
-    /// The input nests deeper than the parsers allow (128 levels).
-    pub const TOO_DEEP: &str = "too_deep";
+/// "an array", "a string", ... for messages about JSON values.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
-/// A Seneca-shaped error: code, message, optional details and HTTP status. This is what every
-/// ingress answers with when an act fails, and what a plugin's `act` import returns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ActError {
-    /// Machine-readable code (`act_not_found`, or the plugin's own).
-    pub code: String,
-    /// A sentence for people.
-    pub message: String,
-    /// Optional JSON with more detail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub details: Option<Box<Value>>,
-    /// HTTP status the plugin asked for; ingresses derive one from the code otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-}
-
-impl ActError {
-    /// An error with a code and a message.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-            details: None,
-            status: None,
-        }
-    }
-
-    /// Adds details.
-    pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(Box::new(details));
-        self
-    }
-
-    /// Adds an HTTP status.
-    pub fn with_status(mut self, status: u16) -> Self {
-        self.status = Some(status);
-        self
-    }
-
-    /// Seneca's `act_not_found`.
-    pub fn not_found(msg: &Message) -> Self {
-        Self::new(
-            codes::ACT_NOT_FOUND,
-            format!(
-                "No matching action pattern found for {}, and no default result provided (using a default$ property).",
-                Value::Object(msg.clean())
-            ),
-        )
-    }
-
-    /// Seneca's `action_timeout`.
-    pub fn timeout(pattern: &str, after: Duration) -> Self {
-        Self::new(
-            codes::ACTION_TIMEOUT,
-            format!(
-                "[TIMEOUT] Action {pattern} timed out after {} ms.",
-                after.as_millis()
-            ),
-        )
-        .with_details(
-            serde_json::json!({ "pattern": pattern, "timeout": after.as_millis() as u64 }),
-        )
-    }
-
-    /// The HTTP status for this error on REST: the plugin's own, else from the code.
-    pub fn http_status(&self) -> u16 {
-        self.status
-            .filter(|s| (400..600).contains(s))
-            .unwrap_or(match self.code.as_str() {
-                codes::ACT_NOT_FOUND | codes::VERSION_NOT_FOUND => 404,
-                codes::ACTION_TIMEOUT => 504,
-                codes::INVALID_MESSAGE | codes::INVALID_VERSION | codes::TOO_DEEP => 400,
-                codes::CLOSED | codes::UNREACHABLE | codes::TARGET_UNAVAILABLE => 503,
-                _ => 500,
-            })
-    }
-
-    /// The error as Seneca serialises it on the wire: its own fields plus `seneca`, `msg`,
-    /// `message` and `name`.
-    pub fn to_seneca_json(&self) -> Value {
-        let mut out = Map::new();
-        out.insert("code".into(), self.code.clone().into());
-        out.insert("seneca".into(), true.into());
-        out.insert("msg".into(), self.message.clone().into());
-        out.insert(
-            "details".into(),
-            self.details
-                .as_deref()
-                .cloned()
-                .unwrap_or_else(|| Value::Object(Map::new())),
-        );
-        if let Some(status) = self.status {
-            out.insert("status".into(), status.into());
-            out.insert("statusCode".into(), status.into());
-        }
-        out.insert("message".into(), self.message.clone().into());
-        out.insert("name".into(), "Error".into());
-        Value::Object(out)
-    }
-
-    /// Reads an error in Seneca's wire shape (or wasmeca's own), as a remote peer sent it.
-    pub fn from_seneca_json(value: &Value) -> Self {
-        let field = |k: &str| value.get(k).and_then(Value::as_str);
-        let status = ["statusCode", "status"]
-            .iter()
-            .find_map(|k| value.get(*k).and_then(Value::as_u64));
-        Self {
-            code: field("code").unwrap_or("act_execute").to_owned(),
-            message: field("message")
-                .or_else(|| field("msg"))
-                .unwrap_or("remote error")
-                .to_owned(),
-            details: value
-                .get("details")
-                .filter(|d| !d.is_null())
-                .cloned()
-                .map(Box::new),
-            status: status.and_then(|s| u16::try_from(s).ok()),
-        }
-    }
+/// A new Seneca instance id for this process: `<id>/<start ms>/<pid>/<version>/wasmeca`,
+/// sent as `origin`/`accept` by every transport and in Consul's meta.
+pub fn instance_id() -> Arc<str> {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!(
+        "{}/{started}/{}/{}/wasmeca",
+        new_id(),
+        std::process::id(),
+        env!("CARGO_PKG_VERSION")
+    )
+    .into()
 }
 
 #[cfg(test)]
@@ -449,22 +295,28 @@ mod tests {
     }
 
     #[test]
-    fn act_id_from_meta_keys() {
-        let id = ActId::for_message(
-            &message(json!({"id$": "aaaaaaaaaaaa/bbbbbbbbbbbb"})),
-            Some("cccccccccccc"),
+    fn act_ids_from_meta_keys() {
+        let m = message(json!({"id$": "aaaaaaaaaaaa/bbbbbbbbbbbb", "tx$": "x"}));
+        assert_eq!(m.act_id(), (Some("aaaaaaaaaaaa"), Some("bbbbbbbbbbbb")));
+        assert_eq!(
+            message(json!({"tx$": "tttttttttttt"})).act_id(),
+            (None, Some("tttttttttttt"))
         );
-        assert_eq!(id.to_string(), "aaaaaaaaaaaa/bbbbbbbbbbbb");
-        let id = ActId::for_message(
-            &message(json!({"tx$": "tttttttttttt"})),
-            Some("cccccccccccc"),
+        assert_eq!(
+            message(json!({"actid$": "m/t"})).act_id(),
+            (Some("m"), Some("t"))
         );
-        assert_eq!(id.tx, "tttttttttttt");
-        let id = ActId::for_message(&message(json!({})), Some("cccccccccccc"));
-        assert_eq!(id.tx, "cccccccccccc");
-        assert_eq!(id.mi.len(), 12);
-        let id = ActId::for_message(&message(json!({"actid$": "m/t"})), None);
-        assert_eq!((id.mi.as_str(), id.tx.as_str()), ("m", "t"));
+        assert_eq!(message(json!({})).act_id(), (None, None));
+    }
+
+    #[test]
+    fn instance_ids_name_this_process() {
+        let id = instance_id();
+        let parts: Vec<&str> = id.split('/').collect();
+        assert_eq!(parts.len(), 5, "{id}");
+        assert_eq!(parts[0].len(), 12);
+        assert_eq!(parts[2], std::process::id().to_string());
+        assert_eq!(parts[4], "wasmeca");
     }
 
     #[test]
@@ -500,7 +352,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             (bad.code.as_str(), bad.http_status()),
-            (codes::INVALID_VERSION, 400)
+            (Code::InvalidVersion.as_str(), 400)
         );
     }
 
@@ -537,39 +389,6 @@ mod tests {
         assert_eq!(
             Reply::from_value(&json!({"a": [1]})).to_value(),
             json!({"a": [1]})
-        );
-    }
-
-    #[test]
-    fn errors_have_seneca_shape_and_status() {
-        let e = ActError::not_found(&message(json!({"cmd": "nope", "tx$": "x"})));
-        assert_eq!(e.code, "act_not_found");
-        assert!(
-            e.message
-                .starts_with("No matching action pattern found for {\"cmd\":\"nope\"}"),
-            "{}",
-            e.message
-        );
-        assert_eq!(e.http_status(), 404);
-        assert_eq!(
-            ActError::timeout("cmd:x", Duration::from_millis(5)).http_status(),
-            504
-        );
-        assert_eq!(ActError::new("boom", "x").http_status(), 500);
-        assert_eq!(
-            ActError::new("missing", "x").with_status(404).http_status(),
-            404
-        );
-        let wire = ActError::new("boom", "bad thing")
-            .with_status(418)
-            .to_seneca_json();
-        assert_eq!(wire["seneca"], json!(true));
-        assert_eq!(wire["statusCode"], json!(418));
-        assert_eq!(wire["name"], json!("Error"));
-        let back = ActError::from_seneca_json(&wire);
-        assert_eq!(
-            (back.code.as_str(), back.message.as_str(), back.status),
-            ("boom", "bad thing", Some(418))
         );
     }
 }

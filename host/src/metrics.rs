@@ -45,6 +45,8 @@ pub struct Metrics {
     transport: Family<Labels, Counter>,
     /// Plugin loads by outcome (`loaded`, `refused`).
     loads: Family<Labels, Counter>,
+    /// Messages answered from the reply history instead of acting again.
+    history_hits: Counter,
 }
 
 impl Default for Metrics {
@@ -60,6 +62,7 @@ impl Default for Metrics {
             Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
         let transport = Family::<Labels, Counter>::default();
         let loads = Family::<Labels, Counter>::default();
+        let history_hits = Counter::default();
         registry.register(
             "acts",
             "Acts answered by plugins, by pattern and outcome",
@@ -96,6 +99,11 @@ impl Default for Metrics {
             transport.clone(),
         );
         registry.register("plugin_loads", "Plugin loads by outcome", loads.clone());
+        registry.register(
+            "history_hits",
+            "Messages answered from the reply history instead of acting again",
+            history_hits.clone(),
+        );
         Self {
             registry,
             acts,
@@ -106,6 +114,7 @@ impl Default for Metrics {
             request_seconds,
             transport,
             loads,
+            history_hits,
         }
     }
 }
@@ -126,6 +135,11 @@ pub struct PatternMetrics {
 }
 
 impl PatternMetrics {
+    /// Acts answered, and how many of them with an error.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.ok.get(), self.error.get())
+    }
+
     /// Records one act.
     pub fn record(&self, elapsed: Duration, error_code: Option<&str>) {
         self.seconds.observe(elapsed.as_secs_f64());
@@ -220,14 +234,15 @@ impl Metrics {
         }
     }
 
-    /// Counts a Seneca transport request (`http` or `amqp`) and its outcome.
-    pub fn transport(&self, transport: &'static str, outcome: &'static str) {
+    /// The counter of requests that came in by `transport` (`rest`, `http`, `amqp`) with
+    /// `outcome` (`ok`, `error`, `refused`); listeners take their handles once.
+    pub fn transport(&self, transport: &'static str, outcome: &'static str) -> Counter {
         self.transport
             .get_or_create(&vec![
                 ("transport", transport.to_owned()),
                 ("outcome", outcome.to_owned()),
             ])
-            .inc();
+            .clone()
     }
 
     /// Counts a plugin load (`loaded` or `refused`).
@@ -242,6 +257,16 @@ impl Metrics {
         self.loads
             .get_or_create(&vec![("outcome", outcome.to_owned())])
             .get()
+    }
+
+    /// Counts a message answered from the reply history.
+    pub fn history_hit(&self) {
+        self.history_hits.inc();
+    }
+
+    /// How many messages were answered from the reply history.
+    pub fn history_hits(&self) -> u64 {
+        self.history_hits.get()
     }
 
     /// The in-flight gauge.
@@ -270,7 +295,7 @@ mod tests {
         p.record(Duration::from_millis(2), Some("boom"));
         m.route("/user/:id", "GET")
             .record(Duration::from_millis(1), 200);
-        m.transport("http", "ok");
+        m.transport("http", "ok").inc();
         m.in_flight().inc();
         let text = m.encode();
         assert!(

@@ -1,21 +1,17 @@
-//! The loaded set: every plugin by `name@version` in load order, the patrun trie built from
-//! their actions and the client pins, and their REST routes, replaced atomically as one
-//! immutable snapshot whenever the set changes.
+//! One plugin: where it comes from, its manifest (name, version, actions, route maps) checked,
+//! and what answers its actions — the instances of a Wasm component, or Rust code in the host
+//! (native actions, such as Seneca's own `role:seneca` built-ins).
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
-use semver::{Version, VersionReq};
+use semver::Version;
 use serde_json::{Map, Value, json};
 
-use crate::gateway::{Conflict, RouteSource, RouteTable};
-use crate::message::{ActError, Message, codes};
-use crate::metrics::{Metrics, PatternMetrics};
-use crate::pattern::{Patrun, Pattern};
-use crate::router::WeakRouter;
-use crate::runtime::{LoadError, ManifestProblem, Pool, Runtime};
-use crate::transport::ClientEntry;
+use crate::message::json_kind;
+use crate::pattern::Pattern;
+use crate::runtime::{Handler, Host, LoadError, ManifestProblem, Pool, Runtime};
 
 /// Where a plugin comes from and how to run it.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +47,15 @@ pub struct ActionDecl {
     pub example: Option<Map<String, Value>>,
 }
 
-/// A loaded plugin: its identity, what it serves, and its instances.
+/// What answers a plugin's actions.
+pub enum Backend {
+    /// The long-lived instances of a Wasm component.
+    Wasm(Arc<Pool>),
+    /// Rust code in the host, one handler per action, in manifest order.
+    Native(Vec<Arc<dyn Handler>>),
+}
+
+/// A loaded plugin: its identity, what it serves, and what answers it.
 pub struct Plugin {
     /// The manifest's name.
     pub name: String,
@@ -61,14 +65,14 @@ pub struct Plugin {
     pub actions: Vec<ActionDecl>,
     /// seneca-web route sets, always an array.
     pub routes: Vec<Value>,
-    /// The file it was loaded from.
-    pub file: PathBuf,
-    /// blake3 of the file: tells two builds apart.
-    pub hash: Arc<str>,
+    /// The file it was loaded from; `None` for native actions.
+    pub file: Option<PathBuf>,
+    /// blake3 of the file: tells two builds apart (`None` for native actions).
+    pub hash: Option<Arc<str>>,
     /// When it was loaded.
     pub loaded_at: SystemTime,
-    /// Its instances.
-    pub(crate) pool: Arc<Pool>,
+    /// What answers its actions.
+    pub backend: Backend,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -86,15 +90,59 @@ impl Plugin {
         format!("{}@{}", self.name, self.version)
     }
 
-    /// How many instances serve this plugin.
+    /// How many instances serve this plugin (0 for native actions).
     pub fn instances(&self) -> usize {
-        self.pool.size()
+        match &self.backend {
+            Backend::Wasm(pool) => pool.size(),
+            Backend::Native(_) => 0,
+        }
+    }
+
+    /// True for native actions (Rust code in the host), which are not advertised to peers or
+    /// listed among the plugins.
+    pub fn is_native(&self) -> bool {
+        matches!(self.backend, Backend::Native(_))
+    }
+
+    /// True if it was loaded from `file`.
+    pub fn is_from(&self, file: &std::path::Path) -> bool {
+        self.file.as_deref() == Some(file)
+    }
+
+    /// Native actions answered by `handlers`, as a plugin named `name@version` that other
+    /// plugins override and reach with `prior` like any other.
+    pub fn native(
+        name: &str,
+        version: Version,
+        handlers: Vec<(Pattern, Arc<dyn Handler>)>,
+    ) -> Self {
+        let (actions, handlers) = handlers
+            .into_iter()
+            .map(|(pattern, handler)| {
+                let decl = ActionDecl {
+                    source: pattern.to_string(),
+                    pattern,
+                    example: None,
+                };
+                (decl, handler)
+            })
+            .unzip();
+        Self {
+            name: name.to_owned(),
+            version,
+            actions,
+            routes: Vec::new(),
+            file: None,
+            hash: None,
+            loaded_at: SystemTime::now(),
+            backend: Backend::Native(handlers),
+        }
     }
 
     /// Compiles, instantiates and initialises a plugin file, and checks its manifest.
-    pub(crate) async fn load(
+    pub async fn load(
         runtime: &Runtime,
-        router: WeakRouter,
+        host: Weak<dyn Host>,
         source: &PluginSource,
         bytes: Option<&[u8]>,
         init_timeout: std::time::Duration,
@@ -108,7 +156,7 @@ impl Plugin {
         let (pool, manifest) = Pool::start(
             runtime,
             compiled,
-            router,
+            host,
             options,
             source.instances,
             init_timeout,
@@ -130,10 +178,10 @@ impl Plugin {
             version: checked.version,
             actions: checked.actions,
             routes: checked.routes,
-            file: source.path.clone(),
-            hash,
+            file: Some(source.path.clone()),
+            hash: Some(hash),
             loaded_at: SystemTime::now(),
-            pool,
+            backend: Backend::Wasm(pool),
         })
     }
 
@@ -143,7 +191,8 @@ impl Plugin {
             "name": self.name,
             "version": self.version.to_string(),
             "file": self.file,
-            "hash": &*self.hash,
+            "hash": self.hash.as_deref(),
+            "native": self.file.is_none(),
             "instances": self.instances(),
             "loaded_at": humantime_secs(self.loaded_at),
             "patterns": self.actions.iter().map(|a| a.pattern.to_string()).collect::<Vec<_>>(),
@@ -203,7 +252,7 @@ pub fn check_manifest(
                     return Err(ManifestProblem::Example {
                         index,
                         pattern: action.pattern.clone(),
-                        reason: format!("it is {}", crate::runtime::json_kind(&other)),
+                        reason: format!("it is {}", json_kind(&other)),
                     });
                 }
                 Err(e) => {
@@ -230,7 +279,7 @@ pub fn check_manifest(
             Ok(other) => {
                 return Err(ManifestProblem::Routes(format!(
                     "expected an array of route sets, got {}",
-                    crate::runtime::json_kind(&other)
+                    json_kind(&other)
                 )));
             }
             Err(e) => return Err(ManifestProblem::Routes(format!("not JSON: {e}"))),
@@ -247,321 +296,4 @@ pub fn check_manifest(
         actions: decls,
         routes,
     })
-}
-
-/// One action in the trie: which plugin, which index, and what it overrode.
-pub(crate) struct Action {
-    /// The plugin serving it.
-    pub plugin: Arc<Plugin>,
-    /// Index into the plugin's actions (what `handle` receives).
-    pub index: u32,
-    /// Canonical pattern text, for logs and errors.
-    pub pattern: Arc<str>,
-    /// What this action overrode: the same pattern added earlier by another plugin, or the
-    /// wider pattern (a plugin's or a client's) that matched it when it was added (Seneca's
-    /// `priordef`).
-    pub prior: Option<Target>,
-    /// Counters and latency for this pattern and plugin, created once.
-    pub metrics: PatternMetrics,
-}
-
-impl std::fmt::Debug for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.pattern, self.plugin.key())
-    }
-}
-
-/// Who answers a message.
-#[derive(Clone, Debug)]
-pub(crate) enum Target {
-    /// A plugin action in this host.
-    Local(Arc<Action>),
-    /// A `[[client]]` transport to another service.
-    Remote(Arc<ClientEntry>),
-}
-
-/// All versions of one plugin name at a pattern.
-#[derive(Debug, Clone)]
-struct Group {
-    /// The plugin name.
-    name: String,
-    /// One action per loaded version, highest version first.
-    versions: Vec<Arc<Action>>,
-}
-
-/// The data at a trie node: the plugins serving that exact pattern (latest-added last), and a
-/// client pinned on it.
-#[derive(Debug, Clone, Default)]
-struct Slot {
-    /// By plugin name; the last group wins (later adds override earlier ones, as in Seneca).
-    groups: Vec<Group>,
-    /// A client whose pin is exactly this pattern; plugins on the same pattern win over it.
-    remote: Option<Arc<ClientEntry>>,
-}
-
-/// What a slot says about a version pin.
-enum Winner<'a> {
-    /// This target answers.
-    Found(Target),
-    /// The winning plugin has no version satisfying the pin.
-    NoVersion(&'a Group),
-    /// Nothing is stored here.
-    Empty,
-}
-
-impl Slot {
-    /// The winning group's highest version satisfying `req` (any when `None`), else the client.
-    fn winner(&self, req: Option<&VersionReq>) -> Winner<'_> {
-        let Some(group) = self.groups.last() else {
-            return match &self.remote {
-                Some(remote) => Winner::Found(Target::Remote(remote.clone())),
-                None => Winner::Empty,
-            };
-        };
-        let found = match req {
-            None => group.versions.first(),
-            Some(req) => group
-                .versions
-                .iter()
-                .find(|a| req.matches(&a.plugin.version)),
-        };
-        match found {
-            Some(action) => Winner::Found(Target::Local(action.clone())),
-            None => Winner::NoVersion(group),
-        }
-    }
-}
-
-/// What the set says about a message.
-#[derive(Debug)]
-pub(crate) enum Resolution {
-    /// This target answers.
-    Found(Target),
-    /// A pattern matched, but no loaded version satisfies the pin.
-    VersionMissing(ActError),
-    /// No pattern matched.
-    NotFound,
-}
-
-/// What every snapshot is built with besides the plugins: the configured clients and route
-/// sets, and the metrics registry. It changes only with the configuration.
-pub(crate) struct Base {
-    /// `[[client]]` pins, added to the trie before any plugin.
-    pub clients: Vec<Arc<ClientEntry>>,
-    /// `[rest] route` sets for patterns served elsewhere.
-    pub routes: Vec<Value>,
-    /// Where per-pattern and per-route handles come from.
-    pub metrics: Arc<Metrics>,
-}
-
-/// An immutable snapshot of the loaded plugins, their routing trie and their REST routes.
-pub struct PluginSet {
-    /// Clients, config routes, metrics.
-    base: Arc<Base>,
-    /// Plugins in load order (later ones win ties).
-    plugins: Vec<Arc<Plugin>>,
-    /// Patterns to slots.
-    trie: Patrun<Slot>,
-    /// REST routes of the config and the plugins.
-    routes: RouteTable,
-    /// Routes refused because another owner declared the same method and path first.
-    conflicts: Vec<Conflict>,
-}
-
-impl PluginSet {
-    /// Builds the trie (clients first, then plugins in load order) and the route table.
-    pub(crate) fn new(base: Arc<Base>, plugins: Vec<Arc<Plugin>>) -> Self {
-        let mut trie = Patrun::new();
-        for client in &base.clients {
-            trie.slot(&client.pin)
-                .get_or_insert_with(Slot::default)
-                .remote = Some(client.clone());
-        }
-        let mut sources = vec![RouteSource {
-            owner: "config",
-            version: None,
-            sets: &base.routes,
-        }];
-        sources.extend(plugins.iter().map(|p| RouteSource {
-            owner: &p.name,
-            version: Some(&p.version),
-            sets: &p.routes,
-        }));
-        let (routes, conflicts, warnings) = RouteTable::build(&sources, &base.metrics);
-        for warning in warnings {
-            tracing::warn!("{warning}");
-        }
-        let mut set = Self {
-            base: base.clone(),
-            plugins: Vec::with_capacity(plugins.len()),
-            trie,
-            routes,
-            conflicts,
-        };
-        for plugin in plugins {
-            set.add(plugin);
-        }
-        set
-    }
-
-    fn add(&mut self, plugin: Arc<Plugin>) {
-        let key = plugin.key();
-        for (index, decl) in plugin.actions.iter().enumerate() {
-            let pattern = &decl.pattern;
-            // Seneca's priordef: whatever a non-exact find of the pattern returns before the add.
-            let wider = self
-                .trie
-                .find(pattern)
-                .and_then(|slot| match slot.winner(None) {
-                    Winner::Found(target) => Some(target),
-                    _ => None,
-                });
-            let slot = self.trie.slot(pattern).get_or_insert_with(Slot::default);
-            let mut group = match slot.groups.iter().position(|g| g.name == plugin.name) {
-                Some(i) => slot.groups.remove(i),
-                None => Group {
-                    name: plugin.name.clone(),
-                    versions: Vec::new(),
-                },
-            };
-            let prior = match group
-                .versions
-                .iter()
-                .position(|a| a.plugin.version == plugin.version)
-            {
-                // The same plugin declares the pattern again: the later declaration overrides.
-                Some(i) => Some(Target::Local(group.versions.remove(i))),
-                // Another version of the same plugin: they share what they override.
-                None if !group.versions.is_empty() => group.versions[0].prior.clone(),
-                None => wider,
-            };
-            let pattern_text = pattern.to_string();
-            let action = Arc::new(Action {
-                metrics: self.base.metrics.pattern(&pattern_text, &key),
-                plugin: plugin.clone(),
-                index: index as u32,
-                pattern: pattern_text.into(),
-                prior,
-            });
-            let at = group
-                .versions
-                .partition_point(|a| a.plugin.version > plugin.version);
-            group.versions.insert(at, action);
-            slot.groups.push(group);
-        }
-        self.plugins.push(plugin);
-    }
-
-    /// The plugins, in load order.
-    pub fn plugins(&self) -> &[Arc<Plugin>] {
-        &self.plugins
-    }
-
-    /// The plugin with this `name@version`.
-    pub fn get(&self, key: &str) -> Option<&Arc<Plugin>> {
-        self.plugins.iter().find(|p| p.key() == key)
-    }
-
-    /// The REST routes.
-    pub fn routes(&self) -> &RouteTable {
-        &self.routes
-    }
-
-    /// Routes refused because another owner claimed the same method and path first.
-    pub fn conflicts(&self) -> &[Conflict] {
-        &self.conflicts
-    }
-
-    /// A new set with `plugin` added last, replacing any plugin with the same `name@version`.
-    pub fn with(&self, plugin: Arc<Plugin>) -> Self {
-        let key = plugin.key();
-        let mut plugins: Vec<_> = self
-            .plugins
-            .iter()
-            .filter(|p| p.key() != key)
-            .cloned()
-            .collect();
-        plugins.push(plugin);
-        Self::new(self.base.clone(), plugins)
-    }
-
-    /// A new set without the plugin `name@version`.
-    pub fn without(&self, key: &str) -> Self {
-        Self::new(
-            self.base.clone(),
-            self.plugins
-                .iter()
-                .filter(|p| p.key() != key)
-                .cloned()
-                .collect(),
-        )
-    }
-
-    /// A new set without any plugin loaded from `file`.
-    pub fn without_file(&self, file: &Path) -> Self {
-        Self::new(
-            self.base.clone(),
-            self.plugins
-                .iter()
-                .filter(|p| p.file != file)
-                .cloned()
-                .collect(),
-        )
-    }
-
-    /// Every pattern served, with who serves it (winner first): `name@version` keys, or the
-    /// client's address.
-    pub fn patterns(&self) -> Vec<(Pattern, Vec<String>)> {
-        self.trie
-            .list()
-            .into_iter()
-            .map(|(pattern, slot)| {
-                let mut keys: Vec<String> = slot
-                    .groups
-                    .iter()
-                    .rev()
-                    .flat_map(|g| g.versions.iter().map(|a| a.plugin.key()))
-                    .collect();
-                keys.extend(slot.remote.iter().map(|r| r.remote.describe()));
-                (pattern, keys)
-            })
-            .collect()
-    }
-
-    /// Which target answers `msg`, honouring a `$version` pin.
-    pub(crate) fn resolve(&self, msg: &Message) -> Result<Resolution, ActError> {
-        let Some(slot) = self.trie.find(&**msg) else {
-            return Ok(Resolution::NotFound);
-        };
-        let req = msg.version_req()?;
-        Ok(match slot.winner(req.as_ref()) {
-            Winner::Found(target) => Resolution::Found(target),
-            Winner::Empty => Resolution::NotFound,
-            Winner::NoVersion(group) => {
-                let versions: Vec<String> = group
-                    .versions
-                    .iter()
-                    .map(|a| a.plugin.version.to_string())
-                    .collect();
-                let req = req.map(|r| r.to_string()).unwrap_or_default();
-                Resolution::VersionMissing(
-                    ActError::new(
-                        codes::VERSION_NOT_FOUND,
-                        format!(
-                            "no version of {} satisfies $version {req}; loaded: {}",
-                            group.name,
-                            if versions.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                versions.join(", ")
-                            }
-                        ),
-                    )
-                    .with_details(
-                        json!({ "plugin": group.name, "requirement": req, "versions": versions }),
-                    ),
-                )
-            }
-        })
-    }
 }

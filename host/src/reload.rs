@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, PluginEntry};
 use crate::plugins::PluginSource;
-use crate::router::Router;
+use crate::registry::Registry;
 
 /// How long after the last event for a file it is acted on (several events come per write).
 const SETTLE: Duration = Duration::from_millis(20);
@@ -38,10 +37,8 @@ struct Folder {
     dir: PathBuf,
     /// Only this file name, for a `[[plugin]]` entry that names a file.
     only: Option<std::ffi::OsString>,
-    /// `init` options for its plugins.
-    options: Value,
-    /// Instances per plugin.
-    instances: usize,
+    /// The `[[plugin]]` entry: how plugins landing here are run (options, instances).
+    entry: PluginEntry,
 }
 
 impl Folder {
@@ -50,11 +47,7 @@ impl Folder {
         let wasm = path.extension().is_some_and(|e| e == "wasm");
         let mine = path.parent() == Some(self.dir.as_path())
             && self.only.as_ref().is_none_or(|only| only == name);
-        (wasm && mine).then(|| PluginSource {
-            path: path.to_owned(),
-            options: self.options.clone(),
-            instances: self.instances,
-        })
+        (wasm && mine).then(|| self.entry.source(path.to_owned()))
     }
 }
 
@@ -107,32 +100,28 @@ fn folders(config: &Config) -> Vec<Folder> {
         .iter()
         .filter_map(|entry| {
             let path = config.plugin_path(&entry.path);
-            let options = Value::Object(entry.options.clone().unwrap_or_else(Map::new));
-            let instances = entry.instances.unwrap_or(1);
             if path.is_dir() {
                 Some(Folder {
                     dir: path,
                     only: None,
-                    options,
-                    instances,
+                    entry: entry.clone(),
                 })
             } else {
                 let dir = path.parent()?.to_owned();
                 Some(Folder {
                     dir,
                     only: path.file_name().map(ToOwned::to_owned),
-                    options,
-                    instances,
+                    entry: entry.clone(),
                 })
             }
         })
         .collect()
 }
 
-/// Watches the configuration's plugin folders until `shutdown`, keeping the router's plugin
+/// Watches the configuration's plugin folders until `shutdown`, keeping the registry's plugin
 /// set in step with the files. Returns once watching has started; the work runs in a task.
 pub fn start(
-    router: Router,
+    registry: Registry,
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, WatchError> {
@@ -186,7 +175,7 @@ pub fn start(
                         due.remove(&path);
                         let source = folders.iter().find_map(|f| f.source(&path));
                         if let Some(source) = source {
-                            apply(&router, &source, change).await;
+                            apply(&registry, &source, change).await;
                         }
                     }
                 }
@@ -196,7 +185,7 @@ pub fn start(
 }
 
 /// Loads or unloads one file.
-async fn apply(router: &Router, source: &PluginSource, change: Change) {
+async fn apply(registry: &Registry, source: &PluginSource, change: Change) {
     let path = &source.path;
     let bytes = match change {
         Change::Load => match tokio::fs::read(path).await {
@@ -211,30 +200,30 @@ async fn apply(router: &Router, source: &PluginSource, change: Change) {
         Change::Unload => None,
     };
     let Some(bytes) = bytes else {
-        let before: Vec<String> = router
-            .plugins()
+        let before: Vec<String> = registry
+            .snapshot()
             .plugins()
             .iter()
-            .filter(|p| p.file == *path)
+            .filter(|p| p.is_from(path))
             .map(|p| p.key())
             .collect();
-        if !before.is_empty() && router.swap_file(path, None).is_ok() {
-            router.clear_load_error(path);
+        if !before.is_empty() && registry.swap_file(path, None).is_ok() {
+            registry.clear_load_error(path);
             tracing::info!(file = %path.display(), "unloaded {}", before.join(", "));
         }
         return;
     };
     let started = std::time::Instant::now();
-    match router.load_from(source, Some(&bytes)).await {
+    match registry.load_from(source, Some(&bytes)).await {
         Ok(plugin) => {
-            let replaced: Vec<String> = router
-                .plugins()
+            let replaced: Vec<String> = registry
+                .snapshot()
                 .plugins()
                 .iter()
-                .filter(|p| p.file == *path || p.key() == plugin.key())
+                .filter(|p| p.is_from(path) || p.key() == plugin.key())
                 .map(|p| p.key())
                 .collect();
-            match router.swap_file(path, Some(plugin.clone())) {
+            match registry.swap_file(path, Some(plugin.clone())) {
                 Ok(()) => tracing::info!(
                     file = %path.display(),
                     "{} {} in {:?}",
@@ -242,14 +231,10 @@ async fn apply(router: &Router, source: &PluginSource, change: Change) {
                     plugin.key(),
                     started.elapsed()
                 ),
-                Err(conflicts) => {
-                    let reasons: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
-                    let error = crate::runtime::LoadError::Manifest {
-                        path: path.clone(),
-                        problem: crate::runtime::ManifestProblem::Routes(reasons.join("; ")),
-                    };
-                    router.record_load_error(&error);
-                    tracing::error!("{error}; refused, nothing changed");
+                Err(refused) => {
+                    let reason = format!("plugin file {}: refused: {refused}", path.display());
+                    registry.record_load_error(path, &reason);
+                    tracing::error!("{reason}; nothing changed");
                 }
             }
         }
@@ -314,11 +299,15 @@ mod tests {
 
     #[test]
     fn folders_take_wasm_files_and_file_entries_only_their_file() {
+        let entry = |instances| PluginEntry {
+            path: "/p".into(),
+            instances,
+            options: None,
+        };
         let all = Folder {
             dir: "/p".into(),
             only: None,
-            options: Value::Null,
-            instances: 1,
+            entry: entry(None),
         };
         assert!(all.source(Path::new("/p/x.wasm")).is_some());
         assert!(all.source(Path::new("/p/x.txt")).is_none());
@@ -326,8 +315,7 @@ mod tests {
         let one = Folder {
             dir: "/p".into(),
             only: Some("a.wasm".into()),
-            options: Value::Null,
-            instances: 2,
+            entry: entry(Some(2)),
         };
         assert_eq!(
             one.source(Path::new("/p/a.wasm")).map(|s| s.instances),

@@ -3,8 +3,7 @@
 //! watches peer services with blocking queries into the peer table that cross-host acts use.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -12,196 +11,15 @@ use semver::{Version, VersionReq};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Balance, Consul};
+use super::peers::{Balancer, Peer, PeerTable, Served};
+use crate::config::Consul;
+use crate::error::{ActError, Code};
+use crate::message::Message;
 use crate::pattern::{Patrun, Pattern};
-use crate::router::Router;
+use crate::registry::Registry;
+use crate::remote::{PeerChoice, Peers, Remote};
+use crate::runtime::BoxFuture;
 use crate::transport::http::HttpClient;
-
-/// What a wasmeca peer serves: pattern → the `(plugin, version)`s serving it.
-type Served = Patrun<Vec<(String, Version)>>;
-
-/// One passing instance of a watched service.
-pub struct Peer {
-    /// Its Consul service ID.
-    pub id: String,
-    /// Its Consul service name.
-    pub service: String,
-    /// Its Seneca instance id (`Meta.instance`), empty for services that are not wasmeca.
-    pub instance: String,
-    /// `http://address:port/act`.
-    pub url: String,
-    /// `Weights.Passing`, for weighted balancing.
-    pub weight: u32,
-    /// The client that reaches it (kept-alive connections).
-    pub client: Arc<HttpClient>,
-    /// What it serves: pattern → `(plugin, version)`s, from its own description; `None` for
-    /// services that are not wasmeca (reached only by `$target`).
-    serves: Option<Arc<Served>>,
-}
-
-impl std::fmt::Debug for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.id, self.url)
-    }
-}
-
-impl Peer {
-    /// The best version this peer has for `msg` under `req` (any version when `None`), and all
-    /// it has for the pattern.
-    fn offer(
-        &self,
-        msg: &Map<String, Value>,
-        req: Option<&VersionReq>,
-    ) -> Option<(Option<Version>, Vec<Version>)> {
-        let entries = self.serves.as_ref()?.find(msg)?;
-        let versions: Vec<Version> = entries.iter().map(|(_, v)| v.clone()).collect();
-        let best = versions
-            .iter()
-            .filter(|v| req.is_none_or(|r| r.matches(v)))
-            .max()
-            .cloned();
-        Some((best, versions))
-    }
-}
-
-/// The passing instances of every watched service; replaced whole on each change.
-#[derive(Default)]
-pub struct PeerTable {
-    /// By service name.
-    services: HashMap<String, Vec<Arc<Peer>>>,
-}
-
-/// What the peers say about a message this host cannot answer.
-pub enum PeerChoice {
-    /// These peers can answer, best first (in balance order).
-    Peers(Vec<Arc<Peer>>),
-    /// Peers serve the pattern, but none in a version satisfying the pin; these versions exist.
-    NoVersion(Vec<Version>),
-    /// No peer serves it.
-    Nobody,
-}
-
-impl PeerTable {
-    /// The peers able to answer `msg` (none whose instance is in `track`): with a pin, those
-    /// with a satisfying version; without, those with the highest version any peer has.
-    pub fn for_message(
-        &self,
-        msg: &Map<String, Value>,
-        req: Option<&VersionReq>,
-        track: &[String],
-        balance: &Balancer,
-    ) -> PeerChoice {
-        let mut offers = Vec::new();
-        let mut versions = Vec::new();
-        for peer in self.services.values().flatten() {
-            if track.contains(&peer.instance) {
-                continue;
-            }
-            if let Some((best, all)) = peer.offer(msg, req) {
-                versions.extend(all);
-                if let Some(best) = best {
-                    offers.push((best, peer.clone()));
-                }
-            }
-        }
-        if offers.is_empty() {
-            versions.sort();
-            versions.dedup();
-            return if versions.is_empty() {
-                PeerChoice::Nobody
-            } else {
-                PeerChoice::NoVersion(versions)
-            };
-        }
-        let top = offers.iter().map(|(v, _)| v.clone()).max();
-        let peers: Vec<Arc<Peer>> = offers
-            .into_iter()
-            .filter(|(v, _)| Some(v) == top.as_ref())
-            .map(|(_, p)| p)
-            .collect();
-        PeerChoice::Peers(balance.order(peers))
-    }
-
-    /// Every passing instance of `service` (none whose instance is in `track`), in balance order.
-    pub fn for_service(
-        &self,
-        service: &str,
-        track: &[String],
-        balance: &Balancer,
-    ) -> Option<Vec<Arc<Peer>>> {
-        let peers = self.services.get(service)?;
-        Some(
-            balance.order(
-                peers
-                    .iter()
-                    .filter(|p| !track.contains(&p.instance))
-                    .cloned()
-                    .collect(),
-            ),
-        )
-    }
-
-    /// True if `service` is watched.
-    pub fn knows(&self, service: &str) -> bool {
-        self.services.contains_key(service)
-    }
-
-    /// Every peer, for `/health` and tests.
-    pub fn all(&self) -> Vec<Arc<Peer>> {
-        self.services.values().flatten().cloned().collect()
-    }
-}
-
-/// Orders candidate peers by the configured policy.
-pub struct Balancer {
-    /// The policy.
-    policy: Balance,
-    /// Round-robin position.
-    next: AtomicUsize,
-}
-
-impl Balancer {
-    /// A balancer with `policy`.
-    pub fn new(policy: Balance) -> Self {
-        Self {
-            policy,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// The peers in the order to try them.
-    fn order(&self, mut peers: Vec<Arc<Peer>>) -> Vec<Arc<Peer>> {
-        if peers.len() < 2 {
-            return peers;
-        }
-        peers.sort_by(|a, b| a.id.cmp(&b.id));
-        match self.policy {
-            Balance::RoundRobin => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed) % peers.len();
-                peers.rotate_left(start);
-            }
-            Balance::Random => fastrand::shuffle(&mut peers),
-            Balance::Weighted => {
-                let total: u64 = peers.iter().map(|p| u64::from(p.weight.max(1))).sum();
-                let mut pick = fastrand::u64(..total);
-                let index = peers
-                    .iter()
-                    .position(|p| {
-                        let w = u64::from(p.weight.max(1));
-                        if pick < w {
-                            true
-                        } else {
-                            pick -= w;
-                            false
-                        }
-                    })
-                    .unwrap_or(0);
-                peers.swap(0, index);
-            }
-        }
-        peers
-    }
-}
 
 /// Why Consul refused or could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +34,8 @@ enum ConsulError {
 
 /// The Consul side of a host: the agent API, this host's registration, and the peer table.
 pub struct Discovery {
+    /// Itself, for the watch tasks it starts from `&self`.
+    me_arc: Weak<Self>,
     /// The agent's base URL.
     agent: String,
     /// Settings.
@@ -244,7 +64,8 @@ impl Discovery {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        Arc::new(Self {
+        Arc::new_cyclic(|me_arc| Self {
+            me_arc: me_arc.clone(),
             agent: config.agent_url(),
             balancer: Balancer::new(config.balance),
             config,
@@ -303,7 +124,7 @@ impl Discovery {
     /// address, the registration. Returns the registration task (it deregisters on shutdown).
     pub fn start(
         self: &Arc<Self>,
-        router: Router,
+        registry: Registry,
         http: Option<std::net::SocketAddr>,
         rest: Option<std::net::SocketAddr>,
     ) -> tokio::task::JoinHandle<()> {
@@ -313,7 +134,7 @@ impl Discovery {
         let this = self.clone();
         tokio::spawn(async move {
             if let Some(http) = http {
-                this.register_loop(router, http, rest).await;
+                this.register_loop(registry, http, rest).await;
             } else {
                 tracing::warn!(
                     "Consul: no HTTP transport listener, so this host is not registered (peers could not call it)"
@@ -323,20 +144,20 @@ impl Discovery {
     }
 
     /// Starts watching `service` unless it is watched already (for `$target`).
-    pub fn watch(self: &Arc<Self>, service: &str) {
+    pub fn watch(&self, service: &str) {
         let fresh = self
             .watched
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(service.to_owned());
-        if fresh {
-            let (this, service) = (self.clone(), service.to_owned());
+        if let (true, Some(this)) = (fresh, self.me_arc.upgrade()) {
+            let service = service.to_owned();
             tokio::spawn(async move { this.watch_loop(service).await });
         }
     }
 
     /// Waits (up to `wait`) until `service` is in the peer table, starting its watch if needed.
-    pub async fn known(self: &Arc<Self>, service: &str, wait: Duration) -> bool {
+    pub async fn known(&self, service: &str, wait: Duration) -> bool {
         self.watch(service);
         let deadline = tokio::time::Instant::now() + wait;
         while !self.peers().knows(service) {
@@ -511,7 +332,7 @@ impl Discovery {
     /// The registration body for this host.
     fn registration(
         &self,
-        router: &Router,
+        registry: &Registry,
         http: std::net::SocketAddr,
         rest: Option<std::net::SocketAddr>,
     ) -> (String, Value) {
@@ -523,8 +344,13 @@ impl Discovery {
             }
         });
         let id = format!("{}-{address}-{}", self.config.service, http.port());
-        let set = router.plugins();
-        let tags: Vec<String> = set.plugins().iter().map(|p| p.key()).collect();
+        let set = registry.snapshot();
+        let tags: Vec<String> = set
+            .plugins()
+            .iter()
+            .filter(|p| p.file.is_some())
+            .map(|p| p.key())
+            .collect();
         let mut meta = Map::new();
         meta.insert("wasmeca_version".into(), json!(env!("CARGO_PKG_VERSION")));
         meta.insert("instance".into(), json!(self.me));
@@ -592,17 +418,17 @@ impl Discovery {
 
     async fn register_loop(
         self: Arc<Self>,
-        router: Router,
+        registry: Registry,
         http: std::net::SocketAddr,
         rest: Option<std::net::SocketAddr>,
     ) {
-        let mut changes = router.subscribe();
+        let mut changes = registry.subscribe();
         let mut registered: Option<(String, Value)> = None;
         let mut warned = false;
         let mut refused = false;
         let mut backoff = Duration::from_millis(250);
         loop {
-            let (id, body) = self.registration(&router, http, rest);
+            let (id, body) = self.registration(&registry, http, rest);
             let current = registered
                 .as_ref()
                 .is_some_and(|(i, b)| *i == id && *b == body);
@@ -677,101 +503,38 @@ impl Discovery {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Peers for Discovery {
+    fn service(&self) -> &str {
+        &self.config.service
+    }
 
-    fn peer(id: &str, instance: &str, weight: u32, serves: &[(&str, &str, &str)]) -> Arc<Peer> {
-        let mut trie: Served = Patrun::new();
-        for (pattern, name, version) in serves {
-            let p = Pattern::parse(pattern).unwrap();
-            trie.slot(&p)
-                .get_or_insert_with(Vec::new)
-                .push(((*name).into(), Version::parse(version).unwrap()));
-        }
-        Arc::new(Peer {
-            id: id.into(),
-            service: "wasmeca".into(),
-            instance: instance.into(),
-            url: format!("http://{id}/act"),
-            weight,
-            client: Arc::new(
-                HttpClient::new("127.0.0.1", 1, "/act", Duration::from_secs(1), "me".into())
-                    .unwrap(),
-            ),
-            serves: Some(Arc::new(trie)),
+    fn for_message(&self, msg: &Message, req: Option<&VersionReq>, track: &[String]) -> PeerChoice {
+        self.peers().for_message(msg, req, track, &self.balancer)
+    }
+
+    fn for_target<'a>(
+        &'a self,
+        service: &'a str,
+        track: &'a [String],
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Arc<dyn Remote>>, ActError>> {
+        Box::pin(async move {
+            self.known(service, wait).await;
+            let peers = self
+                .peers()
+                .for_service(service, track, &self.balancer)
+                .unwrap_or_default();
+            if peers.is_empty() {
+                return Err(ActError::host(
+                    Code::TargetUnavailable,
+                    format!("$target {service}: Consul lists no passing instance of that service"),
+                ));
+            }
+            Ok(peers.into_iter().map(|p| p as Arc<dyn Remote>).collect())
         })
     }
 
-    fn table(peers: Vec<Arc<Peer>>) -> PeerTable {
-        PeerTable {
-            services: HashMap::from([("wasmeca".to_owned(), peers)]),
-        }
-    }
-
-    fn msg(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap()
-    }
-
-    fn ids(choice: PeerChoice) -> Vec<String> {
-        match choice {
-            PeerChoice::Peers(p) => p.iter().map(|p| p.id.clone()).collect(),
-            PeerChoice::NoVersion(v) => vec![format!(
-                "no version: {}",
-                v.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )],
-            PeerChoice::Nobody => vec!["nobody".into()],
-        }
-    }
-
-    #[test]
-    fn pins_pick_peers_by_version_and_no_pin_picks_the_highest() {
-        let t = table(vec![
-            peer("a", "A", 1, &[("cmd:salute", "salute", "1.0.0")]),
-            peer("b", "B", 1, &[("cmd:salute", "salute", "2.0.0")]),
-        ]);
-        let b = Balancer::new(Balance::RoundRobin);
-        let salute = msg(json!({"cmd": "salute"}));
-        let one = VersionReq::parse("1").unwrap();
-        let three = VersionReq::parse("3").unwrap();
-        assert_eq!(ids(t.for_message(&salute, Some(&one), &[], &b)), ["a"]);
-        assert_eq!(ids(t.for_message(&salute, None, &[], &b)), ["b"]);
-        assert_eq!(
-            ids(t.for_message(&salute, Some(&three), &[], &b)),
-            ["no version: 1.0.0 2.0.0"]
-        );
-        assert_eq!(
-            ids(t.for_message(&msg(json!({"cmd": "other"})), None, &[], &b)),
-            ["nobody"]
-        );
-        // A peer already on the message's track is never chosen again.
-        assert_eq!(ids(t.for_message(&salute, None, &["B".into()], &b)), ["a"]);
-    }
-
-    #[test]
-    fn round_robin_rotates_and_weighted_favours_heavy_peers() {
-        let peers = vec![
-            peer("a", "A", 1, &[("cmd:x", "x", "1.0.0")]),
-            peer("b", "B", 1, &[("cmd:x", "x", "1.0.0")]),
-        ];
-        let t = table(peers.clone());
-        let rr = Balancer::new(Balance::RoundRobin);
-        let x = msg(json!({"cmd": "x"}));
-        let firsts: Vec<String> = (0..4)
-            .map(|_| ids(t.for_message(&x, None, &[], &rr))[0].clone())
-            .collect();
-        assert_eq!(firsts, ["a", "b", "a", "b"]);
-        let heavy = table(vec![
-            peer("a", "A", 1, &[("cmd:x", "x", "1.0.0")]),
-            peer("b", "B", 99, &[("cmd:x", "x", "1.0.0")]),
-        ]);
-        let w = Balancer::new(Balance::Weighted);
-        let b_first = (0..200)
-            .filter(|_| ids(heavy.for_message(&x, None, &[], &w))[0] == "b")
-            .count();
-        assert!(b_first > 170, "{b_first}");
+    fn describe(&self) -> Vec<String> {
+        self.peers().all().iter().map(|p| p.describe()).collect()
     }
 }

@@ -1,3 +1,8 @@
-//! Service discovery: registration in Consul and the table of peers cross-host acts go to.
+//! Service discovery: this host's registration in Consul ([`consul`]), and the table of peers
+//! cross-host acts and `$target`s go to ([`peers`]), offered to the core as
+//! [`crate::remote::Peers`].
 
 pub mod consul;
+pub mod peers;
+
+pub use consul::Discovery;

@@ -44,11 +44,6 @@ impl CompileCache {
         std::env::temp_dir().join("wasmeca-cache")
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Where the artifact for a file with this content hash lives.
     pub fn artifact(&self, hash: &str) -> PathBuf {
         self.dir.join(format!("{hash}-{}.cwasm", self.engine_key))

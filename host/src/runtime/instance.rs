@@ -1,37 +1,26 @@
 //! Plugin instances: the per-instance store (WASI with nothing granted, the memory cap, the
-//! frame of the call in progress), the `wasmeca:plugin/host` imports, and the pool that leases
-//! long-lived instances to calls and replaces any that trap or time out.
+//! frame of the call in progress), and the pool that
+//! leases long-lived instances to calls and replaces any that trap or time out.
 
 // The generated bindings take JSON as `&String`, so the values passed through are `String`s.
 #![allow(clippy::ptr_arg)]
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::Poll;
 
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings;
-use super::bindings::wasmeca::plugin::{host, types};
+use super::bindings::wasmeca::plugin::types;
+use super::host::{CallCtx, Frame, Handler, Host, LogStream, from_wit};
 use super::{Compiled, LoadError, Runtime};
-use crate::message::{ActError, Message, codes};
-use crate::plugins::Target;
-use crate::router::{CallCtx, WeakRouter};
-
-/// The frame of the call an instance is running: where nested acts and `prior` come from.
-pub(crate) struct Frame {
-    /// The caller's context with this instance's pool added to `held`.
-    pub ctx: CallCtx,
-    /// The action the running action overrode, for `prior`.
-    pub prior: Option<Target>,
-}
+use crate::error::{ActError, Code};
 
 /// Store data of one instance.
 pub(crate) struct State {
@@ -40,17 +29,17 @@ pub(crate) struct State {
     /// WASI's resource table.
     table: ResourceTable,
     /// `name@version` (the file name until `init` answers), for logs and errors.
-    ident: Arc<str>,
+    pub(super) ident: Arc<str>,
     /// Linear memory cap, in bytes.
     memory_limit: usize,
     /// Set when a memory grow was refused, so the trap that follows is reported as such.
     out_of_memory: bool,
     /// The panic message a Rust guest logged before trapping, if any.
-    panic: Option<String>,
-    /// Back to the router for nested acts; weak so instances never keep the host alive.
-    router: WeakRouter,
+    pub(super) panic: Option<String>,
+    /// Whoever answers the guest's nested acts; weak so instances never keep the host alive.
+    pub(super) host: Weak<dyn Host>,
     /// The call in progress.
-    frame: Option<Frame>,
+    pub(super) frame: Option<Frame>,
 }
 
 impl WasiView for State {
@@ -86,189 +75,8 @@ impl ResourceLimiter for State {
     }
 }
 
-impl types::Host for State {}
-
-impl host::Host for State {
-    async fn act(&mut self, msg: String) -> Result<String, types::Error> {
-        let Some(router) = self.router.upgrade() else {
-            return Err(to_wit(&ActError::new(
-                codes::CLOSED,
-                "the host is shutting down",
-            )));
-        };
-        let msg = parse_object(&msg).map_err(|e| to_wit(&e))?;
-        let parent = self.frame.as_ref().map(|f| f.ctx.clone());
-        let result = Box::pin(router.act_with(msg, parent.as_ref())).await;
-        result
-            .map(|r| r.as_str().to_owned())
-            .map_err(|e| to_wit(&e))
-    }
-
-    async fn prior(&mut self, msg: String) -> Result<String, types::Error> {
-        let Some(router) = self.router.upgrade() else {
-            return Err(to_wit(&ActError::new(
-                codes::CLOSED,
-                "the host is shutting down",
-            )));
-        };
-        let msg = parse_object(&msg).map_err(|e| to_wit(&e))?;
-        let Some(frame) = self.frame.as_ref() else {
-            return Err(to_wit(&ActError::new(
-                codes::INVALID_MESSAGE,
-                "prior called outside of handle",
-            )));
-        };
-        let (ctx, prior) = (frame.ctx.clone(), frame.prior.clone());
-        let result = Box::pin(router.call_prior(prior, msg, &ctx)).await;
-        result
-            .map(|r| r.as_str().to_owned())
-            .map_err(|e| to_wit(&e))
-    }
-
-    async fn log(&mut self, level: types::Level, text: String) {
-        let plugin = &*self.ident;
-        let tx = self.frame.as_ref().map_or("-", |f| &*f.ctx.tx);
-        match level {
-            types::Level::Trace => tracing::trace!(target: "wasmeca::plugin", plugin, tx, "{text}"),
-            types::Level::Debug => tracing::debug!(target: "wasmeca::plugin", plugin, tx, "{text}"),
-            types::Level::Info => tracing::info!(target: "wasmeca::plugin", plugin, tx, "{text}"),
-            types::Level::Warn => tracing::warn!(target: "wasmeca::plugin", plugin, tx, "{text}"),
-            types::Level::Error => {
-                tracing::error!(target: "wasmeca::plugin", plugin, tx, "{text}");
-                if text.starts_with("panicked at") {
-                    self.panic = Some(text);
-                }
-            }
-        }
-    }
-}
-
-/// Parses a JSON text that must be an object.
-fn parse_object(text: &str) -> Result<Message, ActError> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(Message::new(map)),
-        Ok(other) => Err(ActError::new(
-            codes::INVALID_MESSAGE,
-            format!("a message must be a JSON object, not {}", json_kind(&other)),
-        )),
-        Err(e) => Err(ActError::new(
-            codes::INVALID_MESSAGE,
-            format!("the message is not JSON: {e}"),
-        )),
-    }
-}
-
-/// "an array", "a string", ... for messages about JSON values.
-pub(crate) fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// An [`ActError`] as the WIT error record.
-fn to_wit(e: &ActError) -> types::Error {
-    types::Error {
-        code: e.code.clone(),
-        message: e.message.clone(),
-        details: e.details.as_deref().map(Value::to_string),
-        status: e.status,
-    }
-}
-
-/// A WIT error record from a plugin as an [`ActError`]; details that are not JSON stay text.
-fn from_wit(e: types::Error) -> ActError {
-    let details = e
-        .details
-        .map(|d| Box::new(serde_json::from_str(&d).unwrap_or(Value::String(d))));
-    ActError {
-        code: e.code,
-        message: e.message,
-        details,
-        status: e.status,
-    }
-}
-
-/// Plugin output (stdout at info, stderr at warn) as log lines tagged with the plugin.
-#[derive(Clone)]
-struct LogStream {
-    /// `name@version` or file name.
-    ident: Arc<str>,
-    /// True for stderr.
-    stderr: bool,
-}
-
-impl IsTerminal for LogStream {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for LogStream {
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
-            stream: self.clone(),
-            line: Vec::new(),
-        })
-    }
-}
-
-/// Buffers bytes until a newline, then logs the line.
-struct LineWriter {
-    /// Where lines go.
-    stream: LogStream,
-    /// The incomplete last line.
-    line: Vec<u8>,
-}
-
-impl LineWriter {
-    fn emit(&mut self) {
-        let text = String::from_utf8_lossy(&self.line);
-        let text = text.trim_end();
-        if !text.is_empty() {
-            let plugin = &*self.stream.ident;
-            if self.stream.stderr {
-                tracing::warn!(target: "wasmeca::plugin", plugin, stream = "stderr", "{text}");
-            } else {
-                tracing::info!(target: "wasmeca::plugin", plugin, stream = "stdout", "{text}");
-            }
-        }
-        self.line.clear();
-    }
-}
-
-impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        for &b in buf {
-            if b == b'\n' {
-                self.emit();
-            } else if self.line.len() < 16 * 1024 {
-                self.line.push(b);
-            }
-        }
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.emit();
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// One live instance: its store and its exports.
-pub(crate) struct Instance {
+struct Instance {
     /// The store: memory, tables, and [`State`].
     store: Store<State>,
     /// Typed access to the exports.
@@ -289,7 +97,7 @@ impl Instance {
         runtime: &Runtime,
         compiled: &Compiled,
         ident: Arc<str>,
-        router: WeakRouter,
+        host: Weak<dyn Host>,
     ) -> wasmtime::Result<Self> {
         let wasi = WasiCtxBuilder::new()
             .stdout(LogStream {
@@ -308,7 +116,7 @@ impl Instance {
             memory_limit: runtime.memory_limit(),
             out_of_memory: false,
             panic: None,
-            router,
+            host,
             frame: None,
         };
         let mut store = Store::new(runtime.engine(), state);
@@ -368,8 +176,8 @@ impl Instance {
                 } else {
                     "trapped".to_owned()
                 };
-                Outcome::Trapped(ActError::new(
-                    codes::PLUGIN_TRAP,
+                Outcome::Trapped(ActError::host(
+                    Code::PluginTrap,
                     format!(
                         "plugin {} {what}; the instance was replaced (details in the host log, tx {tx})",
                         state.ident
@@ -399,8 +207,7 @@ impl RawInstance {
             crate::message::new_id().into(),
             Instant::now() + std::time::Duration::from_secs(60),
         );
-        let (instance, manifest) =
-            instantiate(runtime, compiled, WeakRouter::none(), options, ctx).await?;
+        let (instance, manifest) = instantiate(runtime, compiled, no_host(), options, ctx).await?;
         Ok((
             Self { instance },
             format!("{}@{}", manifest.name, manifest.version),
@@ -424,11 +231,39 @@ impl RawInstance {
     }
 }
 
+/// A host handle that never upgrades: nested acts of instances given it answer `closed` (a
+/// [`RawInstance`], a plugin loaded before any router exists).
+pub fn no_host() -> Weak<dyn Host> {
+    Weak::<Nobody>::new()
+}
+
+/// The type behind [`no_host`]; never instantiated.
+struct Nobody;
+
+impl Host for Nobody {
+    fn act<'a>(
+        &'a self,
+        _msg: crate::message::Message,
+        _parent: &'a CallCtx,
+    ) -> super::BoxFuture<'a, Result<crate::message::Reply, ActError>> {
+        unreachable!("a dangling Weak never upgrades")
+    }
+
+    fn prior<'a>(
+        &'a self,
+        _prior: Option<&'a Arc<dyn Handler>>,
+        _msg: crate::message::Message,
+        _parent: &'a CallCtx,
+    ) -> super::BoxFuture<'a, Result<crate::message::Reply, ActError>> {
+        unreachable!("a dangling Weak never upgrades")
+    }
+}
+
 /// Creates an instance of `compiled` and runs its `init`.
-pub(crate) async fn instantiate(
+async fn instantiate(
     runtime: &Runtime,
     compiled: &Compiled,
-    router: WeakRouter,
+    host: Weak<dyn Host>,
     options: &String,
     ctx: CallCtx,
 ) -> Result<(Instance, types::Manifest), LoadError> {
@@ -438,7 +273,7 @@ pub(crate) async fn instantiate(
         .file_name()
         .map_or_else(|| "plugin".into(), |n| n.to_string_lossy());
     let deadline = ctx.deadline;
-    let mut instance = Instance::new(runtime, compiled, file_name.into(), router)
+    let mut instance = Instance::new(runtime, compiled, file_name.into(), host)
         .await
         .map_err(|e| LoadError::Trap {
             path: path(),
@@ -472,7 +307,7 @@ static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
 
 /// The long-lived instances of one `name@version`: each call leases one; state survives
 /// between calls; an instance that traps or times out is replaced in the background.
-pub(crate) struct Pool {
+pub struct Pool {
     /// Identifies the pool in call chains.
     id: u64,
     /// `name@version`.
@@ -482,7 +317,7 @@ pub(crate) struct Pool {
     /// The engine and linker.
     runtime: Runtime,
     /// Given to new instances for their nested acts.
-    router: WeakRouter,
+    host: Weak<dyn Host>,
     /// `init` options (JSON) for replacement instances.
     options: Arc<String>,
     /// How many instances the pool keeps.
@@ -497,10 +332,10 @@ pub(crate) struct Pool {
 
 impl Pool {
     /// Instantiates the first instance to read the manifest, then fills the pool to `size`.
-    pub(crate) async fn start(
+    pub async fn start(
         runtime: &Runtime,
         compiled: Compiled,
-        router: WeakRouter,
+        host: Weak<dyn Host>,
         options: Arc<String>,
         size: usize,
         init_timeout: std::time::Duration,
@@ -513,12 +348,12 @@ impl Pool {
             )
         };
         let (first, manifest) =
-            instantiate(runtime, &compiled, router.clone(), &options, ctx()).await?;
+            instantiate(runtime, &compiled, host.clone(), &options, ctx()).await?;
         let ident: Arc<str> = format!("{}@{}", manifest.name, manifest.version).into();
         let mut idle = vec![first];
         for index in 1..size {
             let (instance, other) =
-                instantiate(runtime, &compiled, router.clone(), &options, ctx()).await?;
+                instantiate(runtime, &compiled, host.clone(), &options, ctx()).await?;
             let got = format!("{}@{}", other.name, other.version);
             if *got != *ident {
                 let problem = super::ManifestProblem::Inconsistent {
@@ -538,7 +373,7 @@ impl Pool {
             ident,
             compiled,
             runtime: runtime.clone(),
-            router,
+            host,
             options,
             size,
             idle: Mutex::new(idle),
@@ -549,23 +384,23 @@ impl Pool {
     }
 
     /// How many instances the pool keeps.
-    pub(crate) fn size(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.size
     }
 
     /// Calls `handle(action, msg)` on a leased instance within `ctx.deadline`.
-    pub(crate) async fn call(
+    pub async fn call(
         self: &Arc<Self>,
         action: u32,
         msg: &String,
         mut ctx: CallCtx,
-        prior: Option<Target>,
+        prior: Option<Arc<dyn Handler>>,
         pattern: &str,
     ) -> Result<String, ActError> {
         let held = ctx.held.iter().filter(|id| **id == self.id).count();
         if held >= self.size {
-            return Err(ActError::new(
-                codes::ACT_REENTRANT,
+            return Err(ActError::host(
+                Code::ActReentrant,
                 format!(
                     "{pattern} is served by {}, whose {} instance(s) are all busy further up this call chain \
                      (tx {}); a component cannot be re-entered. Raise `instances` for this plugin or call \
@@ -585,8 +420,8 @@ impl Pool {
                 {
                     Ok(Ok(permit)) => permit,
                     Ok(Err(_)) => {
-                        return Err(ActError::new(
-                            codes::CLOSED,
+                        return Err(ActError::host(
+                            Code::Closed,
                             format!("{} is unloading", self.ident),
                         ));
                     }
@@ -600,8 +435,8 @@ impl Pool {
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         let Some(instance) = instance else {
-            return Err(ActError::new(
-                codes::PLUGIN_TRAP,
+            return Err(ActError::host(
+                Code::PluginTrap,
                 format!("{} has no instance available", self.ident),
             ));
         };
@@ -646,7 +481,7 @@ impl Pool {
             match instantiate(
                 &pool.runtime,
                 &pool.compiled,
-                pool.router.clone(),
+                pool.host.clone(),
                 &pool.options,
                 ctx,
             )

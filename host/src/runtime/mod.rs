@@ -1,8 +1,11 @@
-//! The Wasm component runtime: one shared wasmtime `Engine` with epoch interruption, the
-//! on-disk compile cache, the WASI-with-nothing-granted linker, and plugin file validation.
+//! The Wasm component engine: one shared wasmtime `Engine` with epoch interruption, the
+//! on-disk compile cache, the WASI-with-nothing-granted linker, plugin file validation, and the
+//! instances and pools that run guests. It calls up through the [`Host`] trait it defines and
+//! never names the router that implements it.
 
 mod bindings;
 mod cache;
+mod host;
 mod instance;
 
 use std::fmt;
@@ -14,12 +17,12 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-pub use bindings::wasmeca::plugin::types::Action as ManifestAction;
+pub use bindings::wasmeca::plugin::types::{Action as ManifestAction, Manifest};
 pub use cache::CompileCache;
-pub use instance::RawInstance;
-pub(crate) use instance::{Pool, json_kind};
+pub use host::{BoxFuture, CallCtx, Handler, Host};
+pub use instance::{Pool, RawInstance, no_host};
 
-use crate::message::ActError;
+use crate::error::ActError;
 use crate::pattern::PatternError;
 use bindings::PluginPre;
 use instance::State;

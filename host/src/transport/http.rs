@@ -15,10 +15,14 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, History, Remote, RemoteCall};
-use crate::message::{self, ActError, Message, Reply, codes};
+use crate::error::{ActError, Code};
+use crate::gateway::status;
+use crate::gateway::table::Routes;
+use crate::ingress::Ingress;
+use crate::message::{self, Message, Reply};
 use crate::pattern;
-use crate::router::Router;
+use crate::remote::{Remote, RemoteCall};
+use crate::runtime::BoxFuture;
 
 /// `seneca-id`: the act id `mi/tx`.
 const SENECA_ID: &str = "seneca-id";
@@ -41,12 +45,12 @@ const TIME_LISTEN_SENT: &str = "seneca-time-listen-sent";
 /// What the listener's handlers share.
 #[derive(Clone)]
 struct Listener {
-    /// Acts the messages.
-    router: Router,
+    /// Acts the messages (loop check, history, metric).
+    ingress: Ingress,
+    /// The REST routes, for `/plugins`.
+    routes: Arc<Routes>,
     /// The act path (`/act`).
     path: Arc<str>,
-    /// Answers by `seneca-id`.
-    history: Arc<History>,
 }
 
 /// Binds a listener address (a host name or IP, and a port; 0 picks a free one).
@@ -58,15 +62,15 @@ pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
 /// requests in flight.
 pub async fn run(
     listener: TcpListener,
-    router: Router,
+    ingress: Ingress,
+    routes: Arc<Routes>,
     path: String,
-    history: Arc<History>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let state = Listener {
-        router,
+        ingress,
+        routes,
         path: path.into(),
-        history,
     };
     let app = axum::Router::new().fallback(act).with_state(state);
     axum::serve(listener, app)
@@ -87,10 +91,11 @@ async fn act(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let router = s.ingress.router();
     if uri.path() != &*s.path {
         return match (method, uri.path()) {
-            (axum::http::Method::GET, "/health") => crate::gateway::health_response(&s.router),
-            (axum::http::Method::GET, "/plugins") => crate::gateway::plugins_response(&s.router),
+            (axum::http::Method::GET, "/health") => status::health(router),
+            (axum::http::Method::GET, "/plugins") => status::plugins(router, &s.routes),
             _ => StatusCode::NOT_FOUND.into_response(),
         };
     }
@@ -104,7 +109,7 @@ async fn act(
                 .collect()
         })
         .unwrap_or_default();
-    let me = s.router.instance_id().to_owned();
+    let me = router.instance_id().to_owned();
     let answer = match message(
         &uri,
         &headers,
@@ -114,28 +119,8 @@ async fn act(
         &track,
     ) {
         Err(e) => Err(e),
-        Ok(_) if track.contains(&me) => Err(ActError::new(
-            "message_loop",
-            format!(
-                "the message has been here before (track {})",
-                track.join(",")
-            ),
-        )),
-        Ok(msg) => match &seneca_id {
-            Some(id) => {
-                let ttl = msg.timeout().unwrap_or_else(|| s.router.limits().timeout());
-                let (answer, reused) = s.history.once(id, ttl, s.router.act(msg)).await;
-                if reused {
-                    tracing::debug!(id = %id, "answered from the history cache");
-                }
-                answer
-            }
-            None => s.router.act(msg).await,
-        },
+        Ok(msg) => s.ingress.act(msg, seneca_id.as_deref()).await,
     };
-    s.router
-        .metrics()
-        .transport("http", if answer.is_ok() { "ok" } else { "error" });
     respond(answer, seneca_id.as_deref(), origin.as_deref(), &track, &me)
 }
 
@@ -150,8 +135,8 @@ fn message(
     origin: Option<&str>,
     track: &[String],
 ) -> Result<Message, ActError> {
-    let invalid = |what: String| ActError::new("invalid_json", what);
-    let too_deep = |what: String| ActError::new(codes::TOO_DEEP, what).with_status(400);
+    let invalid = |what: String| ActError::host(Code::InvalidJson, what);
+    let too_deep = |what: String| ActError::host(Code::TooDeep, what);
     let mut msg = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
@@ -160,7 +145,7 @@ fn message(
             Ok(other) => {
                 return Err(invalid(format!(
                     "the body must be a JSON object, not {}",
-                    crate::runtime::json_kind(&other)
+                    message::json_kind(&other)
                 )));
             }
             // serde_json stops at 128 levels with this message (it has no category of its own).
@@ -220,9 +205,7 @@ fn respond(
     let (status, body) = match answer {
         Ok(reply) => (StatusCode::OK, reply.into_string()),
         Err(e) => {
-            let status = e
-                .status
-                .and_then(|s| StatusCode::from_u16(s).ok())
+            let status = StatusCode::from_u16(e.transport_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut body = e.to_seneca_json();
             body["eraro"] = Value::Bool(true);
@@ -303,7 +286,7 @@ impl HttpClient {
         let mut body = msg.clean();
         body.insert("custom$".into(), json!({}));
         let body = serde_json::to_vec(&body)
-            .map_err(|e| ActError::new(codes::INVALID_MESSAGE, e.to_string()))?;
+            .map_err(|e| ActError::host(Code::InvalidMessage, e.to_string()))?;
         // The track the message came with, plus this host: a host never gets it back (loop).
         let mut track: Vec<Value> = msg
             .get("transport$")
@@ -329,13 +312,10 @@ impl HttpClient {
             if e.is_timeout() {
                 ActError::timeout(&call.pin.to_string(), timeout)
             } else if e.is_connect() {
-                ActError::new(
-                    codes::UNREACHABLE,
-                    format!("cannot reach {}: {e}", self.url),
-                )
+                ActError::host(Code::Unreachable, format!("cannot reach {}: {e}", self.url))
             } else {
-                ActError::new(
-                    "act_execute",
+                ActError::host(
+                    Code::ActExecute,
                     format!("{}: client request error: {e}", self.url),
                 )
             }
@@ -353,8 +333,8 @@ impl HttpClient {
             Ok(body @ Value::Object(_)) if body.get("code").is_some() => {
                 ActError::from_seneca_json(&body)
             }
-            _ => ActError::new(
-                "act_execute",
+            _ => ActError::host(
+                Code::ActExecute,
                 format!("{}: Response Error: {status}", self.url),
             )
             .with_status(status.as_u16()),
@@ -434,7 +414,7 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert_eq!(bad.code, "invalid_json");
+        assert!(bad.is(Code::InvalidJson));
     }
 
     #[test]
@@ -456,7 +436,7 @@ mod tests {
         assert_eq!(h[TIME_LISTEN_SENT], "0");
         assert_eq!(h["cache-control"], "private, max-age=0, no-cache, no-store");
         let not_found = respond(
-            Err(ActError::new("act_not_found", "nope")),
+            Err(ActError::host(Code::ActNotFound, "nope")),
             None,
             None,
             &[],

@@ -1,0 +1,5 @@
+//! The commands of the `wasmeca` binary that do more than hand a configuration to the library:
+//! [`act`] one message, and the [`listing`]s of plugins.
+
+pub mod act;
+pub mod listing;

@@ -1,0 +1,477 @@
+//! `wasmeca.toml`: what to load and how, validated on read (unknown keys are errors that name
+//! the file, line and key), with paths resolved against the file's folder; each setting is
+//! computed here once and handed to the core as the core's own types. Pure, no sockets.
+
+mod network;
+
+pub use network::{
+    AmqpClient, AmqpListen, Balance, Client, Consul, Listen, ListenAddr, Rest, amqp_url,
+};
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::pattern::Pattern;
+use crate::plugins::PluginSource;
+use crate::router::ActLimits;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line, column and the offending key.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config file {path}: {message}")]
+    Invalid {
+        /// The file (or `<command line>`).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A plugin path does not exist.
+    #[error("plugin path {path} does not exist{origin}")]
+    MissingPlugin {
+        /// The path as resolved.
+        path: PathBuf,
+        /// Where it was given (" (from wasmeca.toml)") and how to build it, or empty.
+        origin: String,
+    },
+    /// A plugin folder could not be listed.
+    #[error("plugin folder {path}: {source}")]
+    ListFolder {
+        /// The folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// Limits every act and instance runs under.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Default act timeout when a message has no `timeout$` (Seneca's 22222 ms).
+    pub timeout_ms: u64,
+    /// Linear memory cap per plugin instance, in MiB.
+    pub memory_mib: usize,
+    /// How deep acts may nest (an action acting an action ...) before `act_depth_limit`.
+    pub max_depth: u32,
+    /// Deadline for a plugin's `init`, in ms.
+    pub init_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: crate::message::DEFAULT_TIMEOUT_MS,
+            memory_mib: 64,
+            max_depth: 32,
+            init_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// The default act timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The limits the router applies to every act.
+    pub fn act(&self) -> ActLimits {
+        ActLimits {
+            timeout: self.timeout(),
+            max_depth: self.max_depth,
+        }
+    }
+
+    /// The init deadline.
+    pub fn init_timeout(&self) -> Duration {
+        Duration::from_millis(self.init_timeout_ms)
+    }
+
+    /// The memory cap in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mib.saturating_mul(1024 * 1024)
+    }
+}
+
+/// A `[[plugin]]` entry: a component file or a folder of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// A `.wasm` file, or a folder whose `*.wasm` files are loaded in name order.
+    pub path: PathBuf,
+    /// Instances per plugin (default 1: state lives in one place).
+    #[serde(default)]
+    pub instances: Option<usize>,
+    /// Options passed to `init` (a table).
+    #[serde(default)]
+    pub options: Option<Map<String, Value>>,
+}
+
+impl PluginEntry {
+    /// How the plugin file at `path` (this entry's file, or one in its folder) is run.
+    pub fn source(&self, path: PathBuf) -> PluginSource {
+        PluginSource {
+            path,
+            options: Value::Object(self.options.clone().unwrap_or_default()),
+            instances: self.instances.unwrap_or(1),
+        }
+    }
+}
+
+/// `[build]`: how `wasmeca serve --build` builds the plugins before serving them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    /// A shell command (`sh -e`: it stops at the first failing line) run in the config file's
+    /// folder.
+    pub command: String,
+    /// The toolchain it needs (`rust`, `js`, `python`, `c`), checked before it runs; guessed
+    /// from the command when absent.
+    #[serde(default)]
+    pub toolchain: Option<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Plugins to load, in order (later ones override earlier ones on the same pattern).
+    #[serde(default)]
+    pub plugin: Vec<PluginEntry>,
+    /// Act and instance limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Where compiled components are cached (default: see `CompileCache::default_dir`).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Turns the compile cache off.
+    #[serde(default)]
+    pub no_cache: bool,
+    /// Watches the plugin folders and loads, replaces and unloads plugins as files come and go.
+    #[serde(default)]
+    pub watch: bool,
+    /// The build step for `serve --build`.
+    #[serde(default)]
+    pub build: Option<Build>,
+    /// The REST gateway.
+    #[serde(default)]
+    pub rest: Rest,
+    /// Transports to listen on; absent means one HTTP listener on 127.0.0.1:10101.
+    #[serde(default)]
+    pub listen: Option<Vec<Listen>>,
+    /// Remote services that serve some patterns.
+    #[serde(default)]
+    pub client: Vec<Client>,
+    /// Consul registration and discovery; on when this section is present or
+    /// `CONSUL_HTTP_ADDR` is set.
+    #[serde(default)]
+    pub consul: Option<Consul>,
+    /// The folder relative paths are resolved against (the config file's folder).
+    #[serde(skip)]
+    pub base: PathBuf,
+    /// Where the configuration came from, for messages.
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a `wasmeca.toml`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.base = path.parent().map(Path::to_owned).unwrap_or_default();
+        config.origin = Some(path.to_owned());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no path resolution).
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// A configuration serving the given plugin files or folders.
+    pub fn from_paths(paths: &[PathBuf]) -> Self {
+        Self {
+            plugin: paths
+                .iter()
+                .map(|p| PluginEntry {
+                    path: p.clone(),
+                    instances: None,
+                    options: None,
+                })
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: self
+                .origin
+                .clone()
+                .unwrap_or_else(|| "<command line>".into()),
+            message,
+        };
+        if self.limits.timeout_ms == 0 {
+            return Err(invalid("limits.timeout_ms must be above 0".into()));
+        }
+        if self.limits.memory_mib < 1 {
+            return Err(invalid("limits.memory_mib must be at least 1".into()));
+        }
+        for (i, client) in self.client.iter().enumerate() {
+            for pin in client.pins() {
+                if let Err(e) = Pattern::parse(&pin) {
+                    return Err(invalid(format!("client {i}: {e}")));
+                }
+            }
+        }
+        for (i, listen) in self.listeners().iter().enumerate() {
+            match listen {
+                Listen::Http { path, .. } if !path.starts_with('/') => {
+                    return Err(invalid(format!(
+                        "listen {i}: path `{path}` must start with /"
+                    )));
+                }
+                Listen::Amqp(amqp) => {
+                    for pin in &amqp.pins {
+                        if let Err(e) = Pattern::parse(pin) {
+                            return Err(invalid(format!("listen {i}: {e}")));
+                        }
+                    }
+                    if amqp.prefetch == 0 {
+                        return Err(invalid(format!("listen {i}: prefetch must be at least 1")));
+                    }
+                }
+                Listen::Http { .. } => {}
+            }
+        }
+        if let Some(entry) = self.plugin.iter().find(|p| p.instances == Some(0)) {
+            return Err(invalid(format!(
+                "plugin {}: instances must be at least 1",
+                entry.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where compiled components are cached: `cache_dir`, else the runtime's default folder;
+    /// `None` with `no_cache`.
+    pub fn cache(&self) -> Option<PathBuf> {
+        (!self.no_cache).then(|| {
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(crate::runtime::CompileCache::default_dir)
+        })
+    }
+
+    /// The Consul settings, when Consul is on (the section, or `CONSUL_HTTP_ADDR` in the
+    /// environment).
+    pub fn consul(&self) -> Option<Consul> {
+        match &self.consul {
+            Some(c) if c.enabled => Some(c.clone()),
+            Some(_) => None,
+            None if std::env::var("CONSUL_HTTP_ADDR").is_ok_and(|a| !a.is_empty()) => {
+                Some(Consul::default())
+            }
+            None => None,
+        }
+    }
+
+    /// The transports to listen on (the default HTTP listener when none are configured).
+    pub fn listeners(&self) -> Vec<Listen> {
+        self.listen
+            .clone()
+            .unwrap_or_else(|| vec![Listen::default_http()])
+    }
+
+    /// Resolves a path from the configuration against its folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    /// A plugin entry's path, resolved against the configuration's folder and made canonical
+    /// when it exists, so a file loaded at start and the same file reported by the watcher
+    /// have one name.
+    pub fn plugin_path(&self, path: &Path) -> PathBuf {
+        let path = self.resolve(path);
+        std::fs::canonicalize(&path).unwrap_or(path)
+    }
+
+    /// The plugin files to load, in order: folders expand to their `*.wasm` files by name.
+    pub fn plugin_sources(&self) -> Result<Vec<PluginSource>, ConfigError> {
+        let origin = self
+            .origin
+            .as_ref()
+            .map_or_else(String::new, |o| format!(" (from {})", o.display()));
+        // Built plugins are missing until the build has run: say how to run it.
+        let origin = match &self.build {
+            Some(_) => format!("{origin}; `wasmeca serve --build` or `wasmeca build` builds them"),
+            None => origin,
+        };
+        let mut sources = Vec::new();
+        for entry in &self.plugin {
+            let path = self.plugin_path(&entry.path);
+            if path.is_dir() {
+                for file in wasm_files(&path)? {
+                    sources.push(entry.source(file));
+                }
+            } else if path.exists() {
+                sources.push(entry.source(path));
+            } else {
+                return Err(ConfigError::MissingPlugin { path, origin });
+            }
+        }
+        Ok(sources)
+    }
+}
+
+/// The `*.wasm` files directly in `dir`, sorted by name.
+pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let list = |source| ConfigError::ListFolder {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(list)? {
+        let path = entry.map_err(list)?.path();
+        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.limits.timeout_ms, 22_222);
+        assert_eq!(c.limits.memory_bytes(), 64 << 20);
+        assert!(c.plugin.is_empty());
+    }
+
+    #[test]
+    fn full_file() {
+        let c = Config::from_toml(
+            r#"
+            cache_dir = "/tmp/x"
+            [build]
+            command = "make"
+            [limits]
+            timeout_ms = 500
+            memory_mib = 8
+            [[plugin]]
+            path = "plugins"
+            [[plugin]]
+            path = "user.wasm"
+            instances = 4
+            options = { seed = [1, 2], name = "x" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.limits.timeout(), Duration::from_millis(500));
+        assert_eq!(c.limits.max_depth, 32);
+        assert_eq!(c.plugin[1].instances, Some(4));
+        assert_eq!(
+            c.plugin[1].options.as_ref().unwrap()["seed"],
+            serde_json::json!([1, 2])
+        );
+        assert_eq!(c.build.unwrap().command, "make");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let e = Config::from_toml("[limits]\ntimeout_ms = 5\ntimeuot = 3\n").unwrap_err();
+        assert!(e.contains("unknown field `timeuot`"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        let e = Config::from_toml("plugins = []").unwrap_err();
+        assert!(e.contains("unknown field `plugins`"), "{e}");
+        let e = Config::from_toml("[[plugin]]\npath = 3\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_client_pins_are_refused() {
+        let mut c = Config::from_toml("[[client]]\ntype = \"http\"\npin = \"a:1,,b\"").unwrap();
+        c.origin = Some("wasmeca.toml".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("client 0") && e.contains("column 5"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let c = Config {
+            base: "/etc/app".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.resolve(Path::new("p/x.wasm")),
+            Path::new("/etc/app/p/x.wasm")
+        );
+        assert_eq!(c.resolve(Path::new("/abs.wasm")), Path::new("/abs.wasm"));
+    }
+
+    #[test]
+    fn deeply_nested_options_are_refused_not_a_crash() {
+        // toml stops at its own recursion limit, well under 3,000 levels.
+        let deep = format!(
+            "[[plugin]]\npath = 'x'\noptions = {{ a = {}1{} }}\n",
+            "[".repeat(3000),
+            "]".repeat(3000)
+        );
+        let e = Config::from_toml(&deep).unwrap_err();
+        assert!(e.contains("line 3"), "{e}");
+        let tables = format!("{}1{}", "{ a = ".repeat(3000), " }".repeat(3000));
+        assert!(Config::from_toml(&format!("[rest]\nroute = [{tables}]")).is_err());
+    }
+
+    #[test]
+    fn zero_instances_is_refused() {
+        let mut c = Config::from_toml("[[plugin]]\npath = 'x'\ninstances = 0\n").unwrap();
+        c.origin = Some("wasmeca.toml".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("instances must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn missing_plugin_path() {
+        let c = Config::from_paths(&["/nonexistent/zzz.wasm".into()]);
+        let e = c.plugin_sources().unwrap_err().to_string();
+        assert_eq!(e, "plugin path /nonexistent/zzz.wasm does not exist");
+    }
+}

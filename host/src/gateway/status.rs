@@ -1,0 +1,66 @@
+//! What this host says about itself, shared by the REST gateway and Seneca's HTTP listener (which
+//! peers and Consul's check read): `GET /health` and `GET /plugins`.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::table::Routes;
+use crate::router::Router;
+
+/// `GET /health`: 200 with the plugins and versions while serving, 503 once shutting down.
+pub fn health(router: &Router) -> Response {
+    let set = router.registry().snapshot();
+    let plugins: Vec<Value> = set
+        .plugins()
+        .iter()
+        .filter(|p| !p.is_native())
+        .map(|p| json!({ "name": p.name, "version": p.version.to_string() }))
+        .collect();
+    let closing = router.is_closing();
+    let status = if closing {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "status": if closing { "closing" } else { "ok" },
+        "instance": router.instance_id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "plugins": plugins,
+        "in_flight": router.in_flight(),
+        "peers": router.peer_ids(),
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /plugins`: every plugin (version, patterns, routes, file, load time), the native
+/// actions, the REST routes, and the last load errors. Peers read it from each other's Seneca HTTP listener.
+pub fn plugins(router: &Router, routes: &Routes) -> Response {
+    let set = router.registry().snapshot();
+    let routes: Vec<Value> = routes
+        .current()
+        .routes()
+        .map(|r| json!({ "method": r.method.as_str(), "path": r.path, "pattern": r.pattern_text, "owner": r.owner }))
+        .collect();
+    let (native, plugins): (Vec<_>, Vec<_>) = set.plugins().iter().partition(|p| p.is_native());
+    let describe = |list: Vec<&std::sync::Arc<crate::plugins::Plugin>>| -> Vec<Value> {
+        list.into_iter().map(|p| p.describe()).collect()
+    };
+    let body = json!({
+        "plugins": describe(plugins),
+        "native": describe(native),
+        "routes": routes,
+        "load_errors": router.registry().load_errors(),
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,480 @@
+//! jsonic 2.x, the relaxed JSON Seneca writes patterns and messages in: braces optional, pairs
+//! split by commas, spaces or newlines, quotes optional, numbers normalised. Nesting is bounded,
+//! so no input can run the parser off the stack. Pure, no I/O.
+
+use serde_json::{Map, Value};
+
+use crate::error::clip;
+
+/// How deep objects and arrays may nest in a jsonic text: serde_json's own limit, so nothing a
+/// caller sends can run the parser (or anything that walks its output) off the stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// A jsonic text that does not parse, with the place where it went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{}` does not parse at column {column}: {reason}", clip(input))]
+pub struct ParseError {
+    /// The whole text, so the message can quote it (clipped when shown).
+    pub input: String,
+    /// 1-based character column of the offending character.
+    pub column: usize,
+    /// What was expected or found there.
+    pub reason: String,
+    /// True when the text nests deeper than [`MAX_DEPTH`]: the input is too big rather than
+    /// malformed, which callers answer differently (400 instead of Seneca's 500).
+    pub too_deep: bool,
+}
+
+/// Parses Seneca's relaxed JSON ("jsonic" 2.x): top-level braces optional, pairs separated by
+/// commas, spaces or newlines, `'` or `"` quotes, bare text (`x-y/z.w`, `*`, `?x`), numbers
+/// normalised (`01` → 1, `0x10` → 16, `1.0` → 1), `true`/`false`/`null`, `a:` meaning null,
+/// `a:b:c` meaning `{a:{b:"c"}}`, and the last of duplicate keys winning.
+pub fn parse_jsonic(input: &str) -> Result<Map<String, Value>, ParseError> {
+    // Later duplicates win, as in jsonic.
+    Ok(parse_jsonic_pairs(input)?.into_iter().collect())
+}
+
+/// Like [`parse_jsonic`], but keeps the top-level pairs in written order (duplicates too):
+/// Seneca's AMQP queue names follow the order a pin was written in.
+pub fn parse_jsonic_pairs(input: &str) -> Result<Vec<(String, Value)>, ParseError> {
+    let mut p = Parser::new(input);
+    p.skip_space();
+    let braced = p.peek() == Some('{');
+    if braced {
+        p.bump();
+    }
+    let pairs = p.pairs(if braced { Some('}') } else { None })?;
+    if braced {
+        p.expect('}')?;
+    }
+    p.skip_space();
+    if let Some(c) = p.peek() {
+        return Err(p.error(format!("unexpected `{c}` after the end")));
+    }
+    Ok(pairs)
+}
+
+/// Parses a message given on a command line or in a query: JSON when it is a JSON object,
+/// jsonic pairs otherwise (`cmd:salute,name:World`).
+pub fn parse_message(input: &str) -> Result<Map<String, Value>, ParseError> {
+    if input.trim_start().starts_with('{')
+        && let Ok(Value::Object(map)) = serde_json::from_str(input)
+    {
+        return Ok(map);
+    }
+    parse_jsonic(input)
+}
+
+/// Characters that end bare text.
+fn ends_text(c: char) -> bool {
+    c.is_whitespace() || matches!(c, ',' | ':' | '{' | '}' | '[' | ']')
+}
+
+/// A small recursive-descent parser over the characters of one jsonic text.
+struct Parser<'a> {
+    /// The text, for error messages.
+    input: &'a str,
+    /// The characters, indexable by position.
+    chars: Vec<char>,
+    /// Index of the next character.
+    pos: usize,
+    /// How many objects, arrays and `a:b:c` nestings are open here.
+    depth: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn new(input: &'a str) -> Self {
+        Self {
+            input,
+            chars: input.chars().collect(),
+            pos: 0,
+            depth: 0,
+        }
+    }
+
+    /// Opens one level of nesting, refusing to go past [`MAX_DEPTH`].
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let mut error = self.error(format!("nested deeper than {MAX_DEPTH} levels"));
+            error.too_deep = true;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.peek();
+        self.pos += 1;
+        c
+    }
+
+    fn error(&self, reason: impl Into<String>) -> ParseError {
+        ParseError {
+            input: self.input.to_owned(),
+            column: self.pos + 1,
+            reason: reason.into(),
+            too_deep: false,
+        }
+    }
+
+    fn expect(&mut self, want: char) -> Result<(), ParseError> {
+        self.skip_space();
+        match self.peek() {
+            Some(c) if c == want => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(c) => Err(self.error(format!("expected `{want}`, found `{c}`"))),
+            None => Err(self.error(format!("expected `{want}`, found the end"))),
+        }
+    }
+
+    fn skip_space(&mut self) {
+        while self.peek().is_some_and(char::is_whitespace) {
+            self.pos += 1;
+        }
+    }
+
+    /// Skips whitespace and at most one comma; true if anything separated the tokens.
+    fn skip_separator(&mut self) -> bool {
+        let start = self.pos;
+        self.skip_space();
+        if self.peek() == Some(',') {
+            self.pos += 1;
+            self.skip_space();
+        }
+        self.pos > start
+    }
+
+    /// `key:value` pairs up to `close` (or the end of input when `close` is `None`).
+    fn pairs(&mut self, close: Option<char>) -> Result<Vec<(String, Value)>, ParseError> {
+        let mut map = Vec::new();
+        self.skip_space();
+        loop {
+            self.skip_space();
+            match (self.peek(), close) {
+                (None, None) => return Ok(map),
+                (None, Some(c)) => return Err(self.error(format!("expected `{c}`, found the end"))),
+                (Some(c), Some(want)) if c == want => return Ok(map),
+                _ => {}
+            }
+            let key = self.key()?;
+            self.expect(':')?;
+            let value = self.value_after_colon(close)?;
+            map.push((key, value));
+            let separated = self.skip_separator();
+            match (self.peek(), close) {
+                (None, _) => {}
+                (Some(c), Some(want)) if c == want => {}
+                (Some(c), _) if !separated => {
+                    return Err(self.error(format!("expected `,` or a space before `{c}`")));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn key(&mut self) -> Result<String, ParseError> {
+        match self.peek() {
+            Some(q @ ('"' | '\'')) => {
+                self.pos += 1;
+                self.quoted(q)
+            }
+            Some(c) if !ends_text(c) => Ok(self.bare()),
+            Some(c) => Err(self.error(format!("expected a key, found `{c}`"))),
+            None => Err(self.error("expected a key, found the end")),
+        }
+    }
+
+    /// The value after `key:`; nothing (a separator or the closer) means null.
+    fn value_after_colon(&mut self, close: Option<char>) -> Result<Value, ParseError> {
+        // `a: 1` is allowed, but `a:,b:1` and `a:` at the end mean null.
+        let save = self.pos;
+        self.skip_space();
+        match self.peek() {
+            None | Some(',') => {
+                self.pos = save;
+                return Ok(Value::Null);
+            }
+            Some(c) if Some(c) == close || c == ']' => {
+                self.pos = save;
+                return Ok(Value::Null);
+            }
+            _ => {}
+        }
+        let value = self.value()?;
+        // `a:b:c` nests: the value just read is the key of an implicit object.
+        let after = self.pos;
+        if self.peek() == Some(':') {
+            let key = match value {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => "null".to_owned(),
+                _ => return Err(self.error("a `:` cannot follow an object or array")),
+            };
+            self.pos = after + 1;
+            self.enter()?;
+            let inner = self.value_after_colon(close)?;
+            self.depth -= 1;
+            let mut map = Map::new();
+            map.insert(key, inner);
+            return Ok(Value::Object(map));
+        }
+        Ok(value)
+    }
+
+    fn value(&mut self) -> Result<Value, ParseError> {
+        self.skip_space();
+        match self.peek() {
+            Some('{') => {
+                self.enter()?;
+                self.pos += 1;
+                let pairs = self.pairs(Some('}'))?;
+                self.expect('}')?;
+                self.depth -= 1;
+                Ok(Value::Object(pairs.into_iter().collect()))
+            }
+            Some('[') => {
+                self.enter()?;
+                self.pos += 1;
+                let mut items = Vec::new();
+                loop {
+                    self.skip_space();
+                    match self.peek() {
+                        Some(']') => {
+                            self.pos += 1;
+                            self.depth -= 1;
+                            return Ok(Value::Array(items));
+                        }
+                        None => return Err(self.error("expected `]`, found the end")),
+                        _ => {}
+                    }
+                    items.push(self.value()?);
+                    if !self.skip_separator() && self.peek() != Some(']') {
+                        let found = self
+                            .peek()
+                            .map_or("the end".to_owned(), |c| format!("`{c}`"));
+                        return Err(self.error(format!("expected `,` or `]`, found {found}")));
+                    }
+                }
+            }
+            Some(q @ ('"' | '\'')) => {
+                self.pos += 1;
+                Ok(Value::String(self.quoted(q)?))
+            }
+            Some(c) if !ends_text(c) => Ok(bare_value(self.bare())),
+            Some(c) => Err(self.error(format!("expected a value, found `{c}`"))),
+            None => Err(self.error("expected a value, found the end")),
+        }
+    }
+
+    fn bare(&mut self) -> String {
+        let start = self.pos;
+        while self.peek().is_some_and(|c| !ends_text(c)) {
+            self.pos += 1;
+        }
+        self.chars[start..self.pos].iter().collect()
+    }
+
+    /// A quoted string; the opening quote has been consumed.
+    fn quoted(&mut self, quote: char) -> Result<String, ParseError> {
+        let mut out = String::new();
+        loop {
+            match self.bump() {
+                None => {
+                    self.pos -= 1;
+                    return Err(self.error(format!("unterminated string, expected `{quote}`")));
+                }
+                Some(c) if c == quote => return Ok(out),
+                Some('\\') => match self.bump() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some('r') => out.push('\r'),
+                    Some('b') => out.push('\u{8}'),
+                    Some('f') => out.push('\u{c}'),
+                    Some('u') => {
+                        let hex: String = self.chars.iter().skip(self.pos).take(4).collect();
+                        let code = u32::from_str_radix(&hex, 16)
+                            .ok()
+                            .and_then(char::from_u32)
+                            .ok_or_else(|| self.error("bad `\\u` escape"))?;
+                        self.pos += 4;
+                        out.push(code);
+                    }
+                    Some(c) => out.push(c),
+                    None => return Err(self.error("unterminated escape")),
+                },
+                Some(c) => out.push(c),
+            }
+        }
+    }
+}
+
+/// Bare text becomes a literal, a number, or stays text.
+fn bare_value(text: String) -> Value {
+    match text.as_str() {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        "null" => Value::Null,
+        _ => parse_number(&text).map_or(Value::String(text), number_value),
+    }
+}
+
+/// jsonic's number forms: decimal with optional sign, fraction and exponent, `_` separators,
+/// and `0x`/`0o`/`0b` integers.
+fn parse_number(text: &str) -> Option<f64> {
+    let (sign, body) = match text.as_bytes().first()? {
+        b'-' => (-1.0, &text[1..]),
+        b'+' => (1.0, &text[1..]),
+        _ => (1.0, text),
+    };
+    if !body.as_bytes().first()?.is_ascii_digit() && !body.starts_with('.') {
+        return None;
+    }
+    let body = body.replace('_', "");
+    let radix = |prefix: &str, radix| {
+        body.strip_prefix(prefix)
+            .and_then(|digits| u64::from_str_radix(digits, radix).ok())
+            .map(|n| n as f64)
+    };
+    let n = radix("0x", 16)
+        .or_else(|| radix("0X", 16))
+        .or_else(|| radix("0o", 8))
+        .or_else(|| radix("0b", 2))
+        .or_else(|| {
+            let ok = body
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+            if ok { body.parse::<f64>().ok() } else { None }
+        })?;
+    n.is_finite().then_some(sign * n)
+}
+
+/// A JS number as a JSON value: integral values within 2^53 become integers, as JS prints them.
+fn number_value(n: f64) -> Value {
+    const SAFE: f64 = 9_007_199_254_740_992.0;
+    if n.fract() == 0.0 && n.abs() < SAFE {
+        Value::from(n as i64)
+    } else {
+        serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn jsonic_pairs_and_separators() {
+        assert_eq!(
+            parse_jsonic("role:user,cmd:*").unwrap(),
+            msg(json!({"role":"user","cmd":"*"}))
+        );
+        assert_eq!(
+            parse_jsonic("a:1 b:2\nc:x").unwrap(),
+            msg(json!({"a":1,"b":2,"c":"x"}))
+        );
+        assert_eq!(
+            parse_jsonic("{a: 1, b: 'two words'}").unwrap(),
+            msg(json!({"a":1,"b":"two words"}))
+        );
+        assert_eq!(
+            parse_jsonic("path:x-y/z.w,q:?x").unwrap(),
+            msg(json!({"path":"x-y/z.w","q":"?x"}))
+        );
+        assert_eq!(parse_jsonic("").unwrap(), Map::new());
+        assert_eq!(parse_jsonic("  {}  ").unwrap(), Map::new());
+    }
+
+    #[test]
+    fn jsonic_values() {
+        assert_eq!(
+            parse_jsonic("a:01,b:0x10,c:1.0,d:-2.5,e:1e2,f:true,g:null,h:,i:\"q\\\"\"").unwrap(),
+            msg(json!({"a":1,"b":16,"c":1,"d":-2.5,"e":100,"f":true,"g":null,"h":null,"i":"q\""}))
+        );
+        assert_eq!(parse_jsonic("a:1a").unwrap(), msg(json!({"a":"1a"})));
+        assert_eq!(
+            parse_jsonic("a:b:c,d:e").unwrap(),
+            msg(json!({"a":{"b":"c"},"d":"e"}))
+        );
+        assert_eq!(
+            parse_jsonic("a:[1,x 'y'],b:{c:2}").unwrap(),
+            msg(json!({"a":[1,"x","y"],"b":{"c":2}}))
+        );
+        assert_eq!(parse_jsonic("a:1,a:2").unwrap(), msg(json!({"a":2})));
+        assert_eq!(parse_jsonic("name:甲").unwrap(), msg(json!({"name":"甲"})));
+    }
+
+    #[test]
+    fn jsonic_errors_say_where() {
+        let e = parse_jsonic("a:1,,b:2").unwrap_err();
+        assert_eq!(e.column, 5, "{e}");
+        let e = parse_jsonic("cmd").unwrap_err();
+        assert_eq!(
+            (e.column, e.reason.as_str()),
+            (4, "expected `:`, found the end")
+        );
+        let e = parse_jsonic("a:'open").unwrap_err();
+        assert!(e.reason.contains("unterminated"), "{e}");
+        let e = parse_jsonic("{a:1").unwrap_err();
+        assert!(e.to_string().contains("expected `}`"), "{e}");
+        let e = parse_jsonic("a:1 }").unwrap_err();
+        assert_eq!(e.column, 5);
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_says_so() {
+        let deep = "a:{".repeat(3000);
+        let e = parse_jsonic(&deep).unwrap_err();
+        assert!(e.too_deep, "{e}");
+        assert!(e.reason.contains("deeper than 128"), "{e}");
+        assert!(
+            e.to_string().len() < 300,
+            "the error quotes a clipped input: {e}"
+        );
+        let chain = "a:".repeat(3000) + "x";
+        assert!(parse_jsonic(&chain).unwrap_err().too_deep);
+        let arrays = format!("a:{}", "[".repeat(3000));
+        assert!(parse_jsonic(&arrays).unwrap_err().too_deep);
+        assert!(crate::pattern::Pattern::parse(&deep).is_err());
+        // 128 levels still parse.
+        let ok = format!("a:{}1{}", "[".repeat(128), "]".repeat(128));
+        assert!(parse_jsonic(&ok).is_ok());
+        let over = format!("a:{}1{}", "[".repeat(129), "]".repeat(129));
+        assert!(parse_jsonic(&over).unwrap_err().too_deep);
+    }
+
+    #[test]
+    fn pairs_keep_the_written_order() {
+        let pairs = parse_jsonic_pairs("role:user,cmd:*,a:1").unwrap();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["role", "cmd", "a"]);
+    }
+
+    #[test]
+    fn message_accepts_json_or_jsonic() {
+        assert_eq!(
+            parse_message(r#"{"a":[1]}"#).unwrap(),
+            msg(json!({"a":[1]}))
+        );
+        assert_eq!(parse_message("{a:1}").unwrap(), msg(json!({"a":1})));
+        assert_eq!(
+            parse_message("cmd:salute,name:World").unwrap(),
+            msg(json!({"cmd":"salute","name":"World"}))
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! One immutable view of the plugin set: the plugins in load order and the patrun trie built
+//! from their actions and the client pins, with Seneca's override and `prior` rules and
+//! `$version` resolution. An [`Action`] answers a message with its plugin's instances or native
+//! code.
+
+use std::sync::Arc;
+
+use semver::VersionReq;
+use serde_json::json;
+
+use crate::error::{ActError, Code};
+use crate::message::{Message, Reply};
+use crate::metrics::{Metrics, PatternMetrics};
+use crate::pattern::Patrun;
+use crate::plugins::{Backend, Plugin};
+use crate::remote::ClientEntry;
+use crate::runtime::{BoxFuture, CallCtx, Handler};
+
+/// One action in the trie: which plugin, which of its actions, and what it overrode.
+pub struct Action {
+    /// The plugin serving it.
+    pub plugin: Arc<Plugin>,
+    /// Index into the plugin's actions (what `handle` receives).
+    pub index: u32,
+    /// Canonical pattern text, for logs and errors.
+    pub pattern: Arc<str>,
+    /// The plugin's name, shared by every call's context as its caller.
+    caller: Arc<str>,
+    /// What this action overrode: the same pattern added earlier by another plugin, or the
+    /// wider pattern (a plugin's or a client's) that matched it when it was added (Seneca's
+    /// `priordef`).
+    pub prior: Option<Arc<dyn Handler>>,
+    /// Counters and latency for this pattern and plugin, created once.
+    metrics: PatternMetrics,
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.pattern, self.plugin.key())
+    }
+}
+
+impl Action {
+    /// Answers `msg` under `ctx`: a plugin instance (whose answer must be an object, an array
+    /// or null) or native code; recorded in the pattern's metrics.
+    pub async fn answer(&self, msg: Message, mut ctx: CallCtx) -> Result<Reply, ActError> {
+        let started = std::time::Instant::now();
+        ctx.caller = Some(self.caller.clone());
+        let answer = match &self.plugin.backend {
+            Backend::Wasm(pool) => {
+                let json = msg.to_json();
+                let out = pool
+                    .call(self.index, &json, ctx, self.prior.clone(), &self.pattern)
+                    .await;
+                out.and_then(|out| {
+                    Reply::from_json(out).map_err(|what| {
+                        ActError::host(
+                            Code::ResultNotObjarr,
+                            format!(
+                                "The result of action {} ({}) must be an object, an array or null, not {what}.",
+                                self.pattern,
+                                self.plugin.key()
+                            ),
+                        )
+                    })
+                })
+            }
+            Backend::Native(handlers) => match handlers.get(self.index as usize) {
+                Some(handler) => handler.call(msg, ctx).await,
+                None => Err(ActError::host(
+                    Code::PluginTrap,
+                    format!("{} has no native handler {}", self.plugin.key(), self.index),
+                )),
+            },
+        };
+        let code = answer.as_ref().err().map(|e| e.code.as_str());
+        self.metrics.record(started.elapsed(), code);
+        answer
+    }
+}
+
+impl Action {
+    /// How many acts it answered, and how many of them with an error (shared by every version
+    /// of the pattern, as its metrics are).
+    pub fn counts(&self) -> (u64, u64) {
+        self.metrics.counts()
+    }
+}
+
+impl Handler for Action {
+    fn call(&self, msg: Message, ctx: CallCtx) -> BoxFuture<'_, Result<Reply, ActError>> {
+        Box::pin(self.answer(msg, ctx))
+    }
+
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// Who answers a message.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// An action in this host (a plugin's or native).
+    Local(Arc<Action>),
+    /// A `[[client]]` transport to another service.
+    Remote(Arc<ClientEntry>),
+}
+
+impl Target {
+    /// The target as a handler, for a running action's `prior`.
+    fn handler(&self) -> Arc<dyn Handler> {
+        match self {
+            Self::Local(action) => action.clone(),
+            Self::Remote(client) => client.clone(),
+        }
+    }
+}
+
+/// All versions of one plugin name at a pattern.
+#[derive(Debug, Clone)]
+struct Group {
+    /// The plugin name.
+    name: String,
+    /// One action per loaded version, highest version first.
+    versions: Vec<Arc<Action>>,
+}
+
+/// The data at a trie node: the plugins serving that exact pattern (latest-added last), and a
+/// client pinned on it.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// By plugin name; the last group wins (later adds override earlier ones, as in Seneca).
+    groups: Vec<Group>,
+    /// A client whose pin is exactly this pattern; plugins on the same pattern win over it.
+    remote: Option<Arc<ClientEntry>>,
+}
+
+/// What a slot says about a version pin.
+enum Winner<'a> {
+    /// This target answers.
+    Found(Target),
+    /// The winning plugin has no version satisfying the pin.
+    NoVersion(&'a Group),
+    /// Nothing is stored here.
+    Empty,
+}
+
+impl Slot {
+    /// The winning group's highest version satisfying `req` (any when `None`), else the client.
+    fn winner(&self, req: Option<&VersionReq>) -> Winner<'_> {
+        let Some(group) = self.groups.last() else {
+            return match &self.remote {
+                Some(remote) => Winner::Found(Target::Remote(remote.clone())),
+                None => Winner::Empty,
+            };
+        };
+        let found = match req {
+            None => group.versions.first(),
+            Some(req) => group
+                .versions
+                .iter()
+                .find(|a| req.matches(&a.plugin.version)),
+        };
+        match found {
+            Some(action) => Winner::Found(Target::Local(action.clone())),
+            None => Winner::NoVersion(group),
+        }
+    }
+}
+
+/// What the set says about a message.
+#[derive(Debug)]
+pub enum Resolution {
+    /// This target answers.
+    Found(Target),
+    /// A pattern matched, but no loaded version satisfies the pin.
+    VersionMissing(ActError),
+    /// No pattern matched.
+    NotFound,
+}
+
+/// An immutable snapshot of the loaded plugins and their routing trie.
+pub struct Snapshot {
+    /// Tells this snapshot from the ones before and after it.
+    generation: u64,
+    /// Plugins in load order (later ones win ties).
+    plugins: Vec<Arc<Plugin>>,
+    /// Patterns to slots.
+    trie: Patrun<Slot>,
+}
+
+impl Snapshot {
+    /// Builds the trie: clients first, then plugins in load order.
+    pub fn new(
+        generation: u64,
+        clients: Arc<[Arc<ClientEntry>]>,
+        metrics: &Metrics,
+        plugins: Vec<Arc<Plugin>>,
+    ) -> Self {
+        let mut trie = Patrun::new();
+        for client in clients.iter() {
+            trie.slot(&client.pin)
+                .get_or_insert_with(Slot::default)
+                .remote = Some(client.clone());
+        }
+        let mut set = Self {
+            generation,
+            plugins: Vec::with_capacity(plugins.len()),
+            trie,
+        };
+        for plugin in plugins {
+            set.add(plugin, metrics);
+        }
+        set
+    }
+
+    fn add(&mut self, plugin: Arc<Plugin>, metrics: &Metrics) {
+        let key = plugin.key();
+        let caller: Arc<str> = plugin.name.as_str().into();
+        for (index, decl) in plugin.actions.iter().enumerate() {
+            let pattern = &decl.pattern;
+            // Seneca's priordef: whatever a non-exact find of the pattern returns before the add.
+            let wider = self
+                .trie
+                .find(pattern)
+                .and_then(|slot| match slot.winner(None) {
+                    Winner::Found(target) => Some(target.handler()),
+                    _ => None,
+                });
+            let slot = self.trie.slot(pattern).get_or_insert_with(Slot::default);
+            let mut group = match slot.groups.iter().position(|g| g.name == plugin.name) {
+                Some(i) => slot.groups.remove(i),
+                None => Group {
+                    name: plugin.name.clone(),
+                    versions: Vec::new(),
+                },
+            };
+            let prior: Option<Arc<dyn Handler>> = match group
+                .versions
+                .iter()
+                .position(|a| a.plugin.version == plugin.version)
+            {
+                // The same plugin declares the pattern again: the later declaration overrides.
+                Some(i) => Some(group.versions.remove(i)),
+                // Another version of the same plugin: they share what they override.
+                None if !group.versions.is_empty() => group.versions[0].prior.clone(),
+                None => wider,
+            };
+            let pattern_text = pattern.to_string();
+            let action = Arc::new(Action {
+                metrics: metrics.pattern(&pattern_text, &key),
+                plugin: plugin.clone(),
+                index: index as u32,
+                pattern: pattern_text.into(),
+                caller: caller.clone(),
+                prior,
+            });
+            let at = group
+                .versions
+                .partition_point(|a| a.plugin.version > plugin.version);
+            group.versions.insert(at, action);
+            slot.groups.push(group);
+        }
+        self.plugins.push(plugin);
+    }
+
+    /// Tells this snapshot from others: each new one has a higher generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The plugins, in load order.
+    pub fn plugins(&self) -> &[Arc<Plugin>] {
+        &self.plugins
+    }
+
+    /// Every action, each pattern's winner first.
+    pub fn actions(&self) -> Vec<&Arc<Action>> {
+        self.trie
+            .list()
+            .into_iter()
+            .flat_map(|(_, slot)| slot.groups.iter().rev())
+            .flat_map(|group| group.versions.iter())
+            .collect()
+    }
+
+    /// The plugin with this `name@version`.
+    pub fn get(&self, key: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.iter().find(|p| p.key() == key)
+    }
+
+    /// Which target answers `msg`, honouring a `$version` pin.
+    pub fn resolve(&self, msg: &Message) -> Result<Resolution, ActError> {
+        let Some(slot) = self.trie.find(&**msg) else {
+            return Ok(Resolution::NotFound);
+        };
+        let req = msg.version_req()?;
+        Ok(match slot.winner(req.as_ref()) {
+            Winner::Found(target) => Resolution::Found(target),
+            Winner::Empty => Resolution::NotFound,
+            Winner::NoVersion(group) => {
+                let versions: Vec<String> = group
+                    .versions
+                    .iter()
+                    .map(|a| a.plugin.version.to_string())
+                    .collect();
+                let req = req.map(|r| r.to_string()).unwrap_or_default();
+                Resolution::VersionMissing(
+                    ActError::host(
+                        Code::VersionNotFound,
+                        format!(
+                            "no version of {} satisfies $version {req}; loaded: {}",
+                            group.name,
+                            if versions.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                versions.join(", ")
+                            }
+                        ),
+                    )
+                    .with_details(
+                        json!({ "plugin": group.name, "requirement": req, "versions": versions }),
+                    ),
+                )
+            }
+        })
+    }
+}

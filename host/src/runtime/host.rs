@@ -1,0 +1,282 @@
+//! What a guest may call on the host, and how the engine calls up without knowing who answers:
+//! the [`Host`] trait (a guest's nested `act` and `prior`), the [`Handler`] trait (anything a
+//! message can be sent to), the [`CallCtx`] a call carries down its chain, and the
+//! `wasmeca:plugin/host` imports (`act`, `prior`, `log`) built on them, and the guest's stdout
+//! and stderr as log lines.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde_json::Value;
+use smallvec::SmallVec;
+use tokio::time::Instant;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+use super::bindings::wasmeca::plugin::{host, types};
+use super::instance::State;
+use crate::error::{ActError, Code};
+use crate::message::{Message, Reply, json_kind};
+
+/// A boxed, sendable future, as trait objects return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What an act carries down its call chain.
+#[derive(Debug, Clone)]
+pub struct CallCtx {
+    /// The transaction id, shared by every act one request causes.
+    pub tx: Arc<str>,
+    /// 0 for an act from an ingress, +1 per nesting.
+    pub depth: u32,
+    /// When the act must have answered.
+    pub deadline: Instant,
+    /// The timeout the deadline came from, for `action_timeout` messages.
+    pub timeout: Duration,
+    /// Pools whose instances are held by calls further up the chain (re-entry detection);
+    /// inline up to four levels, so a call allocates nothing for it.
+    pub held: SmallVec<[u64; 4]>,
+    /// The plugin whose action is running (and so made any act nested in it); `None` for an
+    /// act from an ingress. Native actions decide what a caller may do by it.
+    pub caller: Option<Arc<str>>,
+    /// True when the chain started at a network listener rather than in this process
+    /// (`wasmeca act`, a plugin's init), so actions not exposed to the network can refuse it.
+    pub remote: bool,
+}
+
+impl CallCtx {
+    /// A context for work that no act started (init, replacements), due by `deadline`.
+    pub fn root(tx: Arc<str>, deadline: Instant) -> Self {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        Self {
+            tx,
+            depth: 0,
+            deadline,
+            timeout,
+            held: SmallVec::new(),
+            caller: None,
+            remote: false,
+        }
+    }
+
+    /// The act's timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// Anything a message can be sent to under a call context: a plugin action, a native action,
+/// a remote service. The engine holds the one a running action overrode, for its `prior`.
+pub trait Handler: Send + Sync {
+    /// Answers `msg` within `ctx.deadline`.
+    fn call(&self, msg: Message, ctx: CallCtx) -> BoxFuture<'_, Result<Reply, ActError>>;
+
+    /// What it is, for logs (`cmd:salute (salute@1.0.0)`).
+    fn describe(&self) -> String;
+}
+
+/// The host side of a guest's imports, implemented by the router: the engine calls up through
+/// it and never names what answers.
+pub trait Host: Send + Sync {
+    /// A nested act from a guest whose call runs under `parent`.
+    fn act<'a>(
+        &'a self,
+        msg: Message,
+        parent: &'a CallCtx,
+    ) -> BoxFuture<'a, Result<Reply, ActError>>;
+
+    /// `prior(msg)` from a guest whose call runs under `parent`: `prior` is what its action
+    /// overrode, if anything.
+    fn prior<'a>(
+        &'a self,
+        prior: Option<&'a Arc<dyn Handler>>,
+        msg: Message,
+        parent: &'a CallCtx,
+    ) -> BoxFuture<'a, Result<Reply, ActError>>;
+}
+
+/// The frame of the call an instance is running: where nested acts and `prior` come from.
+pub(crate) struct Frame {
+    /// The caller's context with this instance's pool added to `held`.
+    pub ctx: CallCtx,
+    /// The action the running action overrode, for `prior`.
+    pub prior: Option<Arc<dyn Handler>>,
+}
+
+impl types::Host for State {}
+
+impl host::Host for State {
+    async fn act(&mut self, msg: String) -> Result<String, types::Error> {
+        let Some(host) = self.host.upgrade() else {
+            return Err(to_wit(&closed()));
+        };
+        let msg = parse_object(&msg).map_err(|e| to_wit(&e))?;
+        let Some(frame) = self.frame.as_ref() else {
+            return Err(to_wit(&outside("act")));
+        };
+        let parent = frame.ctx.clone();
+        let result = host.act(msg, &parent).await;
+        result
+            .map(|r| r.as_str().to_owned())
+            .map_err(|e| to_wit(&e))
+    }
+
+    async fn prior(&mut self, msg: String) -> Result<String, types::Error> {
+        let Some(host) = self.host.upgrade() else {
+            return Err(to_wit(&closed()));
+        };
+        let msg = parse_object(&msg).map_err(|e| to_wit(&e))?;
+        let Some(frame) = self.frame.as_ref() else {
+            return Err(to_wit(&outside("prior")));
+        };
+        let (ctx, prior) = (frame.ctx.clone(), frame.prior.clone());
+        let result = host.prior(prior.as_ref(), msg, &ctx).await;
+        result
+            .map(|r| r.as_str().to_owned())
+            .map_err(|e| to_wit(&e))
+    }
+
+    async fn log(&mut self, level: types::Level, text: String) {
+        let plugin = &*self.ident;
+        let tx = self.frame.as_ref().map_or("-", |f| &*f.ctx.tx);
+        match level {
+            types::Level::Trace => tracing::trace!(target: "wasmeca::plugin", plugin, tx, "{text}"),
+            types::Level::Debug => tracing::debug!(target: "wasmeca::plugin", plugin, tx, "{text}"),
+            types::Level::Info => tracing::info!(target: "wasmeca::plugin", plugin, tx, "{text}"),
+            types::Level::Warn => tracing::warn!(target: "wasmeca::plugin", plugin, tx, "{text}"),
+            types::Level::Error => {
+                tracing::error!(target: "wasmeca::plugin", plugin, tx, "{text}");
+                if text.starts_with("panicked at") {
+                    self.panic = Some(text);
+                }
+            }
+        }
+    }
+}
+
+/// The answer to an import called when the host is gone.
+fn closed() -> ActError {
+    ActError::host(Code::Closed, "the host is shutting down")
+}
+
+/// The answer to `act` or `prior` called outside `handle` (in a guest's `init`, there is a
+/// frame too, so this is a guest calling from nowhere the host knows).
+fn outside(import: &str) -> ActError {
+    ActError::host(
+        Code::InvalidMessage,
+        format!("{import} called outside of init and handle"),
+    )
+}
+
+/// Parses a JSON text that must be an object.
+fn parse_object(text: &str) -> Result<Message, ActError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(Message::new(map)),
+        Ok(other) => Err(ActError::host(
+            Code::InvalidMessage,
+            format!("a message must be a JSON object, not {}", json_kind(&other)),
+        )),
+        Err(e) => Err(ActError::host(
+            Code::InvalidMessage,
+            format!("the message is not JSON: {e}"),
+        )),
+    }
+}
+
+/// An [`ActError`] as the WIT error record.
+fn to_wit(e: &ActError) -> types::Error {
+    types::Error {
+        code: e.code.clone(),
+        message: e.message.clone(),
+        details: e.details.as_deref().map(Value::to_string),
+        status: e.status,
+    }
+}
+
+/// A WIT error record from a plugin as an [`ActError`]; details that are not JSON stay text.
+pub(crate) fn from_wit(e: types::Error) -> ActError {
+    let details = e
+        .details
+        .map(|d| Box::new(serde_json::from_str(&d).unwrap_or(Value::String(d))));
+    ActError {
+        code: e.code,
+        message: e.message,
+        details,
+        status: e.status,
+    }
+}
+
+/// Plugin output (stdout at info, stderr at warn) as log lines tagged with the plugin.
+#[derive(Clone)]
+pub(crate) struct LogStream {
+    /// `name@version` or file name.
+    pub ident: Arc<str>,
+    /// True for stderr.
+    pub stderr: bool,
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            stream: self.clone(),
+            line: Vec::new(),
+        })
+    }
+}
+
+/// Buffers bytes until a newline, then logs the line.
+struct LineWriter {
+    /// Where lines go.
+    stream: LogStream,
+    /// The incomplete last line.
+    line: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            let plugin = &*self.stream.ident;
+            if self.stream.stderr {
+                tracing::warn!(target: "wasmeca::plugin", plugin, stream = "stderr", "{text}");
+            } else {
+                tracing::info!(target: "wasmeca::plugin", plugin, stream = "stdout", "{text}");
+            }
+        }
+        self.line.clear();
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        for &b in buf {
+            if b == b'\n' {
+                self.emit();
+            } else if self.line.len() < 16 * 1024 {
+                self.line.push(b);
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.emit();
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,326 @@
+//! The AMQP client (`[[client]] type = "amqp"`, `wasmeca act --amqp`): publishes persistent,
+//! confirmed commands to the topic exchange with Node's routing keys, and matches replies on its
+//! exclusive reply queue by envelope id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{read_reply, redact, request, routing_key, uuid_v4};
+use super::{connection_properties, declare_common, queue_arguments};
+use crate::config::AmqpClient as ClientConfig;
+use crate::error::{ActError, Code};
+use crate::message::{self, Message, Reply};
+use crate::remote::{Remote, RemoteCall};
+use crate::runtime::BoxFuture;
+
+/// A connection with its publishing channel and reply queue.
+struct ClientSession {
+    /// Kept so the connection lives as long as the session.
+    _connection: Connection,
+    /// Publishes commands (publisher confirms on).
+    channel: Channel,
+    /// `seneca.act.<8 hex>`: exclusive, auto-deleted, consumed without acks.
+    reply_queue: String,
+    /// Set when the reply consumer stops (the connection failed).
+    dead: CancellationToken,
+}
+
+/// Shared state of an AMQP client.
+struct ClientInner {
+    /// Broker URL.
+    url: String,
+    /// Exchange, reply-queue prefix, dead-letter exchange, timeout.
+    config: ClientConfig,
+    /// This host's instance id (`origin` of every envelope).
+    origin: Arc<str>,
+    /// One correlation id for every message of this client, as Node's client does; replies are
+    /// matched by envelope id.
+    correlation: String,
+    /// The live session, if connected.
+    session: tokio::sync::Mutex<Option<Arc<ClientSession>>>,
+    /// Replies awaited, by envelope id.
+    pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+}
+
+/// `[[client]] type = "amqp"`: sends acts through RabbitMQ to whichever listener consumes the
+/// routing key (Node's or wasmeca's).
+#[derive(Clone)]
+pub struct AmqpClient(Arc<ClientInner>);
+
+/// What a publish found out.
+pub enum Sent {
+    /// The broker routed it; here is the reply (or `None` when not waiting for one).
+    Routed(Option<Result<Reply, ActError>>),
+    /// No queue is bound for the routing key (nothing was delivered anywhere).
+    Unroutable,
+}
+
+impl AmqpClient {
+    /// A client; it connects on first use and again after any failure.
+    pub fn new(config: ClientConfig, origin: Arc<str>) -> Self {
+        let url = crate::config::amqp_url(config.url.as_deref());
+        Self(Arc::new(ClientInner {
+            url,
+            config,
+            origin,
+            correlation: uuid_v4(),
+            session: tokio::sync::Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    async fn session(&self) -> Result<Arc<ClientSession>, ActError> {
+        let mut guard = self.0.session.lock().await;
+        if let Some(session) = guard.as_ref().filter(|s| !s.dead.is_cancelled()) {
+            return Ok(session.clone());
+        }
+        let unreachable = |e: lapin::Error| {
+            ActError::host(
+                Code::Unreachable,
+                format!("AMQP broker {}: {e}", redact(&self.0.url)),
+            )
+        };
+        let connection = Connection::connect(
+            &self.0.url,
+            connection_properties("client", &self.0.config.exchange),
+        )
+        .await
+        .map_err(unreachable)?;
+        let channel = connection.create_channel().await.map_err(unreachable)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(unreachable)?;
+        let config = &self.0.config;
+        declare_common(
+            &channel,
+            &config.exchange,
+            &config.dead_letter_exchange,
+            None,
+        )
+        .await
+        .map_err(unreachable)?;
+        let reply_queue = format!("{}.{}", config.queue_prefix, &uuid_v4()[..8]);
+        let options = QueueDeclareOptions {
+            durable: true,
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(
+                reply_queue.as_str().into(),
+                options,
+                queue_arguments(&config.dead_letter_exchange, 10_000),
+            )
+            .await
+            .map_err(unreachable)?;
+        let consume = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let mut consumer = channel
+            .basic_consume(
+                reply_queue.as_str().into(),
+                "".into(),
+                consume,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unreachable)?;
+        let dead = CancellationToken::new();
+        let session = Arc::new(ClientSession {
+            _connection: connection,
+            channel,
+            reply_queue,
+            dead: dead.clone(),
+        });
+        let inner = self.0.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                inner.deliver(&delivery.data);
+            }
+            dead.cancel();
+            // Replies can no longer arrive for what is pending: fail them now.
+            let waiting: Vec<_> = inner
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drain()
+                .collect();
+            for (_, waiter) in waiting {
+                let _ = waiter.send(json!({ "kind": "res", "error": ActError::host(Code::Unreachable, "the AMQP connection was lost before the reply came").to_seneca_json() }));
+            }
+        });
+        *guard = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Publishes `msg` with `routing_key` and, when `wait`, waits for the reply until `deadline`.
+    pub async fn send(
+        &self,
+        msg: &Message,
+        tx: &str,
+        routing_key: &str,
+        deadline: Instant,
+        wait: bool,
+    ) -> Result<Sent, ActError> {
+        let session = self.session().await?;
+        let id = format!("{}/{tx}", message::new_id());
+        let payload = request(msg, &id, &self.0.origin, wait);
+        let reply = if wait {
+            let (tx, rx) = oneshot::channel();
+            self.0
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id.clone(), tx);
+            Some(rx)
+        } else {
+            None
+        };
+        let forget = || {
+            self.0
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        };
+        let properties = BasicProperties::default()
+            .with_reply_to(session.reply_queue.as_str().into())
+            .with_content_type("application/json".into())
+            .with_correlation_id(self.0.correlation.as_str().into())
+            .with_delivery_mode(2);
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let lost = |e: lapin::Error| {
+            session.dead.cancel();
+            ActError::host(
+                Code::Unreachable,
+                format!("AMQP broker {}: {e}", redact(&self.0.url)),
+            )
+        };
+        let confirm = session
+            .channel
+            .basic_publish(
+                self.0.config.exchange.as_str().into(),
+                routing_key.into(),
+                options,
+                &payload,
+                properties,
+            )
+            .await
+            .map_err(|e| {
+                forget();
+                lost(e)
+            })?;
+        match confirm.await.map_err(|e| {
+            forget();
+            lost(e)
+        })? {
+            Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
+                forget();
+                return Ok(Sent::Unroutable);
+            }
+            Confirmation::Nack(None) => {
+                forget();
+                return Err(ActError::host(
+                    Code::Unreachable,
+                    "the AMQP broker refused the command",
+                ));
+            }
+            Confirmation::Ack(None) | Confirmation::NotRequested => {}
+        }
+        let Some(reply) = reply else {
+            return Ok(Sent::Routed(None));
+        };
+        match tokio::time::timeout_at(deadline, reply).await {
+            Ok(Ok(envelope)) => Ok(Sent::Routed(Some(read_reply(&envelope)))),
+            Ok(Err(_)) => Err(ActError::host(Code::Unreachable, "the AMQP client stopped")),
+            Err(_) => {
+                forget();
+                Err(ActError::timeout(
+                    routing_key,
+                    deadline.saturating_duration_since(Instant::now()),
+                ))
+            }
+        }
+    }
+}
+
+impl ClientInner {
+    /// A reply arrived: hand it to whoever waits for its envelope id.
+    fn deliver(&self, data: &[u8]) {
+        let Ok(envelope) = serde_json::from_slice::<Value>(data) else {
+            tracing::warn!("AMQP reply is not JSON; ignored");
+            return;
+        };
+        if envelope.get("kind").and_then(Value::as_str) != Some("res")
+            || envelope.get("origin").and_then(Value::as_str) != Some(&*self.origin)
+        {
+            tracing::debug!("AMQP reply for another client ignored");
+            return;
+        }
+        let Some(id) = envelope.get("id").and_then(Value::as_str) else {
+            return;
+        };
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        match waiter {
+            Some(waiter) => {
+                let _ = waiter.send(envelope);
+            }
+            None => tracing::debug!(id, "AMQP reply nobody waits for (timed out?)"),
+        }
+    }
+}
+
+impl Remote for AmqpClient {
+    fn act<'a>(
+        &'a self,
+        msg: &'a Message,
+        call: RemoteCall<'a>,
+    ) -> BoxFuture<'a, Result<Reply, ActError>> {
+        Box::pin(async move {
+            let key = routing_key(call.pin, msg);
+            let timeout = Duration::from_millis(self.0.config.timeout_ms);
+            let deadline = call.deadline.min(Instant::now() + timeout);
+            match self.send(msg, call.tx, &key, deadline, true).await? {
+                Sent::Routed(Some(answer)) => answer,
+                Sent::Routed(None) => Ok(Reply::from_value(&Value::Null)),
+                Sent::Unroutable => Err(ActError::host(
+                    Code::Unreachable,
+                    format!(
+                        "no AMQP queue is bound for routing key {key} on {}",
+                        self.0.config.exchange
+                    ),
+                )),
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (exchange {})",
+            redact(&self.0.url),
+            self.0.config.exchange
+        )
+    }
+}

@@ -1,0 +1,82 @@
+//! seneca-amqp-transport over lapin, wire-compatible with Node's `seneca-amqp-transport` 2
+//! (SENECA.md §4): the names and envelopes ([`wire`]), the listener, which acknowledges a command
+//! only after its reply is published, and the client; plus what both declare on the broker.
+
+mod client;
+mod listener;
+pub mod wire;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ConnectionProperties, ExchangeKind};
+
+pub use client::{AmqpClient, Sent};
+pub use listener::run_listener;
+pub use wire::{binding_key, queue_name, routing_key};
+
+/// Broker connection options: lapin's own recovery off (the transports reconnect and redeclare
+/// themselves), a name the RabbitMQ UI shows.
+fn connection_properties(role: &str, exchange: &str) -> ConnectionProperties {
+    let name = format!("wasmeca {role} {exchange} {}", std::process::id());
+    ConnectionProperties::default().with_connection_name(name.into())
+}
+
+/// Declares what both sides need: the topic exchange, the dead-letter exchange and its queue.
+async fn declare_common(
+    channel: &Channel,
+    exchange: &str,
+    dlx: &str,
+    dlq: Option<&str>,
+) -> lapin::Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            dlx.into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    if let Some(dlq) = dlq {
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(dlq.into(), options, FieldTable::default())
+            .await?;
+        channel
+            .queue_bind(
+                dlq.into(),
+                dlx.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Queue arguments as Node declares them (they must match, or the broker refuses a queue that
+/// Node and wasmeca share).
+fn queue_arguments(dlx: &str, ttl_ms: i32) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from(dlx)),
+    );
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(ttl_ms));
+    args
+}
