@@ -312,6 +312,82 @@ async fn a_sigkilled_host_loses_no_command() {
     names.cleanup().await;
 }
 
+/// Regression (fault run): `timeout$: 1e308` on a looping command held the listener's
+/// delivery forever and SIGTERM never completed. Now the call is cut at the drain timeout, the
+/// host exits, and the command goes back to the broker for another host.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_looping_command_exits_within_the_drain_timeout_and_returns_it() {
+    let mut names = Names::new();
+    let queue = names.queue("chaos:loop");
+    let dir = std::env::temp_dir().join(format!("wasmeca-amqp-{}", unique()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config: PathBuf = dir.join("wasmeca.toml");
+    let toml = format!(
+        "[rest]\nlisten = \"off\"\n[limits]\ndrain_timeout_ms = 1000\nmax_timeout_ms = 600000\n{}[[plugin]]\npath = {:?}\n",
+        listen_toml(&names, &["chaos:loop"]),
+        plugin("chaos")
+    );
+    std::fs::write(&config, toml).expect("write config");
+    let mut host = wasmeca_tests::wasmeca_command!()
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wasmeca starts");
+    wait_for_queues(&names, &["chaos:loop"]).await;
+    let c = client(&names);
+    let key = routing_key(
+        &Pattern::parse("chaos:loop").expect("pin"),
+        &Default::default(),
+    );
+    let msg = Message::new(
+        json!({"chaos": "loop", "timeout$": 1e308})
+            .as_object()
+            .cloned()
+            .expect("object"),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let sent = c.send(&msg, "looptx", &key, deadline, false).await;
+    assert!(matches!(sent, Ok(Sent::Routed(None))), "published");
+    // Let the host take it and start looping.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let signalled = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &host.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = loop {
+        if let Some(status) = host.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(6),
+            "the host did not exit within the drain timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    // The command is back in its queue, marked redelivered, for another host.
+    let conn = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let channel = conn.create_channel().await.expect("channel");
+    let got = channel
+        .basic_get(
+            queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("basic_get")
+        .expect("the command is back in its queue");
+    assert!(got.delivery.redelivered, "it was delivered before");
+    let envelope: Value = serde_json::from_slice(&got.delivery.data).expect("JSON");
+    assert_eq!(envelope["act"]["chaos"], "loop");
+    let _ = std::fs::remove_dir_all(&dir);
+    names.cleanup().await;
+}
+
 /// Closes the broker side of every connection whose name contains `marker`.
 fn close_connections(marker: &str) -> usize {
     let out = Command::new("rabbitmqctl")

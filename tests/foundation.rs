@@ -472,6 +472,73 @@ async fn an_endless_loop_times_out_and_the_next_call_succeeds() {
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
 }
 
+/// Regression (fault run): `timeout$: 1e308` made a looping plugin run forever, holding its
+/// instance. A caller's timeout is cut to `[limits] max_timeout_ms`; a negative or non-numeric
+/// one is ignored.
+#[tokio::test]
+async fn a_caller_cannot_lift_the_deadline() {
+    let r = serving(
+        &[("chaos", 1, json!({}))],
+        Limits {
+            timeout_ms: 200,
+            max_timeout_ms: 400,
+            ..limits()
+        },
+    )
+    .await;
+    for asked in [json!(1e308), json!(u64::MAX), json!(-5), json!("forever")] {
+        let started = std::time::Instant::now();
+        let e = err(&r, json!({"chaos": "loop", "timeout$": asked})).await;
+        let took = started.elapsed();
+        assert_eq!(e.code, Code::ActionTimeout.as_str(), "{asked}: {e}");
+        assert!(
+            took < Duration::from_millis(1_500),
+            "timeout$ {asked} held the call for {took:?}"
+        );
+        let expected = if asked.as_f64().is_some_and(|f| f > 0.0) {
+            "400 ms"
+        } else {
+            "200 ms"
+        };
+        assert!(e.message.contains(expected), "{asked}: {}", e.message);
+    }
+    assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
+}
+
+/// While eight instances of a plugin loop until their deadline, another plugin keeps
+/// answering promptly: long calls move off the async workers, and one plugin's long calls
+/// take at most all but one of the guest threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_plugin_does_not_starve_the_others() {
+    let r = serving(
+        &[("chaos", 8, json!({})), ("salute", 1, json!({}))],
+        limits(),
+    )
+    .await;
+    let mut loops = Vec::new();
+    for _ in 0..8 {
+        let r = r.clone();
+        loops.push(tokio::spawn(async move {
+            err(&r, json!({"chaos": "loop", "timeout$": 1_500})).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let started = std::time::Instant::now();
+        ok(&r, json!({"cmd": "salute", "name": "x"})).await;
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(250),
+        "salute took {slowest:?} while chaos looped"
+    );
+    for task in loops {
+        let e = task.await.expect("the loop task");
+        assert_eq!(e.code, Code::ActionTimeout.as_str());
+    }
+}
+
 #[tokio::test]
 async fn unbounded_allocation_hits_the_memory_cap() {
     let r = serving(

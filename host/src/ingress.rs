@@ -77,7 +77,7 @@ impl Ingress {
         let Some(id) = id else {
             return self.router.act_from(msg, true).await;
         };
-        let ttl = msg.timeout().unwrap_or(self.router.limits().timeout);
+        let ttl = self.router.limits().timeout_of(&msg);
         let (answer, reused) = self
             .history
             .once(id, ttl, self.router.act_from(msg, true))

@@ -144,6 +144,8 @@ pub struct Host {
     routes: Arc<Routes>,
     /// The servers, each finishing its in-flight requests when `shutdown` is cancelled.
     tasks: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
+    /// How long the ingresses may take to finish their work before it is interrupted.
+    drain_timeout: std::time::Duration,
     /// Stops everything.
     shutdown: CancellationToken,
 }
@@ -312,6 +314,7 @@ impl Host {
             http,
             routes,
             tasks,
+            drain_timeout: config.limits.drain_timeout(),
             shutdown,
         })
     }
@@ -355,22 +358,40 @@ impl Host {
         }
         self.shutdown.cancelled().await;
         // Ingresses first: each stops taking work and finishes what it started (using the
-        // router); then the router refuses anything left and waits for nested work.
-        let mut failure = None;
-        for (what, task) in self.tasks {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(source)) => failure = Some(ServeError::Server { what, source }),
-                Err(join) => {
-                    failure = Some(ServeError::Server {
-                        what,
-                        source: std::io::Error::other(join),
-                    })
+        // router); then the router refuses anything left and waits for nested work. Past the
+        // drain timeout the guests still running are interrupted, so this always ends.
+        let router = self.router.clone();
+        let tasks = self.tasks;
+        let drain = async move {
+            let mut failure = None;
+            for (what, task) in tasks {
+                match task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(source)) => failure = Some(ServeError::Server { what, source }),
+                    Err(join) => {
+                        failure = Some(ServeError::Server {
+                            what,
+                            source: std::io::Error::other(join),
+                        })
+                    }
                 }
             }
-        }
-        self.router.close();
-        self.router.drained().await;
+            router.close();
+            router.drained().await;
+            failure
+        };
+        let mut drain = std::pin::pin!(drain);
+        let failure = tokio::select! {
+            failure = &mut drain => failure,
+            () = tokio::time::sleep(self.drain_timeout) => {
+                tracing::warn!(
+                    "calls still running after the {:?} drain timeout: interrupting them",
+                    self.drain_timeout
+                );
+                self.router.registry().runtime().interrupt();
+                drain.await
+            }
+        };
         tracing::info!("stopped");
         failure.map_or(Ok(()), Err)
     }

@@ -16,6 +16,9 @@ use crate::pattern::{self, ParseError};
 /// Seneca's default act timeout, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 22_222;
 
+/// The longest `timeout$` a message may ask for by default, in milliseconds (two minutes).
+pub const MAX_TIMEOUT_MS: u64 = 120_000;
+
 /// Meta key: result when nothing matches.
 pub const DEFAULT: &str = "default$";
 /// Meta key: per-act timeout in milliseconds.

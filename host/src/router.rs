@@ -24,6 +24,9 @@ use crate::runtime::{BoxFuture, CallCtx, Handler, Host};
 pub struct ActLimits {
     /// Default act timeout when a message has no `timeout$` (Seneca's 22222 ms).
     pub timeout: Duration,
+    /// The longest timeout a message may ask for with `timeout$`: a caller cannot lift the
+    /// deadline that frees a looping plugin's instance (and its AMQP delivery).
+    pub max_timeout: Duration,
     /// How deep acts may nest (an action acting an action ...) before `act_depth_limit`.
     pub max_depth: u32,
 }
@@ -32,8 +35,17 @@ impl Default for ActLimits {
     fn default() -> Self {
         Self {
             timeout: Duration::from_millis(message::DEFAULT_TIMEOUT_MS),
+            max_timeout: Duration::from_millis(message::MAX_TIMEOUT_MS),
             max_depth: 32,
         }
+    }
+}
+
+impl ActLimits {
+    /// The timeout of `msg`: its `timeout$`, no longer than the maximum, else the default.
+    pub fn timeout_of(&self, msg: &Message) -> Duration {
+        msg.timeout()
+            .map_or(self.timeout, |asked| asked.min(self.max_timeout))
     }
 }
 
@@ -216,10 +228,11 @@ impl Inner {
             (None, Some(p)) => p.tx.clone(),
             (None, None) => message::new_id().into(),
         };
-        let timeout = has_meta
-            .then(|| msg.timeout())
-            .flatten()
-            .unwrap_or(self.limits.timeout);
+        let timeout = if has_meta {
+            self.limits.timeout_of(&msg)
+        } else {
+            self.limits.timeout
+        };
         let mut deadline = Instant::now() + timeout;
         if let Some(p) = parent {
             deadline = deadline.min(p.deadline);
@@ -400,6 +413,7 @@ mod tests {
         );
         let limits = ActLimits {
             timeout: Duration::from_secs(5),
+            max_timeout: Duration::from_secs(10),
             max_depth: 4,
         };
         Router::new(registry, limits, "me".into())

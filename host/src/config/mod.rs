@@ -75,6 +75,11 @@ pub struct Limits {
     pub max_depth: u32,
     /// Deadline for a plugin's `init`, in ms.
     pub init_timeout_ms: u64,
+    /// The longest `timeout$` a message may ask for, in ms; longer ones are cut to it.
+    pub max_timeout_ms: u64,
+    /// How long shutdown waits for calls in flight before it interrupts the guests still
+    /// running (their callers get `closed`; AMQP commands go back to the broker), in ms.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -84,6 +89,8 @@ impl Default for Limits {
             memory_mib: 64,
             max_depth: 32,
             init_timeout_ms: 10_000,
+            max_timeout_ms: crate::message::MAX_TIMEOUT_MS,
+            drain_timeout_ms: 10_000,
         }
     }
 }
@@ -98,8 +105,14 @@ impl Limits {
     pub fn act(&self) -> ActLimits {
         ActLimits {
             timeout: self.timeout(),
+            max_timeout: Duration::from_millis(self.max_timeout_ms.max(self.timeout_ms)),
             max_depth: self.max_depth,
         }
+    }
+
+    /// How long shutdown waits before interrupting the calls still running.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
     }
 
     /// The init deadline.

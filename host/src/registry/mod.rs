@@ -116,6 +116,11 @@ impl Registry {
         WeakRegistry(Arc::downgrade(&self.0))
     }
 
+    /// The wasm runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.0.runtime
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.0.metrics

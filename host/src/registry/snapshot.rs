@@ -50,7 +50,7 @@ impl Action {
             Backend::Wasm(pool) => {
                 let json = msg.to_json();
                 let out = pool
-                    .call(self.index, &json, ctx, self.prior.clone(), &self.pattern)
+                    .call(self.index, json, ctx, self.prior.clone(), &self.pattern)
                     .await;
                 out.and_then(|out| {
                     Reply::from_json(out).map_err(|what| {

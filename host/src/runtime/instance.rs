@@ -5,6 +5,7 @@
 // The generated bindings take JSON as `&String`, so the values passed through are `String`s.
 #![allow(clippy::ptr_arg)]
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -326,6 +327,9 @@ pub struct Pool {
     idle: Mutex<Vec<Instance>>,
     /// One permit per idle instance: waiting for a permit is waiting for an instance.
     permits: Arc<Semaphore>,
+    /// Turns to run long on the guest threads: a plugin's calls that compute for long take
+    /// at most this many of them at once.
+    long: Arc<Semaphore>,
     /// The default init deadline for replacements.
     init_timeout: std::time::Duration,
 }
@@ -378,6 +382,7 @@ impl Pool {
             size,
             idle: Mutex::new(idle),
             permits: Arc::new(Semaphore::new(size)),
+            long: Arc::new(Semaphore::new(runtime.long_calls_per_plugin())),
             init_timeout,
         };
         Ok((Arc::new(pool), manifest))
@@ -388,11 +393,15 @@ impl Pool {
         self.size
     }
 
-    /// Calls `handle(action, msg)` on a leased instance within `ctx.deadline`.
+    /// Calls `handle(action, msg)` on a leased instance within `ctx.deadline`. The call runs on
+    /// the caller's task until the guest first yields (an epoch tick, 2 ms of computing, or a
+    /// nested act that waits); then it moves to the guest threads, where at most
+    /// [`Runtime::long_calls_per_plugin`] calls of this plugin run at once, so a plugin that
+    /// computes for long never holds the async workers other requests need.
     pub async fn call(
         self: &Arc<Self>,
         action: u32,
-        msg: &String,
+        msg: String,
         mut ctx: CallCtx,
         prior: Option<Arc<dyn Handler>>,
         pattern: &str,
@@ -416,8 +425,8 @@ impl Pool {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await
-                {
+                let acquire = self.permits.clone().acquire_owned();
+                match self.until(deadline, acquire).await {
                     Ok(Ok(permit)) => permit,
                     Ok(Err(_)) => {
                         return Err(ActError::host(
@@ -425,10 +434,13 @@ impl Pool {
                             format!("{} is unloading", self.ident),
                         ));
                     }
-                    Err(_) => return Err(timeout()),
+                    Err(stop) => return Err(stop.error(timeout)),
                 }
             }
         };
+        if self.runtime.is_interrupted() {
+            return Err(Stop::Interrupted.error(timeout));
+        }
         let instance = self
             .idle
             .lock()
@@ -441,29 +453,66 @@ impl Pool {
             ));
         };
         ctx.held.push(self.id);
-        let mut lease = Lease {
+        let lease = Lease {
             pool: self.clone(),
             instance: Some(instance),
             permit: Some(permit),
             clean: false,
         };
-        let Some(instance) = lease.instance.as_mut() else {
-            unreachable!("just set")
+        let mut call: GuestCall = Box::pin(run(lease, action, msg, Frame { ctx, prior }));
+        // Most calls answer on their first poll: no timer, no task, no thread change.
+        let first = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+            Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await;
+        let outcome = match first {
+            Some(outcome) => Ok(outcome),
+            None => self.offload(call, deadline).await,
         };
-        let outcome = within(deadline, instance.handle(action, msg, Frame { ctx, prior })).await;
         match outcome {
-            Ok(Outcome::Returned(answer)) => {
-                lease.clean = true;
-                answer.map_err(from_wit)
-            }
+            Ok(Outcome::Returned(answer)) => answer.map_err(from_wit),
             Ok(Outcome::Trapped(e)) => Err(e),
-            Err(_) => {
+            Err(stop) => {
                 tracing::warn!(
                     plugin = &*self.ident,
-                    "{pattern} timed out; replacing the instance"
+                    "{pattern} {}; replacing the instance",
+                    match stop {
+                        Stop::Deadline => "timed out",
+                        Stop::Interrupted => "was interrupted by the shutdown",
+                    }
                 );
-                Err(timeout())
+                Err(stop.error(timeout))
             }
+        }
+    }
+
+    /// Runs `fut` until `deadline` or the runtime's interrupt, whichever comes first.
+    async fn until<F: Future>(&self, deadline: Instant, fut: F) -> Result<F::Output, Stop> {
+        tokio::select! {
+            out = fut => Ok(out),
+            () = tokio::time::sleep_until(deadline) => Err(Stop::Deadline),
+            () = self.runtime.interrupted() => Err(Stop::Interrupted),
+        }
+    }
+
+    /// Finishes a call that yielded on the guest threads, under the per-plugin bound on long
+    /// calls; it is aborted (and its instance replaced) at the deadline or the interrupt.
+    async fn offload(&self, call: GuestCall, deadline: Instant) -> Result<Outcome, Stop> {
+        let long = self.long.clone();
+        let task = self.runtime.guests().spawn(async move {
+            // Closed only with the pool; then the call goes on without the bound.
+            let _turn = long.acquire_owned().await;
+            call.await
+        });
+        let mut task = AbortOnDrop(task);
+        match self.until(deadline, &mut task.0).await? {
+            Ok(outcome) => Ok(outcome),
+            // The guest task panicked or was cancelled: a trap as far as the caller knows.
+            Err(join) => Ok(Outcome::Trapped(ActError::host(
+                Code::PluginTrap,
+                format!("{} failed: {join}", self.ident),
+            ))),
         }
     }
 
@@ -508,21 +557,49 @@ impl Pool {
     }
 }
 
-/// Runs `fut` until `deadline`: `Err(())` when it passes first. Unlike `tokio::time::timeout`
-/// it arms no timer for a call that completes on its first poll (the common case: a plugin
-/// answering without waiting), so fast calls never touch the timer wheel. A plugin that
-/// computes for long yields at every epoch tick, which is when the timer gets armed.
-async fn within<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, ()> {
-    let mut fut = std::pin::pin!(fut);
-    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    std::future::poll_fn(move |cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(out));
+/// A guest call that owns its instance, so it can move to the guest threads.
+type GuestCall = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// Runs `handle` on a leased instance; the lease goes back to the pool clean only when the
+/// guest returned (a trap, or the call dropped mid-way, replaces the instance).
+async fn run(mut lease: Lease, action: u32, msg: String, frame: Frame) -> Outcome {
+    let Some(instance) = lease.instance.as_mut() else {
+        unreachable!("a lease holds its instance until dropped")
+    };
+    let outcome = instance.handle(action, &msg, frame).await;
+    lease.clean = matches!(outcome, Outcome::Returned(_));
+    outcome
+}
+
+/// Why a guest call was cut short.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// Its deadline passed.
+    Deadline,
+    /// The host interrupted every call (shutdown's drain timeout).
+    Interrupted,
+}
+
+impl Stop {
+    /// The error the caller gets: `action_timeout`, or `closed`.
+    fn error(self, timeout: impl FnOnce() -> ActError) -> ActError {
+        match self {
+            Self::Deadline => timeout(),
+            Self::Interrupted => ActError::host(
+                Code::Closed,
+                "the host is shutting down and interrupted the call",
+            ),
         }
-        let timer = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        timer.as_mut().poll(cx).map(|()| Err(()))
-    })
-    .await
+    }
+}
+
+/// Aborts a spawned guest call when its caller stops waiting for it.
+struct AbortOnDrop(tokio::task::JoinHandle<Outcome>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// An instance checked out of its pool. Dropping it returns a clean instance, or replaces one

@@ -194,6 +194,25 @@ impl Drop for Ticker {
     }
 }
 
+/// The threads guest calls move to once they run long, so they share the CPU with the host's
+/// own work by the OS's preemption instead of holding the async runtime's workers.
+struct Guests {
+    /// A multi-thread tokio runtime of its own; shut down in the background when dropped, so
+    /// dropping it never blocks an async context.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// How many calls of one plugin may run long at once: one fewer than the guest threads
+    /// (at least one), so one plugin never holds all of them.
+    per_plugin: usize,
+}
+
+impl Drop for Guests {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// Shared state behind [`Runtime`].
 struct Inner {
     /// The one engine every plugin is compiled for.
@@ -204,6 +223,11 @@ struct Inner {
     cache: Option<CompileCache>,
     /// Linear memory cap per instance, in bytes.
     memory_limit: usize,
+    /// Where long guest calls run.
+    guests: Guests,
+    /// Cancelled when the host gives up waiting for calls in flight (shutdown's drain
+    /// timeout): every guest call still running ends at its next epoch tick with `closed`.
+    interrupt: tokio_util::sync::CancellationToken,
     /// Keeps the epoch thread alive exactly as long as the runtime.
     _ticker: Ticker,
 }
@@ -256,8 +280,22 @@ impl Runtime {
             })
             .map_err(|e| RuntimeError(format!("epoch thread: {e}")))?;
 
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let guests = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("wasmeca-guest")
+            .enable_all()
+            .build()
+            .map_err(|e| RuntimeError(format!("guest threads: {e}")))?;
+        let guests = Guests {
+            runtime: Some(guests),
+            per_plugin: threads.saturating_sub(1).max(1),
+        };
+
         Ok(Self(Arc::new(Inner {
             engine,
+            guests,
+            interrupt: tokio_util::sync::CancellationToken::new(),
             linker,
             cache,
             memory_limit,
@@ -278,6 +316,35 @@ impl Runtime {
     /// The memory cap per instance, in bytes.
     pub fn memory_limit(&self) -> usize {
         self.0.memory_limit
+    }
+
+    /// Ends every guest call still running at its next epoch tick, with `closed`; calls that
+    /// start after this are refused. What shutdown does once its drain timeout has passed.
+    pub fn interrupt(&self) {
+        self.0.interrupt.cancel();
+    }
+
+    /// Resolves when [`Runtime::interrupt`] is called.
+    pub(crate) fn interrupted(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.0.interrupt.cancelled()
+    }
+
+    /// True once [`Runtime::interrupt`] was called.
+    pub(crate) fn is_interrupted(&self) -> bool {
+        self.0.interrupt.is_cancelled()
+    }
+
+    /// Where a guest call that runs long continues.
+    pub(crate) fn guests(&self) -> &tokio::runtime::Handle {
+        match &self.0.guests.runtime {
+            Some(runtime) => runtime.handle(),
+            None => unreachable!("taken only on drop"),
+        }
+    }
+
+    /// How many calls of one plugin may run long at once.
+    pub(crate) fn long_calls_per_plugin(&self) -> usize {
+        self.0.guests.per_plugin
     }
 
     /// Reads, validates, compiles (through the cache) and links a plugin file.

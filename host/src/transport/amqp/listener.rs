@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::wire::{Command, binding_key, now_ms, queue_name, redact, refusal_reply};
 use super::{connection_properties, declare_common, queue_arguments};
 use crate::config::AmqpListen;
+use crate::error::Code;
 use crate::ingress::Ingress;
 use crate::message;
 use crate::registry::Registry;
@@ -85,6 +86,9 @@ struct Listener {
     me: String,
     /// Deliveries refused and dead-lettered, in `transport_requests`.
     refused: Counter,
+    /// Cancelled when the host shuts down: a command whose call it interrupted goes back to
+    /// the broker for another host instead of being answered `closed`.
+    shutdown: CancellationToken,
 }
 
 /// Runs an AMQP listener until `shutdown`: connects, declares, consumes, and on any broker
@@ -96,6 +100,7 @@ pub async fn run_listener(config: AmqpListen, ingress: Ingress, shutdown: Cancel
         me: ingress.router().instance_id().to_owned(),
         refused: ingress.router().metrics().transport("amqp", "refused"),
         ingress,
+        shutdown: shutdown.clone(),
     });
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(100);
@@ -343,6 +348,21 @@ impl Listener {
             return;
         }
         let answer = self.ingress.act(command.msg, command.id.as_deref()).await;
+        if let Err(e) = &answer
+            && e.is(Code::Closed)
+            && self.shutdown.is_cancelled()
+        {
+            // This host stopped before answering: the broker gives the command to another.
+            tracing::info!(routing_key = %delivery.routing_key, "AMQP command returned to the broker: {}", e.message);
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await;
+            return;
+        }
         if let Some(queue) = &reply_to {
             let body = command
                 .echo
