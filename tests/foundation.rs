@@ -26,7 +26,12 @@ fn limits() -> Limits {
 }
 
 fn router_with(limits: Limits) -> Router {
-    let runtime = Runtime::new(Some(cache_dir()), limits.memory_bytes()).expect("runtime starts");
+    let runtime = Runtime::with_limits(
+        Some(cache_dir()),
+        limits.memory_bytes(),
+        limits.max_result_bytes,
+    )
+    .expect("runtime starts");
     wasmeca::assemble(
         runtime,
         &limits,
@@ -503,6 +508,68 @@ async fn a_caller_cannot_lift_the_deadline() {
         assert!(e.message.contains(expected), "{asked}: {}", e.message);
     }
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
+}
+
+/// An answer over `[limits] max_result_bytes` is refused with `result_too_large` (the
+/// instance is kept: it did nothing wrong but answer too much).
+#[tokio::test]
+async fn an_answer_over_the_size_limit_is_refused() {
+    let r = serving(
+        &[("chaos", 1, json!({}))],
+        Limits {
+            max_result_bytes: 2_000,
+            ..limits()
+        },
+    )
+    .await;
+    let small = ok(&r, json!({"chaos": "echo", "pad": "x"})).await;
+    assert_eq!(small["pad"], "x");
+    let e = err(&r, json!({"chaos": "echo", "pad": "x".repeat(5_000)})).await;
+    assert_eq!(e.code, Code::ResultTooLarge.as_str(), "{e}");
+    assert!(e.message.contains("the limit is 2000"), "{}", e.message);
+    assert!(e.message.len() < 300, "the error does not echo the answer");
+    assert_eq!(ok(&r, json!({"chaos": "ok"})).await["calls"], 1);
+}
+
+/// The sum of every instance's memory cap has a host-wide budget: a plugin that would go over
+/// it is refused loudly at load, naming the figures.
+#[tokio::test]
+async fn plugins_over_the_memory_budget_are_refused_at_load() {
+    let limits = Limits {
+        memory_mib: 32,
+        memory_budget_mib: Some(100),
+        ..limits()
+    };
+    let r = router_with(limits);
+    let source = |instances| PluginSource {
+        path: plugin("chaos"),
+        options: json!({}),
+        instances,
+    };
+    r.registry()
+        .load_all(&[source(3)])
+        .await
+        .expect("96 MiB fits in 100");
+    let e = r
+        .registry()
+        .load(&PluginSource {
+            path: plugin("salute"),
+            options: json!({}),
+            instances: 1,
+        })
+        .await
+        .expect_err("32 more MiB do not");
+    assert!(matches!(e, LoadError::Budget { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("need 32 MiB") && text.contains("committed 96 of its 100 MiB"),
+        "{text}"
+    );
+    // Replacing what a file provides counts only the new instances.
+    r.registry()
+        .load(&source(3))
+        .await
+        .expect("the same file again fits");
 }
 
 /// While eight instances of a plugin loop until their deadline, another plugin keeps

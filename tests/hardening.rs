@@ -135,3 +135,110 @@ fn a_plugin_looping_on_every_instance_does_not_starve_another() {
         "salute p99 {storm:?} during the loops, {idle:?} idle"
     );
 }
+
+/// Whether the server closed `stream` within `wait` (a read returns 0 bytes or fails).
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).expect("read timeout");
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+        if started.elapsed() > wait {
+            return false;
+        }
+    }
+}
+
+/// Regression (fault run): 200 slowloris connections at 1 byte/s and 20,000 idle ones stayed
+/// open indefinitely. Headers must arrive within `[http] header_timeout_ms`, an idle kept-alive
+/// connection is closed after `idle_timeout_ms`, and connections over `max_connections` are
+/// closed at once.
+#[test]
+fn slow_idle_and_surplus_connections_are_closed() {
+    let scratch = Scratch::new();
+    let port = free_port();
+    let config = scratch.config(&format!(
+        "[rest]\nlisten = \"off\"\n[http]\nheader_timeout_ms = 600\nidle_timeout_ms = 600\nmax_connections = 20\n\
+         [[listen]]\ntype = \"http\"\nport = {port}\n[[plugin]]\npath = {:?}\n",
+        plugin("salute")
+    ));
+    let _host = serve(&config, port);
+
+    // Slowloris: a header byte every 100 ms never finishes; the header timeout ends it.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in b"POST /act HTTP/1.1\r\nhost: x\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if slow.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    assert!(
+        closed || closed_within(&mut slow, Duration::from_secs(2)),
+        "the slowloris connection was still open after {:?}",
+        started.elapsed()
+    );
+
+    // Idle keep-alive: one request, then silence; the idle timeout closes it.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let body = r#"{"cmd":"salute"}"#;
+    write!(
+        idle,
+        "POST /act HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut buf = [0u8; 4096];
+    idle.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let n = idle.read(&mut buf).expect("a response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let quiet = Instant::now();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(3)),
+        "the idle connection was still open"
+    );
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(500),
+        "closed too early"
+    );
+
+    // The connection limit: 20 open connections; the 21st is closed at once.
+    let mut held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut surplus = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    assert!(
+        closed_within(&mut surplus, Duration::from_millis(400)),
+        "a connection over the limit stayed open"
+    );
+    assert!(
+        !closed_within(&mut held[0], Duration::from_millis(100)),
+        "a connection within the limit was closed early"
+    );
+    held.clear();
+    // Once they are gone (closed by the client), the listener serves again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while post(port, &json!({"cmd": "salute"})).map(|(s, _)| s).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "the listener did not recover");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -290,7 +290,7 @@ mod tests {
             runtime,
             Vec::new(),
             metrics,
-            std::time::Duration::from_secs(1),
+            crate::registry::LoadLimits::default(),
         );
         let router = Router::new(registry, ActLimits::default(), "me/1/2/3/wasmeca".into());
         install(&router);

@@ -72,6 +72,10 @@ codes! {
     ActReentrant = "act_reentrant", 500, false;
     /// The plugin trapped, panicked, ran out of memory or broke the contract.
     PluginTrap = "plugin_trap", 500, false;
+    /// The plugin answered more than `[limits] max_result_bytes`.
+    ResultTooLarge = "result_too_large", 500, false;
+    /// Loading the plugin would take the sum of instance memory caps over the host's budget.
+    MemoryBudget = "memory_budget", 507, false;
     /// No loaded version satisfies the `$version` pin.
     VersionNotFound = "version_not_found", 404, false;
     /// `$version` is not a semver requirement.

@@ -207,7 +207,10 @@ pub fn assemble(
         runtime,
         clients,
         Arc::new(Metrics::default()),
-        limits.init_timeout(),
+        registry::LoadLimits {
+            init_timeout: limits.init_timeout(),
+            memory_budget: limits.memory_budget(),
+        },
     );
     let router = Router::new(registry, limits.act(), origin);
     builtins::install(&router);
@@ -217,7 +220,11 @@ pub fn assemble(
 /// The runtime, registry and router of a configuration, with its client pins and no plugin
 /// loaded yet.
 pub fn router(config: &Config) -> Result<Router, ServeError> {
-    let runtime = Runtime::new(config.cache(), config.limits.memory_bytes())?;
+    let runtime = Runtime::with_limits(
+        config.cache(),
+        config.limits.memory_bytes(),
+        config.limits.max_result_bytes,
+    )?;
     let origin = message::instance_id();
     let clients = clients(config, &origin)?;
     Ok(assemble(runtime, &config.limits, clients, origin))
@@ -243,6 +250,11 @@ impl Host {
             registry.load_all(&config.plugin_sources()?).await?;
         }
         let routes = Routes::new(registry.clone(), config.rest.route.clone());
+        let http_limits = gateway::server::HttpLimits {
+            header_timeout: std::time::Duration::from_millis(config.http.header_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(config.http.idle_timeout_ms),
+            max_connections: config.http.max_connections,
+        };
         let history = Arc::new(History::new(HISTORY));
         let mut rest = None;
         if let Some(addr) = config.rest.listen.0 {
@@ -258,6 +270,7 @@ impl Host {
                 Ingress::new(router.clone(), history.clone(), "rest"),
                 routes.clone(),
                 config.rest.body_limit,
+                http_limits,
                 shutdown.clone(),
             );
             tasks.push(("the REST gateway", tokio::spawn(task)));
@@ -278,6 +291,7 @@ impl Host {
                         Ingress::new(router.clone(), history.clone(), "http"),
                         routes.clone(),
                         path,
+                        http_limits,
                         shutdown.clone(),
                     );
                     tasks.push(("Seneca's HTTP transport", tokio::spawn(task)));

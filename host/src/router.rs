@@ -409,7 +409,7 @@ mod tests {
             runtime,
             Vec::new(),
             Arc::new(Metrics::default()),
-            Duration::from_secs(1),
+            crate::registry::LoadLimits::default(),
         );
         let limits = ActLimits {
             timeout: Duration::from_secs(5),

@@ -99,6 +99,7 @@ pub async fn check(path: &Path, router: Router) -> CheckReport {
                 | LoadError::Compile { .. } => "it loads as a component",
                 LoadError::Contract { .. } => "it implements wasmeca:plugin@0.1.0",
                 LoadError::Init { .. } | LoadError::Trap { .. } => "init answers a manifest",
+                LoadError::Budget { .. } => "it fits the host's memory budget",
                 LoadError::Manifest { .. } => "its manifest is valid",
             };
             report.fail(format!("{what}: {e}"));

@@ -5,7 +5,7 @@
 mod network;
 
 pub use network::{
-    AmqpClient, AmqpListen, Balance, Client, Consul, Listen, ListenAddr, Rest, amqp_url,
+    AmqpClient, AmqpListen, Balance, Client, Consul, Http, Listen, ListenAddr, Rest, amqp_url,
 };
 
 use std::path::{Path, PathBuf};
@@ -80,6 +80,11 @@ pub struct Limits {
     /// How long shutdown waits for calls in flight before it interrupts the guests still
     /// running (their callers get `closed`; AMQP commands go back to the broker), in ms.
     pub drain_timeout_ms: u64,
+    /// The largest answer a plugin may return, in bytes; larger ones are `result_too_large`.
+    pub max_result_bytes: usize,
+    /// The sum of every instance's memory cap the host may commit to, in MiB: a plugin that
+    /// would go over it is refused at load. Default: the machine's memory.
+    pub memory_budget_mib: Option<usize>,
 }
 
 impl Default for Limits {
@@ -91,6 +96,8 @@ impl Default for Limits {
             init_timeout_ms: 10_000,
             max_timeout_ms: crate::message::MAX_TIMEOUT_MS,
             drain_timeout_ms: 10_000,
+            max_result_bytes: crate::runtime::MAX_RESULT_BYTES,
+            memory_budget_mib: None,
         }
     }
 }
@@ -123,6 +130,24 @@ impl Limits {
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> usize {
         self.memory_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// The host-wide budget of instance memory, in bytes: the configured one, else the
+    /// machine's memory (`/proc/meminfo`), else none.
+    pub fn memory_budget(&self) -> Option<usize> {
+        let mib = self.memory_budget_mib.or_else(|| {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+            let kib: usize = meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib / 1024)
+        })?;
+        Some(mib.saturating_mul(1024 * 1024))
     }
 }
 
@@ -189,6 +214,9 @@ pub struct Config {
     /// The REST gateway.
     #[serde(default)]
     pub rest: Rest,
+    /// Timeouts and the connection limit of the HTTP listeners.
+    #[serde(default)]
+    pub http: Http,
     /// Transports to listen on; absent means one HTTP listener on 127.0.0.1:10101.
     #[serde(default)]
     pub listen: Option<Vec<Listen>>,
@@ -254,6 +282,11 @@ impl Config {
         };
         if self.limits.timeout_ms == 0 {
             return Err(invalid("limits.timeout_ms must be above 0".into()));
+        }
+        if self.http.max_connections == 0 || self.http.header_timeout_ms == 0 {
+            return Err(invalid(
+                "http.max_connections and http.header_timeout_ms must be above 0".into(),
+            ));
         }
         if self.limits.memory_mib < 1 {
             return Err(invalid("limits.memory_mib must be at least 1".into()));

@@ -52,6 +52,30 @@ impl Default for Rest {
     }
 }
 
+/// `[http]`: what the HTTP listeners (the REST gateway and Seneca's HTTP transport) allow
+/// their clients.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// How long a client may take to send a request's headers, in ms.
+    pub header_timeout_ms: u64,
+    /// How long a kept-alive connection may stay idle (no request in flight, no bytes moving)
+    /// before it is closed, in ms.
+    pub idle_timeout_ms: u64,
+    /// How many connections each listener keeps open at most.
+    pub max_connections: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+        }
+    }
+}
+
 /// `[[listen]]`: a Seneca transport this host listens on.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]

@@ -4,6 +4,7 @@
 //! `/plugins` ([`status`]) beside the routes.
 
 pub mod routes;
+pub mod server;
 pub mod status;
 pub mod table;
 
@@ -76,6 +77,7 @@ pub async fn run(
     ingress: Ingress,
     routes: Arc<Routes>,
     body_limit: usize,
+    limits: server::HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut changes = ingress.router().registry().subscribe();
@@ -103,9 +105,7 @@ pub async fn run(
         .route("/plugins", axum::routing::get(plugins))
         .fallback(route)
         .with_state(gateway);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    server::serve(listener, app, limits, shutdown).await
 }
 
 async fn health(State(g): State<Gateway>) -> Response {

@@ -420,7 +420,7 @@ mod tests {
             runtime,
             Vec::new(),
             Arc::new(Metrics::default()),
-            std::time::Duration::from_secs(1),
+            crate::registry::LoadLimits::default(),
         );
         let config = vec![json!({"pin": "role:cfg,cmd:*", "map": {"cfg": true}})];
         let routes = Routes::new(registry.clone(), config);

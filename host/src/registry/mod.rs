@@ -27,6 +27,25 @@ pub trait Admission: Send + Sync {
     fn admit(&self, next: &Snapshot, arriving: &Plugin) -> Result<(), Vec<String>>;
 }
 
+/// What loading a plugin is bounded by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadLimits {
+    /// The deadline of a plugin's `init`.
+    pub init_timeout: Duration,
+    /// The sum of every instance's memory cap the host may commit to, in bytes (`None`: no
+    /// budget); a plugin that would go over it is refused at load.
+    pub memory_budget: Option<usize>,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        Self {
+            init_timeout: Duration::from_secs(10),
+            memory_budget: None,
+        }
+    }
+}
+
 /// A plugin refused by an admission check; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", reasons.join("; "))]
@@ -48,8 +67,8 @@ struct Inner {
     clients: Arc<[Arc<ClientEntry>]>,
     /// Where per-pattern metrics handles come from, and plugin load counts go.
     metrics: Arc<Metrics>,
-    /// The deadline of a plugin's `init`.
-    init_timeout: Duration,
+    /// The `init` deadline and the memory budget.
+    limits: LoadLimits,
     /// Source of snapshot generations, so followers can tell one snapshot from the next.
     generation: AtomicU64,
     /// The last load errors (file and reason), newest last, for `/plugins`.
@@ -86,7 +105,7 @@ impl Registry {
         runtime: Runtime,
         clients: Vec<Arc<ClientEntry>>,
         metrics: Arc<Metrics>,
-        init_timeout: Duration,
+        limits: LoadLimits,
     ) -> Self {
         let clients: Arc<[Arc<ClientEntry>]> = clients.into();
         let empty = Snapshot::new(0, clients.clone(), &metrics, Vec::new());
@@ -96,7 +115,7 @@ impl Registry {
             set: ArcSwap::from_pointee(empty),
             clients,
             metrics,
-            init_timeout,
+            limits,
             generation: AtomicU64::new(1),
             load_errors: Mutex::new(Vec::new()),
             changes: tokio::sync::watch::Sender::new(0),
@@ -176,7 +195,19 @@ impl Registry {
         bytes: Option<&[u8]>,
     ) -> Result<Arc<Plugin>, LoadError> {
         let host = self.0.host.get().cloned().unwrap_or_else(no_host);
-        let outcome = Plugin::load(&self.0.runtime, host, source, bytes, self.0.init_timeout).await;
+        let outcome = match self.within_budget(source) {
+            Ok(()) => {
+                Plugin::load(
+                    &self.0.runtime,
+                    host,
+                    source,
+                    bytes,
+                    self.0.limits.init_timeout,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         self.0
             .metrics
             .plugin_load(if outcome.is_ok() { "loaded" } else { "refused" });
@@ -190,6 +221,33 @@ impl Registry {
                 Err(e)
             }
         }
+    }
+
+    /// Refuses `source` when its instances' memory caps, with those of the plugins served now
+    /// (less what its own file provides, which it replaces), would pass the budget.
+    fn within_budget(&self, source: &PluginSource) -> Result<(), LoadError> {
+        let Some(budget) = self.0.limits.memory_budget else {
+            return Ok(());
+        };
+        let per = self.0.runtime.memory_limit();
+        let used: usize = self
+            .snapshot()
+            .plugins()
+            .iter()
+            .filter(|p| !p.is_from(&source.path))
+            .map(|p| p.instances().saturating_mul(per))
+            .sum();
+        let needed = source.instances.max(1).saturating_mul(per);
+        if used.saturating_add(needed) <= budget {
+            return Ok(());
+        }
+        let mib = |bytes: usize| bytes / (1024 * 1024);
+        Err(LoadError::Budget {
+            path: source.path.clone(),
+            needed_mib: mib(needed),
+            used_mib: mib(used),
+            budget_mib: mib(budget),
+        })
     }
 
     /// Serves `plugin` instead of whatever `file` provided before (or stops serving what it
@@ -384,7 +442,7 @@ mod tests {
             runtime,
             Vec::new(),
             Arc::new(Metrics::default()),
-            Duration::from_secs(1),
+            LoadLimits::default(),
         )
     }
 

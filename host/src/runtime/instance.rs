@@ -6,7 +6,6 @@
 #![allow(clippy::ptr_arg)]
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Poll;
@@ -14,7 +13,7 @@ use std::task::Poll;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store};
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings;
@@ -82,6 +81,33 @@ struct Instance {
     store: Store<State>,
     /// Typed access to the exports.
     plugin: bindings::Plugin,
+    /// The turn to run long its current call holds, if it ran past an epoch tick.
+    turn: Turn,
+}
+
+/// A plugin's turn to run long, held by an instance's call from its first epoch tick to its
+/// end. Shared with the store's epoch callback, which takes it.
+#[derive(Clone, Default)]
+struct Turn(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Turn {
+    /// True while the call holds a turn.
+    fn held(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Holds `permit` (none when the pool is gone).
+    fn take(&self, permit: Option<OwnedSemaphorePermit>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = permit;
+    }
+
+    /// Gives the turn back.
+    fn release(&self) {
+        self.take(None);
+    }
 }
 
 /// What a plugin answered, or how it failed.
@@ -99,6 +125,7 @@ impl Instance {
         compiled: &Compiled,
         ident: Arc<str>,
         host: Weak<dyn Host>,
+        long: Arc<Semaphore>,
     ) -> wasmtime::Result<Self> {
         let wasi = WasiCtxBuilder::new()
             .stdout(LogStream {
@@ -122,10 +149,38 @@ impl Instance {
         };
         let mut store = Store::new(runtime.engine(), state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
-        store.epoch_deadline_async_yield_and_update(1);
+        let turn = Turn::default();
+        let holding = turn.clone();
+        let interrupt = runtime.clone();
+        // At every epoch tick a running guest yields behind the work already waiting (tokio's
+        // `yield_now`, which also lets the I/O driver run); its first tick takes one of the
+        // plugin's turns to run long, waiting for one if they are all taken.
+        store.epoch_deadline_callback(move |_| {
+            if interrupt.is_interrupted() {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if holding.held() {
+                return Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ));
+            }
+            let (long, holding) = (long.clone(), holding.clone());
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    holding.take(long.acquire_owned().await.ok());
+                    tokio::task::yield_now().await;
+                }),
+            ))
+        });
         store.set_epoch_deadline(1);
         let plugin = compiled.pre.instantiate_async(&mut store).await?;
-        Ok(Self { store, plugin })
+        Ok(Self {
+            store,
+            plugin,
+            turn,
+        })
     }
 
     /// Runs `init`; the frame gives acts made during init a context.
@@ -141,6 +196,7 @@ impl Instance {
             .wasmeca_plugin_guest()
             .call_init(&mut self.store, options)
             .await;
+        self.turn.release();
         self.store.data_mut().frame = None;
         out
     }
@@ -157,6 +213,7 @@ impl Instance {
             .wasmeca_plugin_guest()
             .call_handle(&mut self.store, action, msg)
             .await;
+        self.turn.release();
         let state = self.store.data_mut();
         let frame = state.frame.take();
         match out {
@@ -208,7 +265,9 @@ impl RawInstance {
             crate::message::new_id().into(),
             Instant::now() + std::time::Duration::from_secs(60),
         );
-        let (instance, manifest) = instantiate(runtime, compiled, no_host(), options, ctx).await?;
+        let long = Arc::new(Semaphore::new(1));
+        let (instance, manifest) =
+            instantiate(runtime, compiled, no_host(), long, options, ctx).await?;
         Ok((
             Self { instance },
             format!("{}@{}", manifest.name, manifest.version),
@@ -265,6 +324,7 @@ async fn instantiate(
     runtime: &Runtime,
     compiled: &Compiled,
     host: Weak<dyn Host>,
+    long: Arc<Semaphore>,
     options: &String,
     ctx: CallCtx,
 ) -> Result<(Instance, types::Manifest), LoadError> {
@@ -274,7 +334,7 @@ async fn instantiate(
         .file_name()
         .map_or_else(|| "plugin".into(), |n| n.to_string_lossy());
     let deadline = ctx.deadline;
-    let mut instance = Instance::new(runtime, compiled, file_name.into(), host)
+    let mut instance = Instance::new(runtime, compiled, file_name.into(), host, long)
         .await
         .map_err(|e| LoadError::Trap {
             path: path(),
@@ -327,8 +387,8 @@ pub struct Pool {
     idle: Mutex<Vec<Instance>>,
     /// One permit per idle instance: waiting for a permit is waiting for an instance.
     permits: Arc<Semaphore>,
-    /// Turns to run long on the guest threads: a plugin's calls that compute for long take
-    /// at most this many of them at once.
+    /// Turns to run long: at most this many of the plugin's calls compute past their first
+    /// epoch tick at once.
     long: Arc<Semaphore>,
     /// The default init deadline for replacements.
     init_timeout: std::time::Duration,
@@ -351,13 +411,28 @@ impl Pool {
                 Instant::now() + init_timeout,
             )
         };
-        let (first, manifest) =
-            instantiate(runtime, &compiled, host.clone(), &options, ctx()).await?;
+        let long = Arc::new(Semaphore::new(runtime.long_calls_per_plugin()));
+        let (first, manifest) = instantiate(
+            runtime,
+            &compiled,
+            host.clone(),
+            long.clone(),
+            &options,
+            ctx(),
+        )
+        .await?;
         let ident: Arc<str> = format!("{}@{}", manifest.name, manifest.version).into();
         let mut idle = vec![first];
         for index in 1..size {
-            let (instance, other) =
-                instantiate(runtime, &compiled, host.clone(), &options, ctx()).await?;
+            let (instance, other) = instantiate(
+                runtime,
+                &compiled,
+                host.clone(),
+                long.clone(),
+                &options,
+                ctx(),
+            )
+            .await?;
             let got = format!("{}@{}", other.name, other.version);
             if *got != *ident {
                 let problem = super::ManifestProblem::Inconsistent {
@@ -382,7 +457,7 @@ impl Pool {
             size,
             idle: Mutex::new(idle),
             permits: Arc::new(Semaphore::new(size)),
-            long: Arc::new(Semaphore::new(runtime.long_calls_per_plugin())),
+            long,
             init_timeout,
         };
         Ok((Arc::new(pool), manifest))
@@ -393,11 +468,10 @@ impl Pool {
         self.size
     }
 
-    /// Calls `handle(action, msg)` on a leased instance within `ctx.deadline`. The call runs on
-    /// the caller's task until the guest first yields (an epoch tick, 2 ms of computing, or a
-    /// nested act that waits); then it moves to the guest threads, where at most
-    /// [`Runtime::long_calls_per_plugin`] calls of this plugin run at once, so a plugin that
-    /// computes for long never holds the async workers other requests need.
+    /// Calls `handle(action, msg)` on a leased instance within `ctx.deadline`. A guest that
+    /// computes for long yields at every epoch tick behind the work already waiting, and at
+    /// most [`Runtime::long_calls_per_plugin`] calls of this plugin compute past their first
+    /// tick at once, so one plugin never holds every async worker.
     pub async fn call(
         self: &Arc<Self>,
         action: u32,
@@ -426,7 +500,7 @@ impl Pool {
             Ok(permit) => permit,
             Err(_) => {
                 let acquire = self.permits.clone().acquire_owned();
-                match self.until(deadline, acquire).await {
+                match within(deadline, &self.runtime, acquire).await {
                     Ok(Ok(permit)) => permit,
                     Ok(Err(_)) => {
                         return Err(ActError::host(
@@ -453,25 +527,37 @@ impl Pool {
             ));
         };
         ctx.held.push(self.id);
-        let lease = Lease {
+        let mut lease = Lease {
             pool: self.clone(),
             instance: Some(instance),
             permit: Some(permit),
             clean: false,
         };
-        let mut call: GuestCall = Box::pin(run(lease, action, msg, Frame { ctx, prior }));
-        // Most calls answer on their first poll: no timer, no task, no thread change.
-        let first = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
-            Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
-            Poll::Pending => Poll::Ready(None),
-        })
-        .await;
-        let outcome = match first {
-            Some(outcome) => Ok(outcome),
-            None => self.offload(call, deadline).await,
+        let Some(instance) = lease.instance.as_mut() else {
+            unreachable!("just set")
         };
+        let call = instance.handle(action, &msg, Frame { ctx, prior });
+        let outcome = within(deadline, &self.runtime, call).await;
         match outcome {
-            Ok(Outcome::Returned(answer)) => answer.map_err(from_wit),
+            Ok(Outcome::Returned(Ok(answer))) if answer.len() > self.runtime.max_result() => {
+                lease.clean = true;
+                Err(ActError::host(
+                    Code::ResultTooLarge,
+                    format!(
+                        "{pattern} ({}) answered {} bytes; the limit is {} ([limits] max_result_bytes)",
+                        self.ident,
+                        answer.len(),
+                        self.runtime.max_result()
+                    ),
+                ))
+            }
+            Ok(Outcome::Returned(answer)) => {
+                lease.clean = true;
+                answer.map_err(from_wit)
+            }
+            Ok(Outcome::Trapped(_)) if self.runtime.is_interrupted() => {
+                Err(Stop::Interrupted.error(timeout))
+            }
             Ok(Outcome::Trapped(e)) => Err(e),
             Err(stop) => {
                 tracing::warn!(
@@ -484,35 +570,6 @@ impl Pool {
                 );
                 Err(stop.error(timeout))
             }
-        }
-    }
-
-    /// Runs `fut` until `deadline` or the runtime's interrupt, whichever comes first.
-    async fn until<F: Future>(&self, deadline: Instant, fut: F) -> Result<F::Output, Stop> {
-        tokio::select! {
-            out = fut => Ok(out),
-            () = tokio::time::sleep_until(deadline) => Err(Stop::Deadline),
-            () = self.runtime.interrupted() => Err(Stop::Interrupted),
-        }
-    }
-
-    /// Finishes a call that yielded on the guest threads, under the per-plugin bound on long
-    /// calls; it is aborted (and its instance replaced) at the deadline or the interrupt.
-    async fn offload(&self, call: GuestCall, deadline: Instant) -> Result<Outcome, Stop> {
-        let long = self.long.clone();
-        let task = self.runtime.guests().spawn(async move {
-            // Closed only with the pool; then the call goes on without the bound.
-            let _turn = long.acquire_owned().await;
-            call.await
-        });
-        let mut task = AbortOnDrop(task);
-        match self.until(deadline, &mut task.0).await? {
-            Ok(outcome) => Ok(outcome),
-            // The guest task panicked or was cancelled: a trap as far as the caller knows.
-            Err(join) => Ok(Outcome::Trapped(ActError::host(
-                Code::PluginTrap,
-                format!("{} failed: {join}", self.ident),
-            ))),
         }
     }
 
@@ -531,6 +588,7 @@ impl Pool {
                 &pool.runtime,
                 &pool.compiled,
                 pool.host.clone(),
+                pool.long.clone(),
                 &pool.options,
                 ctx,
             )
@@ -557,18 +615,33 @@ impl Pool {
     }
 }
 
-/// A guest call that owns its instance, so it can move to the guest threads.
-type GuestCall = Pin<Box<dyn Future<Output = Outcome> + Send>>;
-
-/// Runs `handle` on a leased instance; the lease goes back to the pool clean only when the
-/// guest returned (a trap, or the call dropped mid-way, replaces the instance).
-async fn run(mut lease: Lease, action: u32, msg: String, frame: Frame) -> Outcome {
-    let Some(instance) = lease.instance.as_mut() else {
-        unreachable!("a lease holds its instance until dropped")
-    };
-    let outcome = instance.handle(action, &msg, frame).await;
-    lease.clean = matches!(outcome, Outcome::Returned(_));
-    outcome
+/// Runs `fut` until `deadline` or the runtime's interrupt. Unlike `tokio::time::timeout` it
+/// arms nothing for a call that completes on its first poll (the common case: a plugin
+/// answering without waiting), so fast calls never touch the timer wheel. A plugin that
+/// computes for long yields at every epoch tick, which is when the timer gets armed.
+async fn within<F: Future>(
+    deadline: Instant,
+    runtime: &Runtime,
+    fut: F,
+) -> Result<F::Output, Stop> {
+    let mut fut = std::pin::pin!(fut);
+    let mut waits = None;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        let (sleep, interrupt) = waits.get_or_insert_with(|| {
+            (
+                Box::pin(tokio::time::sleep_until(deadline)),
+                Box::pin(runtime.interrupted()),
+            )
+        });
+        if interrupt.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Stop::Interrupted));
+        }
+        sleep.as_mut().poll(cx).map(|()| Err(Stop::Deadline))
+    })
+    .await
 }
 
 /// Why a guest call was cut short.
@@ -590,15 +663,6 @@ impl Stop {
                 "the host is shutting down and interrupted the call",
             ),
         }
-    }
-}
-
-/// Aborts a spawned guest call when its caller stops waiting for it.
-struct AbortOnDrop(tokio::task::JoinHandle<Outcome>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

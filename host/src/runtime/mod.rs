@@ -28,7 +28,8 @@ use bindings::PluginPre;
 use instance::State;
 
 /// How often the epoch advances: the granularity of deadlines, and how often a busy plugin
-/// yields to the async runtime so other requests keep flowing.
+/// yields to the async runtime (behind the work already waiting there) so other requests keep
+/// flowing.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Why a plugin file could not be loaded. Every variant names the file.
@@ -88,6 +89,21 @@ pub enum LoadError {
         path: PathBuf,
         /// The trap.
         detail: String,
+    },
+    /// Its instances' memory caps would take the host over its memory budget.
+    #[error(
+        "plugin file {path}: its instances need {needed_mib} MiB of memory caps, and the host has \
+         committed {used_mib} of its {budget_mib} MiB budget ([limits] memory_budget_mib)"
+    )]
+    Budget {
+        /// The file.
+        path: PathBuf,
+        /// What its instances would take, in MiB.
+        needed_mib: usize,
+        /// What the plugins served already take, in MiB.
+        used_mib: usize,
+        /// The budget, in MiB.
+        budget_mib: usize,
     },
     /// The manifest returned by `init` is not valid.
     #[error("plugin file {path}: invalid manifest: {problem}")]
@@ -157,6 +173,7 @@ impl LoadError {
             | Self::Contract { path, .. }
             | Self::Init { path, .. }
             | Self::Trap { path, .. }
+            | Self::Budget { path, .. }
             | Self::Manifest { path, .. } => path,
         }
     }
@@ -194,25 +211,6 @@ impl Drop for Ticker {
     }
 }
 
-/// The threads guest calls move to once they run long, so they share the CPU with the host's
-/// own work by the OS's preemption instead of holding the async runtime's workers.
-struct Guests {
-    /// A multi-thread tokio runtime of its own; shut down in the background when dropped, so
-    /// dropping it never blocks an async context.
-    runtime: Option<tokio::runtime::Runtime>,
-    /// How many calls of one plugin may run long at once: one fewer than the guest threads
-    /// (at least one), so one plugin never holds all of them.
-    per_plugin: usize,
-}
-
-impl Drop for Guests {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// Shared state behind [`Runtime`].
 struct Inner {
     /// The one engine every plugin is compiled for.
@@ -223,8 +221,11 @@ struct Inner {
     cache: Option<CompileCache>,
     /// Linear memory cap per instance, in bytes.
     memory_limit: usize,
-    /// Where long guest calls run.
-    guests: Guests,
+    /// The largest answer a guest may return, in bytes.
+    max_result: usize,
+    /// How many calls of one plugin may run long (past their first epoch tick) at once: one
+    /// fewer than the CPUs (at least one), so one plugin never holds every async worker.
+    long_per_plugin: usize,
     /// Cancelled when the host gives up waiting for calls in flight (shutdown's drain
     /// timeout): every guest call still running ends at its next epoch tick with `closed`.
     interrupt: tokio_util::sync::CancellationToken,
@@ -241,9 +242,23 @@ pub struct Runtime(Arc<Inner>);
 #[error("cannot start the wasm runtime: {0}")]
 pub struct RuntimeError(String);
 
+/// The default largest answer a guest may return (8 MiB).
+pub const MAX_RESULT_BYTES: usize = 8 << 20;
+
 impl Runtime {
-    /// Builds the engine and linker; `cache_dir` enables the on-disk compile cache.
+    /// Builds the engine and linker; `cache_dir` enables the on-disk compile cache. Instances
+    /// may use up to `memory_limit` bytes of linear memory and answer up to
+    /// [`MAX_RESULT_BYTES`].
     pub fn new(cache_dir: Option<PathBuf>, memory_limit: usize) -> Result<Self, RuntimeError> {
+        Self::with_limits(cache_dir, memory_limit, MAX_RESULT_BYTES)
+    }
+
+    /// Like [`Runtime::new`], with the largest answer a guest may return.
+    pub fn with_limits(
+        cache_dir: Option<PathBuf>,
+        memory_limit: usize,
+        max_result: usize,
+    ) -> Result<Self, RuntimeError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -280,25 +295,16 @@ impl Runtime {
             })
             .map_err(|e| RuntimeError(format!("epoch thread: {e}")))?;
 
-        let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        let guests = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("wasmeca-guest")
-            .enable_all()
-            .build()
-            .map_err(|e| RuntimeError(format!("guest threads: {e}")))?;
-        let guests = Guests {
-            runtime: Some(guests),
-            per_plugin: threads.saturating_sub(1).max(1),
-        };
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
 
         Ok(Self(Arc::new(Inner {
             engine,
-            guests,
+            long_per_plugin: cpus.saturating_sub(1).max(1),
             interrupt: tokio_util::sync::CancellationToken::new(),
             linker,
             cache,
             memory_limit,
+            max_result,
             _ticker: Ticker { stop },
         })))
     }
@@ -318,6 +324,11 @@ impl Runtime {
         self.0.memory_limit
     }
 
+    /// The largest answer a guest may return, in bytes.
+    pub fn max_result(&self) -> usize {
+        self.0.max_result
+    }
+
     /// Ends every guest call still running at its next epoch tick, with `closed`; calls that
     /// start after this are refused. What shutdown does once its drain timeout has passed.
     pub fn interrupt(&self) {
@@ -334,17 +345,9 @@ impl Runtime {
         self.0.interrupt.is_cancelled()
     }
 
-    /// Where a guest call that runs long continues.
-    pub(crate) fn guests(&self) -> &tokio::runtime::Handle {
-        match &self.0.guests.runtime {
-            Some(runtime) => runtime.handle(),
-            None => unreachable!("taken only on drop"),
-        }
-    }
-
     /// How many calls of one plugin may run long at once.
     pub(crate) fn long_calls_per_plugin(&self) -> usize {
-        self.0.guests.per_plugin
+        self.0.long_per_plugin
     }
 
     /// Reads, validates, compiles (through the cache) and links a plugin file.

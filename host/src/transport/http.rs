@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ActError, Code};
+use crate::gateway::server::{self, HttpLimits};
 use crate::gateway::status;
 use crate::gateway::table::Routes;
 use crate::ingress::Ingress;
@@ -65,6 +66,7 @@ pub async fn run(
     ingress: Ingress,
     routes: Arc<Routes>,
     path: String,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let state = Listener {
@@ -73,9 +75,7 @@ pub async fn run(
         path: path.into(),
     };
     let app = axum::Router::new().fallback(act).with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    server::serve(listener, app, limits, shutdown).await
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
