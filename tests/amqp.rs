@@ -431,11 +431,18 @@ async fn a_lost_connection_is_recovered_and_commands_are_answered() {
         close_connections(&marker) >= 1,
         "the listener's connection was found and closed"
     );
-    // Commands sent right away wait in the queue until the listener is back.
+    // Commands sent right away wait in the queue until the listener is back, which takes
+    // about a second at most (the reconnection backoff is capped at 1 s).
+    let closed = std::time::Instant::now();
     let answer = act(&c, "chaos:whoami", json!({"chaos": "whoami", "n": 1}), 30)
         .await
         .expect("after");
     assert_eq!(answer["name"], "recovering");
+    assert!(
+        closed.elapsed() < Duration::from_secs(3),
+        "the listener took {:?} to come back",
+        closed.elapsed()
+    );
     stop.cancel();
     host_a.wait().await.expect("stops");
     names.cleanup().await;
@@ -586,6 +593,228 @@ async fn bad_input_is_answered_with_an_error_and_dead_lettered_and_the_host_keep
     assert_eq!(e["x"], 1);
     stop.cancel();
     names.cleanup().await;
+}
+
+/// This process's resident memory (VmRSS), in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Regression (fault run): a 100 MB AMQP body came back as a 100 MB error reply and left the
+/// host at 645 MB. A command over `max_message_bytes` is dead-lettered with the reason, its
+/// error reply is small, replies are as persistent as their commands, and the memory is given
+/// back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_command_is_dead_lettered_without_echo_and_replies_keep_persistence() {
+    let mut names = Names::new();
+    names.queue("chaos:echo");
+    let dlx = format!("test.{}.dlx", unique());
+    let dlq = format!("test.{}.dlq", unique());
+    names.queues.push(dlq.clone());
+    let dir = std::env::temp_dir().join(format!("wasmeca-amqp-{}", unique()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config: PathBuf = dir.join("wasmeca.toml");
+    let listen = listen_toml(&names, &["chaos:echo"]).replace(
+        "prefetch = 32\n",
+        &format!("prefetch = 32\ndead_letter_exchange = {dlx:?}\ndead_letter_queue = {dlq:?}\n"),
+    );
+    let toml = format!(
+        "[rest]\nlisten = \"off\"\n{listen}[[plugin]]\npath = {:?}\n",
+        plugin("chaos")
+    );
+    std::fs::write(&config, toml).expect("write config");
+    let host = wasmeca_tests::Process(
+        wasmeca_tests::wasmeca_command!()
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wasmeca starts"),
+    );
+    let pid = host.0.id();
+    wait_for_queues(&names, &["chaos:echo"]).await;
+    let (_conn, channel, replies) = reply_queue().await;
+    let persistent = |id: &str| {
+        BasicProperties::default()
+            .with_reply_to(replies.as_str().into())
+            .with_delivery_mode(2)
+            .with_message_id(id.into())
+    };
+    // An ordinary persistent command: its reply is persistent too.
+    let ok = json!({"id": "p/q", "kind": "act", "origin": "t", "act": {"chaos": "echo", "n": 1}});
+    publish_raw(
+        &names.exchange,
+        "chaos.echo",
+        ok.to_string().as_bytes(),
+        persistent("ok"),
+    )
+    .await;
+    // 100 MB of garbage.
+    let huge = vec![b'x'; 100 << 20];
+    publish_raw(&names.exchange, "chaos.echo", &huge, persistent("huge")).await;
+    drop(huge);
+    let mut got = Vec::new();
+    for _ in 0..1_000 {
+        if let Some(m) = channel
+            .basic_get(replies.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+        {
+            got.push(m);
+            if got.len() == 2 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(got.len(), 2, "both commands answered");
+    for m in &got {
+        assert!(
+            m.delivery.data.len() < 20_000,
+            "a reply of {} bytes",
+            m.delivery.data.len()
+        );
+        assert_eq!(
+            *m.delivery.properties.delivery_mode(),
+            Some(2),
+            "persistent like its command"
+        );
+    }
+    let bodies: Vec<Value> = got
+        .iter()
+        .map(|m| serde_json::from_slice(&m.delivery.data).expect("JSON"))
+        .collect();
+    assert!(bodies.iter().any(|b| b["res"]["n"] == 1), "{bodies:?}");
+    let refused = bodies
+        .iter()
+        .find(|b| b["error"]["code"] == "message_too_large")
+        .expect("the huge one is refused");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("104857600 bytes"),
+        "{refused}"
+    );
+    // It is in the dead-letter queue.
+    let mut dead = None;
+    for _ in 0..200 {
+        dead = channel
+            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get");
+        if dead.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dead = dead.expect("dead-lettered");
+    assert_eq!(dead.delivery.data.len(), 100 << 20);
+    drop(dead);
+    // The host keeps consuming, and gives the memory back as it serves: lapin holds the whole
+    // body (growing its buffer by doubling, so the peak is about twice the body), the
+    // listener frees it before anything else, and the allocator returns it to the OS.
+    let c = client(&names);
+    for x in 0..300 {
+        let answer = act(&c, "chaos:echo", json!({"chaos": "echo", "x": x}), 20)
+            .await
+            .expect("answered");
+        assert_eq!(answer["x"], x);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?");
+    let resident = rss(pid);
+    eprintln!(
+        "host RSS after the 100 MB command: {} MB ({peak})",
+        resident >> 20
+    );
+    assert!(resident < 100 << 20, "host RSS {} MB", resident >> 20);
+    let conn = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let cleanup = conn.create_channel().await.expect("channel");
+    let _ = cleanup
+        .exchange_delete(dlx.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    names.cleanup().await;
+}
+
+/// Regression (fault run): a broker that accepts TCP but never speaks AMQP hung both
+/// `act --amqp` and the listener. Connecting gives up after its timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_broker_hangs_neither_the_client_nor_the_listener() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        while let Ok((stream, _)) = silent.accept() {
+            kept.push(stream);
+            if kept.len() > 20 {
+                break;
+            }
+        }
+    });
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let started = std::time::Instant::now();
+    let out = wasmeca_tests::wasmeca_command!()
+        .args(["act", &format!("--amqp={url}"), "cmd:salute"])
+        .output()
+        .expect("act runs");
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "act --amqp took {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no AMQP handshake within"), "{stderr}");
+    // A host listening there still stops at once.
+    let dir = std::env::temp_dir().join(format!("wasmeca-amqp-{}", unique()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config: PathBuf = dir.join("wasmeca.toml");
+    let toml = format!(
+        "[rest]\nlisten = \"off\"\n[[listen]]\ntype = \"amqp\"\nurl = {url:?}\npins = [\"cmd:salute\"]\nconnect_timeout_ms = 60000\n[[plugin]]\npath = {:?}\n",
+        plugin("salute")
+    );
+    std::fs::write(&config, toml).expect("write config");
+    let mut host = wasmeca_tests::wasmeca_command!()
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wasmeca starts");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    Command::new("kill")
+        .args(["-TERM", &host.id().to_string()])
+        .status()
+        .expect("kill");
+    let signalled = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = host.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(4),
+            "the host hung on a silent broker"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    drop(std::net::TcpStream::connect(("127.0.0.1", port)));
+    let _ = held;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread")]

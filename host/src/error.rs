@@ -96,6 +96,8 @@ codes! {
     MethodNotAllowed = "method_not_allowed", 405, false;
     /// A request body over the configured limit.
     BodyTooLarge = "body_too_large", 413, false;
+    /// An AMQP command over the listener's `max_message_bytes`.
+    MessageTooLarge = "message_too_large", 413, false;
     /// A request body of a type the gateway cannot read.
     UnsupportedMediaType = "unsupported_media_type", 415, false;
 }

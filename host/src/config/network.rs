@@ -127,6 +127,14 @@ pub struct AmqpListen {
     /// Messages handled at once (Node's listener handles one).
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
+    /// The largest command accepted, in bytes; a larger one is dead-lettered with the reason
+    /// (and never echoed back).
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// How long connecting (TCP and the AMQP handshake) may take before it is tried again, in
+    /// ms: a broker that accepts TCP but never speaks AMQP does not hang the listener.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for AmqpListen {
@@ -140,6 +148,8 @@ impl Default for AmqpListen {
             dead_letter_exchange: default_dlx(),
             dead_letter_queue: default_dlq(),
             prefetch: default_prefetch(),
+            max_message_bytes: default_max_message(),
+            connect_timeout_ms: default_connect_timeout(),
         }
     }
 }
@@ -169,6 +179,9 @@ pub struct AmqpClient {
     /// How long to wait for a reply, in ms; the act's own deadline still applies.
     #[serde(default = "default_amqp_timeout")]
     pub timeout_ms: u64,
+    /// How long connecting (TCP and the AMQP handshake) may take, in ms.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for AmqpClient {
@@ -181,6 +194,7 @@ impl Default for AmqpClient {
             queue_prefix: default_client_prefix(),
             dead_letter_exchange: default_dlx(),
             timeout_ms: default_amqp_timeout(),
+            connect_timeout_ms: default_connect_timeout(),
         }
     }
 }
@@ -207,6 +221,12 @@ fn default_dlx() -> String {
 }
 fn default_dlq() -> String {
     "seneca.dlq".into()
+}
+fn default_max_message() -> usize {
+    16 << 20
+}
+fn default_connect_timeout() -> u64 {
+    5_000
 }
 fn default_prefetch() -> u16 {
     64

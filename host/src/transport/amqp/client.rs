@@ -18,7 +18,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::wire::{read_reply, redact, request, routing_key, uuid_v4};
-use super::{connection_properties, declare_common, queue_arguments};
+use super::{connect, declare_common, queue_arguments};
 use crate::config::AmqpClient as ClientConfig;
 use crate::error::{ActError, Code};
 use crate::message::{self, Message, Reply};
@@ -92,12 +92,15 @@ impl AmqpClient {
                 format!("AMQP broker {}: {e}", redact(&self.0.url)),
             )
         };
-        let connection = Connection::connect(
-            &self.0.url,
-            connection_properties("client", &self.0.config.exchange),
-        )
-        .await
-        .map_err(unreachable)?;
+        let timeout = Duration::from_millis(self.0.config.connect_timeout_ms);
+        let connection = connect(&self.0.url, "client", &self.0.config.exchange, timeout)
+            .await
+            .map_err(|e| {
+                ActError::host(
+                    Code::Unreachable,
+                    format!("AMQP broker {}: {e}", redact(&self.0.url)),
+                )
+            })?;
         let channel = connection.create_channel().await.map_err(unreachable)?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

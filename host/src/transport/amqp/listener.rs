@@ -13,14 +13,14 @@ use lapin::options::{
     BasicPublishOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, Consumer};
+use lapin::{BasicProperties, Channel, Consumer};
 use prometheus_client::metrics::counter::Counter;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::wire::{Command, binding_key, now_ms, queue_name, redact, refusal_reply};
-use super::{connection_properties, declare_common, queue_arguments};
+use super::wire::{Command, Refusal, binding_key, now_ms, queue_name, redact, refusal_reply};
+use super::{BrokerError, connect, declare_common, queue_arguments};
 use crate::config::AmqpListen;
 use crate::error::Code;
 use crate::ingress::Ingress;
@@ -89,6 +89,8 @@ struct Listener {
     /// Cancelled when the host shuts down: a command whose call it interrupted goes back to
     /// the broker for another host instead of being answered `closed`.
     shutdown: CancellationToken,
+    /// The largest command accepted, in bytes.
+    max_message: usize,
 }
 
 /// Runs an AMQP listener until `shutdown`: connects, declares, consumes, and on any broker
@@ -101,6 +103,7 @@ pub async fn run_listener(config: AmqpListen, ingress: Ingress, shutdown: Cancel
         refused: ingress.router().metrics().transport("amqp", "refused"),
         ingress,
         shutdown: shutdown.clone(),
+        max_message: config.max_message_bytes,
     });
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(100);
@@ -119,11 +122,25 @@ pub async fn run_listener(config: AmqpListen, ingress: Ingress, shutdown: Cancel
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     tracker.close();
+    // Deliveries in flight end within their (clamped) deadlines; a dead connection makes
+    // their replies and acks fail fast, or time out below.
     tracker.wait().await;
 }
+
+/// The longest wait between reconnection attempts: a broker that comes back is used again
+/// within about this long.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long a broker operation at shutdown (cancel, close) may take on a connection that may be
+/// dead before it is given up on.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long publishing a reply and acknowledging its command may take before the command is
+/// left to the broker to redeliver.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The queues being consumed, by name, with their consumer tags.
 type Consuming = HashMap<String, (QueuePlan, ShortString)>;
@@ -136,9 +153,12 @@ async fn session(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
     backoff: &mut Duration,
-) -> lapin::Result<()> {
-    let connection =
-        Connection::connect(url, connection_properties("listener", &config.exchange)).await?;
+) -> Result<(), BrokerError> {
+    let timeout = Duration::from_millis(config.connect_timeout_ms);
+    let connection = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        connected = connect(url, "listener", &config.exchange, timeout) => connected?,
+    };
     let channel = connection.create_channel().await?;
     channel
         .basic_qos(config.prefetch, BasicQosOptions::default())
@@ -160,10 +180,17 @@ async fn session(
     let registry = listener.ingress.router().registry().clone();
     let mut changes = registry.subscribe();
     let mut first = true;
-    let result = loop {
+    let result: lapin::Result<()> = loop {
         let wanted: HashSet<QueuePlan> = plan(config, &registry).into_iter().collect();
-        for plan in follow(&channel, config, &mut consuming, wanted).await? {
-            let consumer = consume(&channel, config, &plan).await?;
+        let fresh = match follow(&channel, config, &mut consuming, wanted).await {
+            Ok(fresh) => fresh,
+            Err(e) => break Err(e),
+        };
+        for plan in fresh {
+            let consumer = match consume(&channel, config, &plan).await {
+                Ok(consumer) => consumer,
+                Err(e) => return Err(e.into()),
+            };
             let tag = consumer.tag();
             let handling = Handling {
                 listener: listener.clone(),
@@ -188,19 +215,19 @@ async fn session(
     stopped.cancel();
     if result.is_ok() {
         // Stop taking new commands; those delivered but not started are returned to the queue
-        // when the channel closes. Finish the ones running, then close.
+        // when the channel closes. Finish the ones running, then close. Each broker step is
+        // bounded, so a dead connection never holds the shutdown.
+        let bounded = |step| tokio::time::timeout(CLOSE_TIMEOUT, step);
         for (_, tag) in consuming.values() {
-            let _ = channel
-                .basic_cancel(tag.clone(), BasicCancelOptions::default())
-                .await;
+            let _ = bounded(channel.basic_cancel(tag.clone(), BasicCancelOptions::default())).await;
         }
         tracker.close();
         tracker.wait().await;
         tracker.reopen();
-        let _ = channel.close(200, "bye".into()).await;
-        let _ = connection.close(200, "bye".into()).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "bye".into())).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "bye".into())).await;
     }
-    result
+    result.map_err(BrokerError::from)
 }
 
 /// Brings the consumed queues in line with `wanted`: stops consuming (and unbinds) queues whose
@@ -326,18 +353,45 @@ impl Handling {
 impl Listener {
     /// Handles one delivery: act it and reply, then acknowledge; refuse bad input to the
     /// dead-letter queue (replying with the error when there is a reply queue).
-    async fn handle(&self, channel: &Channel, delivery: Delivery) {
+    async fn handle(&self, channel: &Channel, mut delivery: Delivery) {
         let received = now_ms();
         let reply_to = delivery.properties.reply_to().clone();
         let correlation = delivery.properties.correlation_id().clone();
+        // Replies are as persistent as the commands they answer.
+        let persistent = *delivery.properties.delivery_mode() == Some(2);
+        let reply = |body: Vec<u8>| {
+            let correlation = correlation.clone();
+            let queue = reply_to.clone();
+            async move {
+                match &queue {
+                    Some(queue) => {
+                        publish_reply(channel, queue, correlation, persistent, &body).await
+                    }
+                    None => Ok(()),
+                }
+            }
+        };
+        if delivery.data.len() > self.max_message {
+            let size = delivery.data.len();
+            // Freed before anything else: the body is never held twice, nor echoed back.
+            delivery.data = Vec::new();
+            let refusal = Refusal {
+                code: Code::MessageTooLarge,
+                reason: format!(
+                    "the message is {size} bytes, over the listener's {}-byte limit (max_message_bytes)",
+                    self.max_message
+                ),
+            };
+            tracing::warn!(routing_key = %delivery.routing_key, "AMQP message dead-lettered: {}", refusal.reason);
+            let _ = reply(refusal_reply(b"", &refusal)).await;
+            self.dead_letter(&delivery).await;
+            return;
+        }
         let command = match Command::decode(&delivery.data) {
             Ok(command) => command,
             Err(refusal) => {
                 tracing::warn!(routing_key = %delivery.routing_key, "AMQP message dead-lettered: {}", refusal.reason);
-                if let Some(queue) = &reply_to {
-                    let body = refusal_reply(&delivery.data, &refusal);
-                    let _ = publish_reply(channel, queue, correlation, &body).await;
-                }
+                let _ = reply(refusal_reply(&delivery.data, &refusal)).await;
                 self.dead_letter(&delivery).await;
                 return;
             }
@@ -363,22 +417,22 @@ impl Listener {
                 .await;
             return;
         }
-        if let Some(queue) = &reply_to {
-            let body = command
-                .echo
-                .reply(&answer, &self.me, received, &delivery.data);
-            if let Err(e) = publish_reply(channel, queue, correlation, &body).await {
-                // Not acknowledged: the broker redelivers it, and the history answers it again.
-                tracing::warn!(
-                    "AMQP reply to {queue} not confirmed ({e}); the command will be redelivered"
-                );
-                return;
-            }
-        }
-        if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-            tracing::warn!(
-                "AMQP ack failed ({e}); the command will be redelivered and answered from the history"
-            );
+        let body = command
+            .echo
+            .reply(&answer, &self.me, received, &delivery.data);
+        let answered = async {
+            reply(body).await?;
+            delivery.acker.ack(BasicAckOptions::default()).await
+        };
+        match tokio::time::timeout(REPLY_TIMEOUT, answered).await {
+            Ok(Ok(_)) => {}
+            // Not acknowledged: the broker redelivers it, and the history answers it again.
+            Ok(Err(e)) => tracing::warn!(
+                "AMQP reply or ack failed ({e}); the command will be redelivered and answered from the history"
+            ),
+            Err(_) => tracing::warn!(
+                "AMQP reply and ack took over {REPLY_TIMEOUT:?}; the command will be redelivered"
+            ),
         }
     }
 
@@ -396,14 +450,18 @@ impl Listener {
 }
 
 /// Publishes a reply to a reply queue (before the caller acknowledges the command, on the same
-/// channel, so the broker sees the reply first).
+/// channel, so the broker sees the reply first), persistent when its command was.
 async fn publish_reply(
     channel: &Channel,
     queue: &ShortString,
     correlation: Option<ShortString>,
+    persistent: bool,
     body: &[u8],
 ) -> Result<(), lapin::Error> {
     let mut properties = BasicProperties::default().with_content_type("application/json".into());
+    if persistent {
+        properties = properties.with_delivery_mode(2);
+    }
     if let Some(correlation) = correlation {
         properties = properties.with_correlation_id(correlation);
     }

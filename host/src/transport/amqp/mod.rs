@@ -6,19 +6,43 @@ mod client;
 mod listener;
 pub mod wire;
 
+use std::time::Duration;
+
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
 pub use client::{AmqpClient, Sent};
 pub use listener::run_listener;
 pub use wire::{binding_key, queue_name, routing_key};
 
-/// Broker connection options: lapin's own recovery off (the transports reconnect and redeclare
-/// themselves), a name the RabbitMQ UI shows.
-fn connection_properties(role: &str, exchange: &str) -> ConnectionProperties {
+/// Why the broker could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker refused, or the connection failed.
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    /// The TCP connection and AMQP handshake did not finish in time (a broker that accepts
+    /// TCP but never speaks AMQP).
+    #[error("no AMQP handshake within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Connects to the broker at `url` as `role` (named in the RabbitMQ UI with the exchange),
+/// giving up after `timeout`. lapin's own recovery is off: the transports reconnect and
+/// redeclare themselves.
+async fn connect(
+    url: &str,
+    role: &str,
+    exchange: &str,
+    timeout: Duration,
+) -> Result<Connection, BrokerError> {
     let name = format!("wasmeca {role} {exchange} {}", std::process::id());
-    ConnectionProperties::default().with_connection_name(name.into())
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    match tokio::time::timeout(timeout, Connection::connect(url, properties)).await {
+        Ok(connected) => Ok(connected?),
+        Err(_) => Err(BrokerError::Timeout(timeout)),
+    }
 }
 
 /// Declares what both sides need: the topic exchange, the dead-letter exchange and its queue.

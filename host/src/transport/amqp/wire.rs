@@ -242,18 +242,34 @@ impl Echo {
                 let error = e.to_seneca_json();
                 reply.insert("res".into(), error.clone());
                 reply.insert("error".into(), error);
-                let input = Command::decode(data).map(|c| c.msg.into_map());
-                reply.insert("input".into(), Value::Object(input.unwrap_or_default()));
+                let input = echo_input(data, || {
+                    let msg = Command::decode(data).ok()?.msg;
+                    Some(Value::Object(msg.into_map()))
+                });
+                reply.insert("input".into(), input);
             }
         }
         Value::Object(reply).to_string().into_bytes()
     }
 }
 
+/// The most of a refused or failed command an error reply echoes back as its `input`; a larger
+/// one is echoed as the start of its text, with a marker, so an error reply is never as big as
+/// the input that caused it.
+const MAX_ECHO: usize = 4 * 1024;
+
+/// The `input` of an error reply: the command as JSON when it is small, else its clipped text.
+fn echo_input(data: &[u8], whole: impl FnOnce() -> Option<Value>) -> Value {
+    if data.len() > MAX_ECHO {
+        let text = String::from_utf8_lossy(&data[..MAX_ECHO]);
+        return Value::String(format!("{text}… ({} more bytes)", data.len() - MAX_ECHO));
+    }
+    whole().unwrap_or_else(|| Value::String(String::from_utf8_lossy(data).into_owned()))
+}
+
 /// The reply to a refused delivery: only `{input, error}`, as Node answers one.
 pub fn refusal_reply(data: &[u8], refusal: &Refusal) -> Vec<u8> {
-    let input = serde_json::from_slice::<Value>(data)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
+    let input = echo_input(data, || serde_json::from_slice::<Value>(data).ok());
     let error = ActError::host(refusal.code, refusal.reason.clone()).to_seneca_json();
     json!({ "input": input, "error": error })
         .to_string()
@@ -434,5 +450,15 @@ mod tests {
         .unwrap();
         assert_eq!(reply["input"], "{oops");
         assert_eq!(reply["error"]["code"], "invalid_json");
+        // A big input is echoed clipped, so the reply stays small.
+        let big = vec![b'x'; 1 << 20];
+        let reply = refusal_reply(
+            &big,
+            &Refusal {
+                code: Code::InvalidJson,
+                reason: "bad".into(),
+            },
+        );
+        assert!(reply.len() < 2 * MAX_ECHO, "{} bytes", reply.len());
     }
 }
