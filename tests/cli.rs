@@ -292,3 +292,72 @@ fn the_demo_builds_and_answers_as_the_readme_says() {
         assert_eq!(stdout_json(&out), expected, "{msg}");
     }
 }
+
+/// Starts `wasmeca serve` on a free Seneca HTTP port with `extra` arguments and the chaos
+/// plugin, acts `chaos:log` through it, stops it, and returns its stderr lines.
+fn serve_and_log(extra: &[&str]) -> Vec<String> {
+    let port = wasmeca_tests::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["serve", "--rest", "off", "--http", &addr];
+    args.extend_from_slice(extra);
+    let chaos = path(plugin("chaos"));
+    args.push(&chaos);
+    let child = wasmeca_tests::wasmeca_command!()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let acted = loop {
+        let out = wasmeca(&[
+            "act",
+            "--url",
+            &format!("http://{addr}/act"),
+            "chaos:log,text:hello",
+        ]);
+        if out.status.success() {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "serve did not answer");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(stdout_json(&acted)["logged"], true);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    let out = child.wait_with_output().expect("exits");
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Regression (fault run): `serve` wrote ANSI colour codes into a log file or a pipe. Colour
+/// only on a terminal, and `--log-format json` gives one JSON object per line with the plugin
+/// and the transaction as fields.
+#[test]
+fn logs_are_plain_in_a_pipe_and_json_on_request() {
+    let text = serve_and_log(&[]);
+    assert!(
+        text.iter().all(|l| !l.contains('\u{1b}')),
+        "ANSI codes in a pipe: {text:?}"
+    );
+    assert!(
+        text.iter().any(|l| l.contains("chaos says hello")),
+        "{text:?}"
+    );
+    let json = serve_and_log(&["--log-format", "json"]);
+    let lines: Vec<Value> = json
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}` is not JSON: {e}")))
+        .collect();
+    let said = lines
+        .iter()
+        .find(|l| l["message"] == "chaos says hello")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(said["plugin"], "chaos@1.0.0", "{said}");
+    assert_eq!(said["tx"].as_str().map(str::len), Some(12), "{said}");
+    assert_eq!(said["level"], "INFO");
+}

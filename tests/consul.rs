@@ -293,6 +293,17 @@ async fn target_reaches_the_named_service() {
             .expect("local")["message"],
         "Hello World!"
     );
+    // Regression (fault run): `$target` could aim the host at any service Consul lists,
+    // Consul's own server port included. Only wasmeca hosts (and `[consul] targets`) may be
+    // named.
+    let consul = act(&caller, json!({"cmd": "salute", "$target": "consul"}))
+        .await
+        .expect_err("not a wasmeca host");
+    assert_eq!(
+        (consul.code.as_str(), consul.http_status()),
+        ("target_forbidden", 403),
+        "{consul}"
+    );
     stop_config.cancel();
     stop_caller.cancel();
 }

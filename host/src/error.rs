@@ -88,8 +88,11 @@ codes! {
     Closed = "closed", 503, false;
     /// A client transport or peer could not be reached.
     Unreachable = "unreachable", 503, false;
-    /// `$target` names a service with no passing instance.
+    /// `$target` names a service with no passing instance, or discovery is off.
     TargetUnavailable = "target_unavailable", 503, false;
+    /// `$target` names a service this host may not send to (not a wasmeca host, and not in
+    /// `[consul] targets`).
+    TargetForbidden = "target_forbidden", 403, false;
     /// No REST route for this path.
     NotFound = "not_found", 404, false;
     /// A REST route exists for this path, but not for this method.

@@ -250,13 +250,19 @@ impl Inner {
             caller: parent.and_then(|p| p.caller.clone()),
             remote,
         };
-        if has_meta
-            && let Some(service) = msg.target()
-            && let Some(peers) = self.peers.get()
-            && service != peers.service()
-        {
-            let service = service.to_owned();
-            return self.forward_to_service(peers, &service, &msg, &ctx).await;
+        if has_meta && let Some(service) = msg.target() {
+            let Some(peers) = self.peers.get() else {
+                return Err(ActError::host(
+                    Code::TargetUnavailable,
+                    format!(
+                        "$target {service}: this host has no service discovery ([consul] is off)"
+                    ),
+                ));
+            };
+            if service != peers.service() {
+                let service = service.to_owned();
+                return self.forward_to_service(peers, &service, &msg, &ctx).await;
+            }
         }
         let resolution = self.registry.with_snapshot(|set| set.resolve(&msg))?;
         let target = match resolution {
@@ -577,6 +583,17 @@ mod tests {
             (answer["depth"].clone(), answer["caller"].clone()),
             (json!(0), json!("echo"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_target_without_discovery_is_an_error_not_ignored() {
+        let r = router();
+        add(&r, "a@1.0.0", &["cmd:a"]);
+        let e = act(&r, json!({"cmd": "a", "$target": "elsewhere"}))
+            .await
+            .unwrap_err();
+        assert!(e.is(Code::TargetUnavailable), "{e}");
+        assert!(e.message.contains("no service discovery"), "{e}");
     }
 
     #[tokio::test]

@@ -342,6 +342,10 @@ pub struct Consul {
     pub peers: Vec<String>,
     /// How to pick among peers that can answer.
     pub balance: Balance,
+    /// Services `$target` may name besides wasmeca hosts (services whose instances registered
+    /// as wasmeca hosts are always allowed; anything else, Consul's own server included, is
+    /// refused).
+    pub targets: Vec<String>,
 }
 
 impl Default for Consul {
@@ -357,6 +361,7 @@ impl Default for Consul {
             deregister_after_ms: 60_000,
             peers: Vec::new(),
             balance: Balance::RoundRobin,
+            targets: Vec::new(),
         }
     }
 }

@@ -530,6 +530,15 @@ impl Peers for Discovery {
                     format!("$target {service}: Consul lists no passing instance of that service"),
                 ));
             }
+            let wasmeca = peers.iter().all(|p| !p.instance.is_empty());
+            if !wasmeca && !self.config.targets.iter().any(|t| t == service) {
+                return Err(ActError::host(
+                    Code::TargetForbidden,
+                    format!(
+                        "$target {service}: not a wasmeca host; add it to [consul] targets to send acts there"
+                    ),
+                ));
+            }
             Ok(peers.into_iter().map(|p| p as Arc<dyn Remote>).collect())
         })
     }

@@ -208,7 +208,8 @@ async fn serve_route(
         Ok(reply) => Ok(respond(route, reply)),
         Err(e) => {
             if e.http_status() >= 500 {
-                tracing::warn!(route = %route.path, pattern = %route.pattern_text, "{e}");
+                let (route, pattern, code) = (&route.path, &route.pattern_text, &e.code);
+                tracing::warn!(route, pattern, code, "{}", e.message);
             }
             Err(RestError(e))
         }

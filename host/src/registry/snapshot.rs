@@ -46,6 +46,7 @@ impl Action {
     pub async fn answer(&self, msg: Message, mut ctx: CallCtx) -> Result<Reply, ActError> {
         let started = std::time::Instant::now();
         ctx.caller = Some(self.caller.clone());
+        let tx = ctx.tx.clone();
         let answer = match &self.plugin.backend {
             Backend::Wasm(pool) => {
                 let json = msg.to_json();
@@ -75,6 +76,16 @@ impl Action {
         };
         let code = answer.as_ref().err().map(|e| e.code.as_str());
         self.metrics.record(started.elapsed(), code);
+        if let Err(e) = &answer {
+            let (plugin, pattern, tx, code) = (self.plugin.key(), &*self.pattern, &*tx, &e.code);
+            // The host's own failures (traps, timeouts) are worth a warning; a plugin's own
+            // errors are answers like any other.
+            if e.http_status() >= 500 {
+                tracing::warn!(plugin, pattern, tx, code, "act failed: {}", e.message);
+            } else {
+                tracing::debug!(plugin, pattern, tx, code, "act failed: {}", e.message);
+            }
+        }
         answer
     }
 }

@@ -559,17 +559,7 @@ impl Pool {
                 Err(Stop::Interrupted.error(timeout))
             }
             Ok(Outcome::Trapped(e)) => Err(e),
-            Err(stop) => {
-                tracing::warn!(
-                    plugin = &*self.ident,
-                    "{pattern} {}; replacing the instance",
-                    match stop {
-                        Stop::Deadline => "timed out",
-                        Stop::Interrupted => "was interrupted by the shutdown",
-                    }
-                );
-                Err(stop.error(timeout))
-            }
+            Err(stop) => Err(stop.error(timeout)),
         }
     }
 
