@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("gateway", 5),
     ("transport", 5),
     ("discovery", 5),
+    ("data", 5),
     ("reload", 5),
     ("authoring", 5),
     ("cli", 5),

@@ -32,12 +32,15 @@ fn router_with(limits: Limits) -> Router {
         limits.max_result_bytes,
     )
     .expect("runtime starts");
-    wasmeca::assemble(
+    let router = wasmeca::assemble(
         runtime,
         &limits,
         Vec::new(),
         wasmeca::message::instance_id(),
-    )
+    );
+    // The user seed keeps its users in the entity store: one in memory per router.
+    wasmeca::data::install(router.registry(), wasmeca::config::DataSettings::memory());
+    router
 }
 
 /// A router serving `plugins` (name, instances, options) in order.
@@ -49,6 +52,7 @@ async fn serving(plugins: &[(&str, usize, Value)], limits: Limits) -> Router {
             path: plugin(name),
             options: options.clone(),
             instances: *instances,
+            data: None,
         })
         .collect();
     router
@@ -542,9 +546,8 @@ async fn plugins_over_the_memory_budget_are_refused_at_load() {
     };
     let r = router_with(limits);
     let source = |instances| PluginSource {
-        path: plugin("chaos"),
-        options: json!({}),
         instances,
+        ..PluginSource::new(plugin("chaos"))
     };
     r.registry()
         .load_all(&[source(3)])
@@ -552,11 +555,7 @@ async fn plugins_over_the_memory_budget_are_refused_at_load() {
         .expect("96 MiB fits in 100");
     let e = r
         .registry()
-        .load(&PluginSource {
-            path: plugin("salute"),
-            options: json!({}),
-            instances: 1,
-        })
+        .load(&PluginSource::new(plugin("salute")))
         .await
         .expect_err("32 more MiB do not");
     assert!(matches!(e, LoadError::Budget { .. }), "{e}");
@@ -707,9 +706,8 @@ async fn shutdown_waits_for_in_flight_acts_and_refuses_new_ones() {
 async fn load_error(path: &Path, options: Value) -> LoadError {
     let r = router_with(limits());
     let source = PluginSource {
-        path: path.to_owned(),
         options,
-        instances: 1,
+        ..PluginSource::new(path)
     };
     match r.registry().load(&source).await {
         Ok(p) => panic!("{} loaded as {}", path.display(), p.key()),

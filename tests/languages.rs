@@ -52,6 +52,7 @@ async fn host(file: &Path) -> (Host, CancellationToken) {
         format!("listen = []\n[rest]\nlisten = \"127.0.0.1:0\"\n[[plugin]]\npath = {file:?}\n");
     let mut config = Config::from_toml(&toml).expect("config");
     config.cache_dir = Some(wasmeca_tests::cache_dir());
+    config.data.url = Some("memory://".into());
     let stop = CancellationToken::new();
     (
         Host::start(&config, stop.clone())

@@ -28,6 +28,7 @@ impl TestHost {
         }
         let mut config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
         config.cache_dir = Some(wasmeca_tests::cache_dir());
+        config.data.url = Some("memory://".into());
         let stop = CancellationToken::new();
         let host = Host::start(&config, stop.clone())
             .await

@@ -97,6 +97,9 @@ codes! {
     NotFound = "not_found", 404, false;
     /// A REST route exists for this path, but not for this method.
     MethodNotAllowed = "method_not_allowed", 405, false;
+    /// A caller the data store does not let in: the network when `[data] expose` is off, or a
+    /// plugin outside the bases its `[[plugin]] data` allows.
+    EntityForbidden = "entity_forbidden", 403, false;
     /// A request body over the configured limit.
     BodyTooLarge = "body_too_large", 413, false;
     /// An AMQP command over the listener's `max_message_bytes`.

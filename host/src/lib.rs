@@ -19,9 +19,10 @@
 //!    actions, answered natively).
 //! 4. settings: [`config`] (`wasmeca.toml`, validated; builds the core's types).
 //! 5. adapters: [`gateway`] (REST, `/health`, `/metrics`, `/plugins`), [`transport`] (Seneca's
-//!    HTTP and AMQP transports), [`discovery`] (Consul; implements `Peers`), [`reload`] (the
-//!    plugin folder watcher), [`authoring`] (`new`, `build`, `check`, `componentize`), and the
-//!    CLI (`main.rs`).
+//!    HTTP and AMQP transports), [`discovery`] (Consul; implements `Peers`), [`data`] (the
+//!    entity and cache stores, served as native actions), [`reload`] (the plugin folder
+//!    watcher), [`authoring`] (`new`, `build`, `check`, `componentize`), and the CLI
+//!    (`main.rs`).
 //!
 //! This file assembles a [`Host`] from a configuration.
 //!
@@ -50,6 +51,7 @@
 pub mod authoring;
 pub mod builtins;
 pub mod config;
+pub mod data;
 pub mod discovery;
 pub mod error;
 pub mod gateway;
@@ -227,7 +229,9 @@ pub fn router(config: &Config) -> Result<Router, ServeError> {
     )?;
     let origin = message::instance_id();
     let clients = clients(config, &origin)?;
-    Ok(assemble(runtime, &config.limits, clients, origin))
+    let router = assemble(runtime, &config.limits, clients, origin);
+    data::install(router.registry(), config.data_settings());
+    Ok(router)
 }
 
 impl Host {

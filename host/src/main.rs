@@ -134,6 +134,13 @@ pub(crate) struct HostArgs {
     /// Memory cap per plugin instance, in MiB.
     #[arg(long, env = "WASMECA_MEMORY_MIB")]
     memory_mib: Option<usize>,
+    /// The entity store: sqlite://PATH, memory:// or postgres://... [config: data.url, else
+    /// $DATABASE_URL, else SQLite in the data folder]
+    #[arg(long, env = "WASMECA_DATA_URL")]
+    data_url: Option<String>,
+    /// The cache: memory:// or redis://... [config: cache.url, else $REDIS_URL, else memory]
+    #[arg(long, env = "WASMECA_CACHE_URL")]
+    cache_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -382,6 +389,12 @@ pub(crate) fn config_for(paths: &[PathBuf], host: &HostArgs) -> anyhow::Result<C
     }
     if let Some(mib) = host.memory_mib {
         config.limits.memory_mib = mib;
+    }
+    if let Some(url) = &host.data_url {
+        config.data.url = Some(url.clone());
+    }
+    if let Some(url) = &host.cache_url {
+        config.cache.url = Some(url.clone());
     }
     Ok(config)
 }

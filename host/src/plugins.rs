@@ -23,6 +23,8 @@ pub struct PluginSource {
     /// How many instances to keep (1 keeps state in one place; more serve stateless plugins
     /// in parallel).
     pub instances: usize,
+    /// The entity bases the plugin may use (`None`: every base).
+    pub data: Option<Vec<String>>,
 }
 
 impl PluginSource {
@@ -32,6 +34,7 @@ impl PluginSource {
             path: path.into(),
             options: Value::Object(Map::new()),
             instances: 1,
+            data: None,
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct Plugin {
     pub hash: Option<Arc<str>>,
     /// When it was loaded.
     pub loaded_at: SystemTime,
+    /// The entity bases it may use (`None`: every base), from its `[[plugin]]` entry.
+    pub data: Option<Vec<String>>,
     /// What answers its actions.
     pub backend: Backend,
 }
@@ -135,6 +140,7 @@ impl Plugin {
             file: None,
             hash: None,
             loaded_at: SystemTime::now(),
+            data: None,
             backend: Backend::Native(handlers),
         }
     }
@@ -181,6 +187,7 @@ impl Plugin {
             file: Some(source.path.clone()),
             hash: Some(hash),
             loaded_at: SystemTime::now(),
+            data: source.data.clone(),
             backend: Backend::Wasm(pool),
         })
     }

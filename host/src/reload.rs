@@ -303,6 +303,7 @@ mod tests {
             path: "/p".into(),
             instances,
             options: None,
+            data: None,
         };
         let all = Folder {
             dir: "/p".into(),

@@ -399,7 +399,7 @@ mod tests {
                 Ok(Reply::from_value(&json!({
                     "by": self.name,
                     "depth": ctx.depth,
-                    "caller": ctx.caller.as_deref(),
+                    "caller": ctx.caller.as_ref().map(|c| c.name.clone()),
                 })))
             })
         }

@@ -19,14 +19,15 @@
 //!
 //! State: give the plugin a state with [`Plugin::with_state`]; every handler gets it as
 //! `&mut S`, and it lives as long as the plugin instance (between calls, like a Node Seneca
-//! plugin's closure variables).
+//! plugin's closure variables). Data that must outlive the instance (restarts, redeploys) goes
+//! in the host's entity store and cache: [`entity`] and [`cache`].
 
 use std::cell::RefCell;
 use std::fmt;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-pub use serde_json::{Map, Value, json};
+pub use serde_json::{self, Map, Value, json};
 
 extern crate self as wasmeca_sdk;
 
@@ -49,6 +50,10 @@ pub mod __private {
 }
 
 use __private::wasmeca::plugin::{host, types};
+
+mod data;
+
+pub use data::{Entity, Query, cache, entity};
 
 /// A result whose error is a wasmeca [`Error`].
 pub type Result<T = Value, E = Error> = std::result::Result<T, E>;

@@ -27,15 +27,32 @@ pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join("wasmeca-test-cache")
 }
 
-/// A [`Command`] for the `wasmeca` binary under test, using [`cache_dir`] and no inherited
-/// `RUST_LOG`. A macro because only the calling test crate knows the binary's path.
+/// A fresh, empty folder for one host's default data store, so no test writes to the user's
+/// data folder or sees another test's data.
+pub fn data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("wasmeca-test-data-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a data folder");
+    dir
+}
+
+/// A [`Command`] for the `wasmeca` binary under test, using [`cache_dir`], a fresh
+/// [`data_dir`] and no inherited `RUST_LOG` or data URLs. A macro because only the calling test
+/// crate knows the binary's path.
 #[macro_export]
 macro_rules! wasmeca_command {
     () => {{
         let mut command = ::std::process::Command::new(env!("CARGO_BIN_EXE_wasmeca"));
         command
             .env("WASMECA_CACHE_DIR", $crate::cache_dir())
-            .env_remove("RUST_LOG");
+            .env("WASMECA_DATA_DIR", $crate::data_dir())
+            .env_remove("RUST_LOG")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("WASMECA_DATA_URL")
+            .env_remove("WASMECA_CACHE_URL");
         command
     }};
 }

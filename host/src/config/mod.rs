@@ -5,7 +5,8 @@
 mod network;
 
 pub use network::{
-    AmqpClient, AmqpListen, Balance, Client, Consul, Http, Listen, ListenAddr, Rest, amqp_url,
+    AmqpClient, AmqpListen, Balance, Cache, Client, Consul, Data, Http, Listen, ListenAddr, Rest,
+    amqp_url,
 };
 
 use std::path::{Path, PathBuf};
@@ -163,6 +164,9 @@ pub struct PluginEntry {
     /// Options passed to `init` (a table).
     #[serde(default)]
     pub options: Option<Map<String, Value>>,
+    /// The entity bases its plugins may use through `sys:entity` (default: every base).
+    #[serde(default)]
+    pub data: Option<Vec<String>>,
 }
 
 impl PluginEntry {
@@ -172,6 +176,7 @@ impl PluginEntry {
             path,
             options: Value::Object(self.options.clone().unwrap_or_default()),
             instances: self.instances.unwrap_or(1),
+            data: self.data.clone(),
         }
     }
 }
@@ -217,6 +222,12 @@ pub struct Config {
     /// Timeouts and the connection limit of the HTTP listeners.
     #[serde(default)]
     pub http: Http,
+    /// The entity store.
+    #[serde(default)]
+    pub data: Data,
+    /// The cache.
+    #[serde(default)]
+    pub cache: Cache,
     /// Transports to listen on; absent means one HTTP listener on 127.0.0.1:10101.
     #[serde(default)]
     pub listen: Option<Vec<Listen>>,
@@ -266,6 +277,7 @@ impl Config {
                     path: p.clone(),
                     instances: None,
                     options: None,
+                    data: None,
                 })
                 .collect(),
             ..Self::default()
@@ -325,6 +337,31 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// Where the data stores are and who may reach them: `[data] url`, else `$DATABASE_URL`,
+    /// else `sqlite://<data folder>/wasmeca.sqlite`; `[cache] url`, else `$REDIS_URL`, else
+    /// `memory://`. (`WASMECA_DATA_URL` and `WASMECA_CACHE_URL` set the `url`s.)
+    pub fn data_settings(&self) -> DataSettings {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let store = self
+            .data
+            .url
+            .clone()
+            .or_else(|| env("DATABASE_URL"))
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir().join("wasmeca.sqlite").display()));
+        let cache = self
+            .cache
+            .url
+            .clone()
+            .or_else(|| env("REDIS_URL"))
+            .unwrap_or_else(|| "memory://".to_owned());
+        DataSettings {
+            store,
+            cache,
+            expire: Duration::from_secs(self.cache.expire_s),
+            expose: self.data.expose,
+        }
     }
 
     /// Where compiled components are cached: `cache_dir`, else the runtime's default folder;
@@ -400,6 +437,46 @@ impl Config {
         }
         Ok(sources)
     }
+}
+
+/// Where the data lives and who may reach it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSettings {
+    /// The entity store's URL (`sqlite://PATH`, `memory://`, `postgres://...`).
+    pub store: String,
+    /// The cache's URL (`memory://`, `redis://...`).
+    pub cache: String,
+    /// How long a cached value lives (zero: until deleted).
+    pub expire: Duration,
+    /// True when acts from the network (REST, `/act`, AMQP) may reach the store directly.
+    pub expose: bool,
+}
+
+impl DataSettings {
+    /// Both stores in memory, exposed to nobody but plugins: for tests and throwaway demos.
+    pub fn memory() -> Self {
+        Self {
+            store: "memory://".into(),
+            cache: "memory://".into(),
+            expire: Duration::from_secs(3600),
+            expose: false,
+        }
+    }
+}
+
+/// The folder the default SQLite store lives in: `$WASMECA_DATA_DIR`, else
+/// `$XDG_DATA_HOME/wasmeca`, else `~/.local/share/wasmeca`, else a folder in the temp dir.
+pub fn data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WASMECA_DATA_DIR") {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return Path::new(&dir).join("wasmeca");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return Path::new(&home).join(".local").join("share").join("wasmeca");
+    }
+    std::env::temp_dir().join("wasmeca-data")
 }
 
 /// The `*.wasm` files directly in `dir`, sorted by name.

@@ -76,6 +76,39 @@ impl Default for Http {
     }
 }
 
+/// `[data]`: the entity store plugins keep their data in (Seneca's `sys:entity`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Data {
+    /// `sqlite://PATH` (the default: a file in the data folder), `memory://`, or
+    /// `postgres://...` (`?layout=columns` serves an existing seneca-postgres-store schema);
+    /// default `$DATABASE_URL`, else SQLite.
+    pub url: Option<String>,
+    /// True to let acts from the network (REST, `/act`, AMQP) reach the store directly, as a
+    /// Node Seneca client pinned on `sys:entity` does; plugins always can.
+    pub expose: bool,
+}
+
+/// `[cache]`: the cache plugins use through Seneca's `role:cache`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    /// `memory://` (the default) or `redis://...` (@seneca/redis-cache's layout, shared with
+    /// Node services); default `$REDIS_URL`, else memory.
+    pub url: Option<String>,
+    /// How long a cached value lives, in seconds (0: until deleted).
+    pub expire_s: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            url: None,
+            expire_s: 3600,
+        }
+    }
+}
+
 /// `[[listen]]`: a Seneca transport this host listens on.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]

@@ -14,7 +14,7 @@ use crate::metrics::{Metrics, PatternMetrics};
 use crate::pattern::Patrun;
 use crate::plugins::{Backend, Plugin};
 use crate::remote::ClientEntry;
-use crate::runtime::{BoxFuture, CallCtx, Handler};
+use crate::runtime::{BoxFuture, CallCtx, Caller, Handler};
 
 /// One action in the trie: which plugin, which of its actions, and what it overrode.
 pub struct Action {
@@ -24,8 +24,8 @@ pub struct Action {
     pub index: u32,
     /// Canonical pattern text, for logs and errors.
     pub pattern: Arc<str>,
-    /// The plugin's name, shared by every call's context as its caller.
-    caller: Arc<str>,
+    /// The plugin as the caller of what its action acts, shared by every call's context.
+    caller: Arc<Caller>,
     /// What this action overrode: the same pattern added earlier by another plugin, or the
     /// wider pattern (a plugin's or a client's) that matched it when it was added (Seneca's
     /// `priordef`).
@@ -227,7 +227,10 @@ impl Snapshot {
 
     fn add(&mut self, plugin: Arc<Plugin>, metrics: &Metrics) {
         let key = plugin.key();
-        let caller: Arc<str> = plugin.name.as_str().into();
+        let caller = Arc::new(Caller {
+            name: plugin.name.clone(),
+            data: plugin.data.clone(),
+        });
         for (index, decl) in plugin.actions.iter().enumerate() {
             let pattern = &decl.pattern;
             // Seneca's priordef: whatever a non-exact find of the pattern returns before the add.

@@ -39,7 +39,7 @@ pub struct CallCtx {
     pub held: SmallVec<[u64; 4]>,
     /// The plugin whose action is running (and so made any act nested in it); `None` for an
     /// act from an ingress. Native actions decide what a caller may do by it.
-    pub caller: Option<Arc<str>>,
+    pub caller: Option<Arc<Caller>>,
     /// True when the chain started at a network listener rather than in this process
     /// (`wasmeca act`, a plugin's init), so actions not exposed to the network can refuse it.
     pub remote: bool,
@@ -64,6 +64,15 @@ impl CallCtx {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+}
+
+/// Who is acting: a plugin, with what its configuration grants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The plugin's name, as callers see it in errors.
+    pub name: String,
+    /// The entity bases the plugin may use (`[[plugin]] data`); `None` allows every base.
+    pub data: Option<Vec<String>>,
 }
 
 /// Anything a message can be sent to under a call context: a plugin action, a native action,

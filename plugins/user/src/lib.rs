@@ -1,12 +1,13 @@
-//! `user@1.0.0`: the seed's CRUD module. `module:user,if:list|load|edit|create|delete` over an
-//! in-memory list that starts with users 1, 2, 3 (甲, 乙, 丙), reachable over REST through its
-//! seneca-web route map (prefix `/user`). The id comes from the route (`args.params.id`) or
-//! from the message (`id`); names from the body (`args.body.name`) or the message (`name`).
+//! `user@1.0.0`: the seed's CRUD module. `module:user,if:list|load|edit|create|delete` over the
+//! host's entity store (entity `user`), which it seeds with users 1, 2, 3 (甲, 乙, 丙) the first
+//! time only, so users survive restarts and redeploys. Reachable over REST through its seneca-web
+//! route map (prefix `/user`). The id comes from the route (`args.params.id`) or from the message
+//! (`id`); names from the body (`args.body.name`) or the message (`name`).
 
 use serde::{Deserialize, Serialize};
-use wasmeca_sdk::{Error, Msg, Plugin, Result, json};
+use wasmeca_sdk::{Entity, Error, Msg, Plugin, Result, Value, entity, json};
 
-/// One user.
+/// One user, as callers see it (the store's `entity$` marker left out).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct User {
     /// Unique, assigned on create.
@@ -15,59 +16,96 @@ struct User {
     name: String,
 }
 
-/// The in-memory table.
-struct Users {
-    /// All users, in id order.
-    list: Vec<User>,
+/// The entity type users are kept as.
+fn users() -> Entity {
+    entity("user")
 }
 
-impl Users {
-    fn seed() -> Self {
-        let list = [(1, "甲"), (2, "乙"), (3, "丙")].map(|(id, name)| User { id, name: name.to_owned() });
-        Self { list: list.to_vec() }
-    }
-
-    fn position(&self, msg: &Msg) -> Result<usize> {
-        let id = msg
-            .param("id")
-            .and_then(|p| p.parse().ok())
-            .or_else(|| msg.i64("id"))
-            .ok_or_else(|| Error::invalid_input("an `id` is needed (in the path or the message)"))?;
-        self.list.iter().position(|u| u.id == id).ok_or_else(|| Error::not_found(format!("no user with id {id}")))
-    }
-
-    fn name(msg: &Msg) -> Result<String> {
-        let from_body = msg.body().and_then(|b| b.get("name")).and_then(|n| n.as_str());
-        from_body
-            .or_else(|| msg.str("name"))
-            .filter(|n| !n.trim().is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| Error::invalid_input("a non-empty `name` is needed (in the body or the message)"))
-    }
+/// A stored entity as a user.
+fn user(stored: Value) -> Result<User> {
+    Ok(wasmeca_sdk::serde_json::from_value(stored)?)
 }
 
-fn plugin(_options: &Msg) -> Result<Plugin<Users>> {
-    Ok(Plugin::with_state("user", "1.0.0", Users::seed())
-        .add("module:user,if:list", |users, _| Ok(users.list.clone()))
+/// The id the message names.
+fn id(msg: &Msg) -> Result<i64> {
+    msg.param("id")
+        .and_then(|p| p.parse().ok())
+        .or_else(|| msg.i64("id"))
+        .ok_or_else(|| Error::invalid_input("an `id` is needed (in the path or the message)"))
+}
+
+/// The user with the message's id, or `not_found`.
+fn find(msg: &Msg) -> Result<User> {
+    let id = id(msg)?;
+    let stored = users()
+        .load(id)?
+        .ok_or_else(|| Error::not_found(format!("no user with id {id}")))?;
+    user(stored)
+}
+
+/// The name the message gives.
+fn name(msg: &Msg) -> Result<String> {
+    let from_body = msg.body().and_then(|b| b.get("name")).and_then(|n| n.as_str());
+    from_body
+        .or_else(|| msg.str("name"))
+        .filter(|n| !n.trim().is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::invalid_input("a non-empty `name` is needed (in the body or the message)"))
+}
+
+/// Seeds the store with 甲, 乙, 丙 the first time (another instance may be seeding too: a
+/// taken id means it is there).
+fn seed() -> Result<()> {
+    if !users().list(json!({ "limit$": 1 }))?.is_empty() {
+        return Ok(());
+    }
+    for (id, name) in [(1, "甲"), (2, "乙"), (3, "丙")] {
+        match users().save(json!({ "id$": id, "name": name })) {
+            Ok(_) => {}
+            Err(e) if e.code == "entity-id-exists" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Creates a user with the next free id (trying again if another call took it first).
+fn create(name: String) -> Result<User> {
+    for _ in 0..8 {
+        let last = users().list(json!({ "sort$": { "id": -1 }, "limit$": 1 }))?;
+        let id = last.first().and_then(|u| u["id"].as_i64()).unwrap_or(0) + 1;
+        match users().save(json!({ "id$": id, "name": name })) {
+            Ok(stored) => return user(stored),
+            Err(e) if e.code == "entity-id-exists" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::new("busy", "could not find a free id; try again"))
+}
+
+fn plugin(_options: &Msg) -> Result<Plugin> {
+    seed()?;
+    Ok(Plugin::new("user", "1.0.0")
+        .add("module:user,if:list", |_, _| {
+            let stored = users().list_as::<User>(json!({ "sort$": { "id": 1 } }))?;
+            Ok(stored)
+        })
         .example(json!({ "module": "user", "if": "list" }))
-        .add("module:user,if:load", |users, msg| Ok(users.list[users.position(msg)?].clone()))
+        .add("module:user,if:load", |_, msg| find(msg))
         .example(json!({ "module": "user", "if": "load", "id": 2 }))
-        .add("module:user,if:edit", |users, msg| {
-            let at = users.position(msg)?;
-            users.list[at].name = Users::name(msg)?;
-            Ok(users.list[at].clone())
+        .add("module:user,if:edit", |_, msg| {
+            let found = find(msg)?;
+            user(users().save(json!({ "id": found.id, "name": name(msg)? }))?)
         })
         .example(json!({ "module": "user", "if": "edit", "id": 2, "name": "乙二" }))
-        .add("module:user,if:create", |users, msg| {
-            let id = users.list.iter().map(|u| u.id).max().unwrap_or(0) + 1;
-            let user = User { id, name: Users::name(msg)? };
-            users.list.push(user.clone());
-            Ok(user)
-        })
+        .add("module:user,if:create", |_, msg| create(name(msg)?))
         .example(json!({ "module": "user", "if": "create", "name": "丁" }))
-        .add("module:user,if:delete", |users, msg| {
-            let at = users.position(msg)?;
-            Ok(users.list.remove(at))
+        .add("module:user,if:delete", |_, msg| {
+            let id = id(msg)?;
+            let removed = users()
+                .remove(id)?
+                .ok_or_else(|| Error::not_found(format!("no user with id {id}")))?;
+            user(removed)
         })
         .example(json!({ "module": "user", "if": "delete", "id": 3 }))
         .routes(json!({

@@ -1,0 +1,192 @@
+//! The data layer served as native actions: `sys:entity,cmd:save|load|list|remove` (and the
+//! legacy `role:entity,...`) and `role:cache,cmd:set|get|add|delete|incr|decr`, in the
+//! registry's trie like any plugin's (so a plugin may override them for a base and reach them
+//! with `prior`), with who may reach them: plugins on this host always (an entity only in the
+//! bases their `[[plugin]] data` allows), the network only when `[data] expose` says so.
+
+use std::sync::Arc;
+
+use semver::Version;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::{CacheStore, DataError, EntityStore, cache, canon, entity, open_cache, open_store};
+use crate::config::DataSettings;
+use crate::error::{ActError, Code};
+use crate::message::{Message, Reply};
+use crate::pattern::Pattern;
+use crate::plugins::Plugin;
+use crate::registry::Registry;
+use crate::runtime::{BoxFuture, CallCtx, Handler};
+
+/// The stores, opened on first use: a host whose plugins never keep data never touches a file
+/// or a server.
+struct Stores {
+    /// The settings they are opened from.
+    settings: DataSettings,
+    /// The entity store, once opened.
+    entities: OnceCell<Arc<dyn EntityStore>>,
+    /// The cache, once opened.
+    cache: OnceCell<Arc<dyn CacheStore>>,
+}
+
+impl Stores {
+    async fn entities(&self) -> Result<&Arc<dyn EntityStore>, DataError> {
+        self.entities
+            .get_or_try_init(|| open_store(&self.settings.store))
+            .await
+    }
+
+    async fn cache(&self) -> Result<&Arc<dyn CacheStore>, DataError> {
+        self.cache
+            .get_or_try_init(|| open_cache(&self.settings.cache, self.settings.expire))
+            .await
+    }
+}
+
+/// Which API an action serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// `sys:entity` / `role:entity`.
+    Entity,
+    /// `role:cache`.
+    Cache,
+}
+
+/// One native data action: an API and its command.
+struct Action {
+    /// Entity or cache.
+    api: Api,
+    /// `save`, `load`, ... or `set`, `get`, ...
+    cmd: &'static str,
+    /// The stores.
+    stores: Arc<Stores>,
+}
+
+/// The entity commands, served under both patterns Seneca clients send.
+const ENTITY: [&str; 4] = ["save", "load", "list", "remove"];
+
+/// The cache commands (`clear` is not served: in Node it empties the whole Redis server).
+const CACHE: [&str; 6] = ["set", "get", "add", "delete", "incr", "decr"];
+
+/// Installs the entity and cache actions in `registry`, before any plugin, so plugins may
+/// override them.
+pub fn install(registry: &Registry, settings: DataSettings) {
+    let stores = Arc::new(Stores {
+        settings,
+        entities: OnceCell::new(),
+        cache: OnceCell::new(),
+    });
+    let version = Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0));
+    let actions = |api: Api, patterns: &[(String, &'static str)]| -> Vec<(Pattern, Arc<dyn Handler>)> {
+        patterns
+            .iter()
+            .filter_map(|(pattern, cmd)| {
+                let action: Arc<dyn Handler> = Arc::new(Action {
+                    api,
+                    cmd,
+                    stores: stores.clone(),
+                });
+                Some((Pattern::parse(pattern).ok()?, action))
+            })
+            .collect()
+    };
+    let entity_patterns: Vec<(String, &'static str)> = ENTITY
+        .iter()
+        .flat_map(|cmd| {
+            [
+                (format!("sys:entity,cmd:{cmd}"), *cmd),
+                (format!("role:entity,cmd:{cmd}"), *cmd),
+            ]
+        })
+        .collect();
+    let cache_patterns: Vec<(String, &'static str)> = CACHE
+        .iter()
+        .map(|cmd| (format!("role:cache,cmd:{cmd}"), *cmd))
+        .collect();
+    registry.install(Arc::new(Plugin::native(
+        "entity",
+        version.clone(),
+        actions(Api::Entity, &entity_patterns),
+    )));
+    registry.install(Arc::new(Plugin::native(
+        "cache",
+        version,
+        actions(Api::Cache, &cache_patterns),
+    )));
+}
+
+impl Action {
+    /// Who may do this: a plugin (for an entity, in a base its configuration allows), or an
+    /// act from this process; the network only when the data is exposed.
+    fn allowed(&self, msg: &Message, ctx: &CallCtx) -> Result<(), ActError> {
+        let what = match self.api {
+            Api::Entity => "entity",
+            Api::Cache => "cache",
+        };
+        let Some(caller) = &ctx.caller else {
+            if ctx.remote && !self.stores.settings.expose {
+                return Err(ActError::host(
+                    Code::EntityForbidden,
+                    format!(
+                        "the {what} store is not exposed to the network; plugins reach it with act \
+                         (set [data] expose = true to let network callers in)"
+                    ),
+                ));
+            }
+            return Ok(());
+        };
+        let (Api::Entity, Some(bases)) = (self.api, &caller.data) else {
+            return Ok(());
+        };
+        let base = canon(msg, self.cmd).ok().and_then(|c| c.base);
+        if base.as_ref().is_some_and(|b| bases.contains(b)) {
+            return Ok(());
+        }
+        Err(ActError::host(
+            Code::EntityForbidden,
+            format!(
+                "plugin {} may not use entity base {} (its [[plugin]] data allows {})",
+                caller.name,
+                base.as_deref().unwrap_or("- (none)"),
+                bases.join(", ")
+            ),
+        ))
+    }
+
+    async fn answer(&self, msg: Message) -> Result<Value, DataError> {
+        match self.api {
+            Api::Entity => entity(self.stores.entities().await?.as_ref(), self.cmd, &msg).await,
+            Api::Cache => cache(self.stores.cache().await?.as_ref(), self.cmd, &msg).await,
+        }
+    }
+}
+
+impl Handler for Action {
+    fn call(&self, msg: Message, ctx: CallCtx) -> BoxFuture<'_, Result<Reply, ActError>> {
+        Box::pin(async move {
+            self.allowed(&msg, &ctx)?;
+            self.answer(msg)
+                .await
+                .map(|value| Reply::from_value(&value))
+                .map_err(to_act_error)
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self.api {
+            Api::Entity => format!("sys:entity,cmd:{}", self.cmd),
+            Api::Cache => format!("role:cache,cmd:{}", self.cmd),
+        }
+    }
+}
+
+/// A data error as callers see it: its own code and details; its status sent only when it is
+/// not Seneca's 500 (a store that is down is 503, bad input 400).
+fn to_act_error(e: DataError) -> ActError {
+    let error = ActError::new(e.code(), e.to_string()).with_details(e.details());
+    match e.status() {
+        500 => error,
+        status => error.with_status(status),
+    }
+}

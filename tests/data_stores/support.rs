@@ -1,0 +1,187 @@
+//! Test support: unique names, a PostgreSQL schema per test, temp dirs, and a TCP proxy that can
+//! be cut and restored to simulate a store going down and coming back.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+/// PostgreSQL on this machine (trust auth).
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Redis on this machine.
+pub const REDIS: &str = "redis://127.0.0.1:6379/";
+
+/// A name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs SQL on the test database with a plain connection.
+pub async fn pg_exec(sql: &str) {
+    let (client, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 user=postgres dbname=test",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("PostgreSQL on 127.0.0.1:5432");
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = task.await;
+}
+
+/// A schema of this test's own, dropped (with everything in it) when the guard goes.
+pub struct PgSchema {
+    /// The schema name.
+    pub name: String,
+}
+
+impl PgSchema {
+    /// Creates the schema, then runs `ddl` with `{s}` replaced by the quoted schema name.
+    pub async fn new(ddl: &str) -> PgSchema {
+        let name = unique("wasmeca_t");
+        pg_exec(&format!(
+            "CREATE SCHEMA \"{name}\"; {}",
+            ddl.replace("{s}", &format!("\"{name}\""))
+        ))
+        .await;
+        PgSchema { name }
+    }
+
+    /// The store URL for this schema.
+    pub fn url(&self, layout: &str) -> String {
+        format!("{PG}?schema={}&layout={layout}", self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        // End sessions still inside the schema (a panicking test may leave a transaction open on
+        // a pooled connection whose runtime is blocked right here), then drop it.
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE pid <> pg_backend_pid() AND query LIKE '%{0}%' AND query NOT LIKE '%pg_terminate_backend%';
+             DROP SCHEMA IF EXISTS \"{0}\" CASCADE",
+            self.name
+        );
+        // Its own thread and runtime: drop may run inside (or outside) the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(pg_exec(&sql));
+        })
+        .join();
+    }
+}
+
+/// A directory under the system temp dir, removed when the guard goes.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory.
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(unique("wasmeca-data"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    /// A path inside it.
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 to a real service; [`Proxy::cut`] drops it and every connection
+/// through it (the service looks down), [`Proxy::restore`] listens again on the same port.
+pub struct Proxy {
+    /// The port clients connect to.
+    pub port: u16,
+    /// Where connections are forwarded.
+    target: SocketAddr,
+    /// The accept loop and every forwarding task, to abort on cut.
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Proxy {
+    /// Starts a proxy on a free port.
+    pub async fn start(target: &str) -> Proxy {
+        let target: SocketAddr = target.parse().expect("target address");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let proxy = Proxy {
+            port,
+            target,
+            tasks: Arc::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (tasks, target) = (self.tasks.clone(), self.target);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().expect("lock").push(conn.abort_handle());
+            }
+        });
+        self.tasks.lock().expect("lock").push(accept.abort_handle());
+    }
+
+    /// Stops listening and drops every connection.
+    pub fn cut(&self) {
+        for t in self.tasks.lock().expect("lock").drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&self) {
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("rebind proxy port {}: {e}", self.port),
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
