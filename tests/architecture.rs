@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("registry", 3),
     ("router", 3),
     ("ingress", 3),
+    ("events", 3),
     ("builtins", 3),
     ("config", 4),
     ("gateway", 5),

@@ -86,6 +86,8 @@ codes! {
     TooDeep = "too_deep", 400, false;
     /// The host is shutting down and takes no new work.
     Closed = "closed", 503, false;
+    /// The in-memory event queue stayed full until the publisher's deadline.
+    EventsFull = "events_full", 503, false;
     /// A client transport or peer could not be reached.
     Unreachable = "unreachable", 503, false;
     /// `$target` names a service with no passing instance, or discovery is off.

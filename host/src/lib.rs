@@ -15,8 +15,8 @@
 //!    and `Handler` traits through which guests call up).
 //! 3. core: [`plugins`] (one plugin: manifest, backend), [`remote`] (the `Remote` and `Peers`
 //!    traits), [`registry`] (the plugin set, its snapshots and life cycle), [`router`] (`act()`),
-//!    [`ingress`] (the step every listener shares), [`builtins`] (Seneca's `role:seneca`
-//!    actions, answered natively).
+//!    [`ingress`] (the step every listener shares), [`events`] (publish and observe, the
+//!    in-memory bus), [`builtins`] (Seneca's `role:seneca` actions, answered natively).
 //! 4. settings: [`config`] (`wasmeca.toml`, validated; builds the core's types).
 //! 5. adapters: [`gateway`] (REST, `/health`, `/metrics`, `/plugins`), [`transport`] (Seneca's
 //!    HTTP and AMQP transports), [`discovery`] (Consul; implements `Peers`), [`data`] (the
@@ -54,6 +54,7 @@ pub mod config;
 pub mod data;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod ingress;
 pub mod message;

@@ -47,6 +47,10 @@ pub struct Metrics {
     loads: Family<Labels, Counter>,
     /// Messages answered from the reply history instead of acting again.
     history_hits: Counter,
+    /// Events published by this host.
+    events_published: Counter,
+    /// Events by observer pattern and outcome (`delivered`, `failed`, `dead_lettered`).
+    events: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,6 +67,8 @@ impl Default for Metrics {
         let transport = Family::<Labels, Counter>::default();
         let loads = Family::<Labels, Counter>::default();
         let history_hits = Counter::default();
+        let events_published = Counter::default();
+        let events = Family::<Labels, Counter>::default();
         registry.register(
             "acts",
             "Acts answered by plugins, by pattern and outcome",
@@ -100,6 +106,16 @@ impl Default for Metrics {
         );
         registry.register("plugin_loads", "Plugin loads by outcome", loads.clone());
         registry.register(
+            "events_published",
+            "Events published by this host",
+            events_published.clone(),
+        );
+        registry.register(
+            "events",
+            "Events by observer pattern and outcome (delivered, failed, dead_lettered)",
+            events.clone(),
+        );
+        registry.register(
             "history_hits",
             "Messages answered from the reply history instead of acting again",
             history_hits.clone(),
@@ -115,6 +131,8 @@ impl Default for Metrics {
             transport,
             loads,
             history_hits,
+            events_published,
+            events,
         }
     }
 }
@@ -157,6 +175,34 @@ impl PatternMetrics {
                     .inc();
             }
         }
+    }
+}
+
+/// Pre-created handles for one observer pattern.
+#[derive(Clone)]
+pub struct ObserverMetrics {
+    /// Events its observer handled.
+    delivered: Counter,
+    /// Events its observer failed on (each attempt).
+    failed: Counter,
+    /// Events sent to the dead-letter queue after its observer kept failing.
+    dead_lettered: Counter,
+}
+
+impl ObserverMetrics {
+    /// Counts an event handled.
+    pub fn delivered(&self) {
+        self.delivered.inc();
+    }
+
+    /// Counts an attempt that failed.
+    pub fn failed(&self) {
+        self.failed.inc();
+    }
+
+    /// Counts an event given up on.
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.inc();
     }
 }
 
@@ -257,6 +303,28 @@ impl Metrics {
         self.loads
             .get_or_create(&vec![("outcome", outcome.to_owned())])
             .get()
+    }
+
+    /// Handles for the events of the observer pattern `pattern`.
+    pub fn observer(&self, pattern: &str) -> ObserverMetrics {
+        let counter = |outcome: &str| {
+            self.events
+                .get_or_create(&vec![
+                    ("pattern", pattern.to_owned()),
+                    ("outcome", outcome.to_owned()),
+                ])
+                .clone()
+        };
+        ObserverMetrics {
+            delivered: counter("delivered"),
+            failed: counter("failed"),
+            dead_lettered: counter("dead_lettered"),
+        }
+    }
+
+    /// Counts an event published.
+    pub fn event_published(&self) {
+        self.events_published.inc();
     }
 
     /// Counts a message answered from the reply history.

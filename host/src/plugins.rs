@@ -11,7 +11,9 @@ use serde_json::{Map, Value, json};
 
 use crate::message::json_kind;
 use crate::pattern::Pattern;
-use crate::runtime::{Handler, Host, LoadError, ManifestProblem, Pool, Runtime};
+use crate::runtime::{
+    Contract, Handler, Host, LoadError, Manifest, ManifestAction, ManifestProblem, Pool, Runtime,
+};
 
 /// Where a plugin comes from and how to run it.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +70,11 @@ pub struct Plugin {
     pub actions: Vec<ActionDecl>,
     /// seneca-web route sets, always an array.
     pub routes: Vec<Value>,
+    /// The observers: event patterns, in manifest order (their index is what `observe`
+    /// receives).
+    pub observers: Vec<ActionDecl>,
+    /// The contract its component implements (natives: the current one).
+    pub contract: Contract,
     /// The file it was loaded from; `None` for native actions.
     pub file: Option<PathBuf>,
     /// blake3 of the file: tells two builds apart (`None` for native actions).
@@ -137,6 +144,8 @@ impl Plugin {
             version,
             actions,
             routes: Vec::new(),
+            observers: Vec::new(),
+            contract: Contract::Current,
             file: None,
             hash: None,
             loaded_at: SystemTime::now(),
@@ -158,6 +167,7 @@ impl Plugin {
             None => runtime.compile_file(&source.path)?,
         };
         let hash = compiled.hash.clone();
+        let contract = compiled.contract();
         let options = Arc::new(source.options.to_string());
         let (pool, manifest) = Pool::start(
             runtime,
@@ -172,18 +182,14 @@ impl Plugin {
             path: source.path.clone(),
             problem,
         };
-        let checked = check_manifest(
-            &manifest.name,
-            &manifest.version,
-            &manifest.actions,
-            &manifest.routes,
-        )
-        .map_err(problem)?;
+        let checked = check_manifest(&manifest).map_err(problem)?;
         Ok(Self {
             name: checked.name,
             version: checked.version,
             actions: checked.actions,
             routes: checked.routes,
+            observers: checked.observers,
+            contract,
             file: Some(source.path.clone()),
             hash: Some(hash),
             loaded_at: SystemTime::now(),
@@ -203,6 +209,8 @@ impl Plugin {
             "instances": self.instances(),
             "loaded_at": humantime_secs(self.loaded_at),
             "patterns": self.actions.iter().map(|a| a.pattern.to_string()).collect::<Vec<_>>(),
+            "observers": self.observers.iter().map(|a| a.pattern.to_string()).collect::<Vec<_>>(),
+            "contract": self.contract.name(),
             "routes": self.routes,
         })
     }
@@ -225,16 +233,14 @@ pub struct CheckedManifest {
     pub actions: Vec<ActionDecl>,
     /// The route sets, as an array.
     pub routes: Vec<Value>,
+    /// The parsed observers.
+    pub observers: Vec<ActionDecl>,
 }
 
-/// Validates a manifest: a Seneca plugin name, a semver version, patterns that parse, examples
-/// that are objects, routes that are JSON objects.
-pub fn check_manifest(
-    name: &str,
-    version: &str,
-    actions: &[crate::runtime::ManifestAction],
-    routes: &str,
-) -> Result<CheckedManifest, ManifestProblem> {
+/// Validates a manifest: a Seneca plugin name, a semver version, action and observer patterns
+/// that parse, examples that are objects, routes that are JSON objects.
+pub fn check_manifest(manifest: &Manifest) -> Result<CheckedManifest, ManifestProblem> {
+    let name = &manifest.name;
     let mut chars = name.chars();
     let name_ok = chars
         .next()
@@ -243,14 +249,55 @@ pub fn check_manifest(
     if !name_ok {
         return Err(ManifestProblem::Name(name.to_owned()));
     }
-    let version = Version::parse(version).map_err(|e| ManifestProblem::Version {
-        version: version.to_owned(),
+    let version = Version::parse(&manifest.version).map_err(|e| ManifestProblem::Version {
+        version: manifest.version.clone(),
         reason: e.to_string(),
     })?;
-    let mut decls = Vec::with_capacity(actions.len());
-    for (index, action) in actions.iter().enumerate() {
-        let pattern = Pattern::parse(&action.pattern)
-            .map_err(|error| ManifestProblem::Pattern { index, error })?;
+    let decls = declarations(&manifest.actions, |index, error| ManifestProblem::Pattern {
+        index,
+        error,
+    })?;
+    let observers = declarations(&manifest.observers, |index, error| {
+        ManifestProblem::Observer { index, error }
+    })?;
+    let routes = manifest.routes.as_str();
+    let routes = match routes.trim() {
+        "" => Vec::new(),
+        text => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(sets)) => sets,
+            Ok(set @ Value::Object(_)) => vec![set],
+            Ok(Value::Null) => Vec::new(),
+            Ok(other) => {
+                return Err(ManifestProblem::Routes(format!(
+                    "expected an array of route sets, got {}",
+                    json_kind(&other)
+                )));
+            }
+            Err(e) => return Err(ManifestProblem::Routes(format!("not JSON: {e}"))),
+        },
+    };
+    if let Some((i, _)) = routes.iter().enumerate().find(|(_, r)| !r.is_object()) {
+        return Err(ManifestProblem::Routes(format!(
+            "route set {i} is not an object"
+        )));
+    }
+    Ok(CheckedManifest {
+        name: name.to_owned(),
+        version,
+        actions: decls,
+        routes,
+        observers,
+    })
+}
+
+/// Parses actions or observers: patterns that parse, examples that are JSON objects.
+fn declarations(
+    declared: &[ManifestAction],
+    bad_pattern: impl Fn(usize, crate::pattern::PatternError) -> ManifestProblem,
+) -> Result<Vec<ActionDecl>, ManifestProblem> {
+    let mut decls = Vec::with_capacity(declared.len());
+    for (index, action) in declared.iter().enumerate() {
+        let pattern = Pattern::parse(&action.pattern).map_err(|error| bad_pattern(index, error))?;
         let example = match &action.example {
             None => None,
             Some(text) => match serde_json::from_str::<Value>(text) {
@@ -277,30 +324,5 @@ pub fn check_manifest(
             example,
         });
     }
-    let routes = match routes.trim() {
-        "" => Vec::new(),
-        text => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Array(sets)) => sets,
-            Ok(set @ Value::Object(_)) => vec![set],
-            Ok(Value::Null) => Vec::new(),
-            Ok(other) => {
-                return Err(ManifestProblem::Routes(format!(
-                    "expected an array of route sets, got {}",
-                    json_kind(&other)
-                )));
-            }
-            Err(e) => return Err(ManifestProblem::Routes(format!("not JSON: {e}"))),
-        },
-    };
-    if let Some((i, _)) = routes.iter().enumerate().find(|(_, r)| !r.is_object()) {
-        return Err(ManifestProblem::Routes(format!(
-            "route set {i} is not an object"
-        )));
-    }
-    Ok(CheckedManifest {
-        name: name.to_owned(),
-        version,
-        actions: decls,
-        routes,
-    })
+    Ok(decls)
 }

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::{ActError, Code};
+use crate::events::{Bus, LocalBus};
 use crate::message::{self, Message, Reply, json_kind};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Resolution, Target};
@@ -78,6 +79,9 @@ struct Inner {
     instance_id: Arc<str>,
     /// Other hosts, when discovery is on: where acts go that nothing local answers.
     peers: OnceLock<Arc<dyn Peers>>,
+    /// Where published events go: a broker's bus when one is set, else (from the first
+    /// publish) the in-memory one.
+    bus: OnceLock<Arc<dyn Bus>>,
 }
 
 /// The router: answers acts against the registry's plugins. Cheap to clone.
@@ -96,6 +100,7 @@ impl Router {
             idle: Notify::new(),
             instance_id,
             peers: OnceLock::new(),
+            bus: OnceLock::new(),
         });
         let weak: std::sync::Weak<Inner> = Arc::downgrade(&inner);
         inner.registry.attach(weak);
@@ -125,6 +130,22 @@ impl Router {
     /// Sends acts that nothing local answers, and `$target`s, to `peers`.
     pub fn set_peers(&self, peers: Arc<dyn Peers>) {
         let _ = self.0.peers.set(peers);
+    }
+
+    /// Sends published events to `bus` (a broker's) instead of delivering them in memory.
+    pub fn set_bus(&self, bus: Arc<dyn Bus>) {
+        let _ = self.0.bus.set(bus);
+    }
+
+    /// Publishes an event from this process or an ingress (`wasmeca publish`, `POST
+    /// /publish`): stamped with an id and a tx, and accepted by the bus; answers the id.
+    pub async fn publish(&self, mut event: Message) -> Result<String, ActError> {
+        if self.is_closing() {
+            return Err(ActError::host(Code::Closed, "the host is shutting down"));
+        }
+        let id = crate::events::stamp(&mut event, None);
+        let deadline = Instant::now() + self.0.limits.timeout_of(&event);
+        self.0.publish_by(event, deadline).await.map(|()| id)
     }
 
     /// The peers currently known, as `id url` lines.
@@ -176,6 +197,17 @@ impl Router {
 }
 
 impl Host for Inner {
+    fn publish<'a>(
+        &'a self,
+        mut event: Message,
+        parent: &'a CallCtx,
+    ) -> BoxFuture<'a, Result<(), ActError>> {
+        Box::pin(async move {
+            crate::events::stamp(&mut event, Some(&parent.tx));
+            self.publish_by(event, parent.deadline).await
+        })
+    }
+
     fn act<'a>(
         &'a self,
         msg: Message,
@@ -211,6 +243,27 @@ impl Host for Inner {
 }
 
 impl Inner {
+    /// Hands a stamped event to the bus, waiting for it to be accepted until `deadline`.
+    async fn publish_by(&self, event: Message, deadline: Instant) -> Result<(), ActError> {
+        let bus = self.bus.get_or_init(|| {
+            Arc::new(LocalBus::start(
+                self.registry.downgrade(),
+                self.limits.timeout,
+            ))
+        });
+        self.metrics.event_published();
+        match tokio::time::timeout_at(deadline, bus.publish(event)).await {
+            Ok(accepted) => accepted,
+            Err(_) => Err(ActError::host(
+                Code::EventsFull,
+                format!(
+                    "the event was not accepted in time by the bus ({})",
+                    bus.describe()
+                ),
+            )),
+        }
+    }
+
     /// The act path, for ingresses (`parent` = `None`) and for plugins' nested acts.
     async fn act_with(
         &self,

@@ -37,7 +37,11 @@ pub fn entity(canon: &str) -> Entity {
         p.filter(|p| !p.is_empty() && *p != "-")
     }
     let mut parts = Map::new();
-    for (key, value) in [("zone", part(zone)), ("base", part(base)), ("name", Some(name))] {
+    for (key, value) in [
+        ("zone", part(zone)),
+        ("base", part(base)),
+        ("name", Some(name)),
+    ] {
         if let Some(value) = value {
             parts.insert(key.into(), Value::String(value.to_owned()));
         }
@@ -201,7 +205,10 @@ mod tests {
     fn canons_name_their_parts() {
         let e = entity("shop/item");
         assert_eq!(e.canon, "-/shop/item");
-        assert_eq!(Value::Object(e.parts.clone()), json!({"base": "shop", "name": "item"}));
+        assert_eq!(
+            Value::Object(e.parts.clone()),
+            json!({"base": "shop", "name": "item"})
+        );
         assert_eq!(entity("user").canon, "-/-/user");
         assert_eq!(entity("z1/shop/item").parts["zone"], "z1");
         let msg = e.message("list", json!({"color": "red"}));

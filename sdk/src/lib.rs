@@ -22,10 +22,8 @@
 //! plugin's closure variables). Data that must outlive the instance (restarts, redeploys) goes
 //! in the host's entity store and cache: [`entity`] and [`cache`].
 
-use std::cell::RefCell;
 use std::fmt;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 pub use serde_json::{self, Map, Value, json};
 
@@ -46,14 +44,18 @@ pub mod __private {
 
     pub use wit_bindgen;
 
-    pub use super::{dispatch_handle as handle, dispatch_init as init};
+    pub use super::{
+        dispatch_handle as handle, dispatch_init as init, dispatch_observe as observe,
+    };
 }
 
 use __private::wasmeca::plugin::{host, types};
 
 mod data;
+mod plugin;
 
 pub use data::{Entity, Query, cache, entity};
+pub use plugin::{Plugin, dispatch_handle, dispatch_init, dispatch_observe};
 
 /// A result whose error is a wasmeca [`Error`].
 pub type Result<T = Value, E = Error> = std::result::Result<T, E>;
@@ -282,6 +284,17 @@ pub fn act(msg: Value) -> Result<Value> {
     Ok(serde_json::from_str(&answer)?)
 }
 
+/// Publishes an event: every observer whose pattern matches it hears it (in this host, and in
+/// every service observing it when the host has a broker). Returns once the event is accepted;
+/// no observer anywhere is not an error. The event inherits the current `tx$`.
+///
+/// ```ignore
+/// wasmeca_sdk::publish(json!({"evt": "user", "cmd": "created", "id": 7}))?;
+/// ```
+pub fn publish(event: Value) -> Result<()> {
+    host::publish(&event.to_string()).map_err(Error::from)
+}
+
 /// Calls the action the current one overrode (Seneca's `prior`); with none, the answer is the
 /// message's `default$` or null.
 pub fn prior(msg: &Value) -> Result<Value> {
@@ -333,186 +346,6 @@ macro_rules! debug {
     ($($arg:tt)*) => { $crate::log::debug(format!($($arg)*)) };
 }
 
-/// A handler: gets the plugin state and the message, answers something serialisable.
-type Handler<S> = Box<dyn FnMut(&mut S, &Msg) -> Result<String>>;
-
-/// One declared action.
-struct ActionDef<S> {
-    /// The pattern, as written.
-    pattern: String,
-    /// Optional example message.
-    example: Option<Value>,
-    /// What answers it.
-    handler: Handler<S>,
-}
-
-/// A plugin: its name, version, state, actions and routes. Build one in the function given to
-/// [`export!`].
-pub struct Plugin<S = ()> {
-    /// Manifest name.
-    name: String,
-    /// Manifest version (semver).
-    version: String,
-    /// State shared by every handler, kept between calls.
-    state: S,
-    /// Actions in the order added (later ones override earlier ones on the same pattern).
-    actions: Vec<ActionDef<S>>,
-    /// seneca-web route sets.
-    routes: Vec<Value>,
-}
-
-impl Plugin<()> {
-    /// A stateless plugin.
-    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
-        Self::with_state(name, version, ())
-    }
-}
-
-impl<S: 'static> Plugin<S> {
-    /// A plugin whose handlers share `state` (`&mut S`), kept for the life of the instance.
-    pub fn with_state(name: impl Into<String>, version: impl Into<String>, state: S) -> Self {
-        Self {
-            name: name.into(),
-            version: version.into(),
-            state,
-            actions: Vec::new(),
-            routes: Vec::new(),
-        }
-    }
-
-    /// Adds an action for a pattern (`cmd:salute`, `role:user,cmd:*`). The handler gets the
-    /// state and the message and answers any serialisable value that is an object, an array or
-    /// null (`json!({...})`, a struct, a `Vec`).
-    pub fn add<R, F>(mut self, pattern: &str, mut handler: F) -> Self
-    where
-        R: Serialize,
-        F: FnMut(&mut S, &Msg) -> Result<R> + 'static,
-    {
-        let handler: Handler<S> = Box::new(move |state, msg| {
-            let answer = handler(state, msg)?;
-            serde_json::to_string(&answer).map_err(|e| Error::new("invalid_result", e.to_string()))
-        });
-        self.actions.push(ActionDef {
-            pattern: pattern.to_owned(),
-            example: None,
-            handler,
-        });
-        self
-    }
-
-    /// Attaches an example message to the action added last (used by `wasmeca check`).
-    pub fn example(mut self, example: Value) -> Self {
-        if let Some(last) = self.actions.last_mut() {
-            last.example = Some(example);
-        }
-        self
-    }
-
-    /// Declares seneca-web route sets (one object or an array):
-    /// `json!({"prefix": "/user", "pin": "module:user,if:*", "map": {"list": {"GET": true, "name": ""}}})`.
-    pub fn routes(mut self, routes: Value) -> Self {
-        match routes {
-            Value::Array(sets) => self.routes.extend(sets),
-            set => self.routes.push(set),
-        }
-        self
-    }
-}
-
-/// The plugin behind the exports, with its state type erased.
-trait Dispatch {
-    fn handle(&mut self, action: u32, msg: &Msg) -> Result<String>;
-}
-
-impl<S> Dispatch for Plugin<S> {
-    fn handle(&mut self, action: u32, msg: &Msg) -> Result<String> {
-        let Some(def) = self.actions.get_mut(action as usize) else {
-            return Err(Error::new(
-                "invalid_action",
-                format!("this plugin has no action {action}"),
-            ));
-        };
-        (def.handler)(&mut self.state, msg)
-    }
-}
-
-thread_local! {
-    /// The plugin, set by `init`.
-    static PLUGIN: RefCell<Option<Box<dyn Dispatch>>> = RefCell::new(None);
-}
-
-#[doc(hidden)]
-pub fn dispatch_init<S: 'static>(
-    options: String,
-    setup: impl FnOnce(&Msg) -> Result<Plugin<S>>,
-) -> std::result::Result<types::Manifest, types::Error> {
-    std::panic::set_hook(Box::new(|info| log::error(info.to_string())));
-    let options = match serde_json::from_str::<Value>(&options) {
-        Ok(Value::Object(map)) => Msg(map),
-        _ => Msg::default(),
-    };
-    let plugin = setup(&options)?;
-    let manifest = types::Manifest {
-        name: plugin.name.clone(),
-        version: plugin.version.clone(),
-        actions: plugin
-            .actions
-            .iter()
-            .map(|a| types::Action {
-                pattern: a.pattern.clone(),
-                example: a.example.as_ref().map(Value::to_string),
-            })
-            .collect(),
-        routes: Value::Array(plugin.routes.clone()).to_string(),
-    };
-    PLUGIN.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
-    Ok(manifest)
-}
-
-#[doc(hidden)]
-pub fn dispatch_handle(action: u32, msg: String) -> std::result::Result<String, types::Error> {
-    let msg = match serde_json::from_str::<Value>(&msg) {
-        Ok(Value::Object(map)) => Msg(map),
-        _ => return Err(Error::invalid_input("the message is not a JSON object").into()),
-    };
-    PLUGIN.with(|slot| match slot.borrow_mut().as_mut() {
-        Some(plugin) => plugin.handle(action, &msg).map_err(types::Error::from),
-        None => Err(Error::new("not_initialised", "handle called before init").into()),
-    })
-}
-
-/// Exports a plugin: pass a function `fn(&Msg) -> Result<Plugin<S>>` that builds it from the
-/// options in the host's configuration.
-#[macro_export]
-macro_rules! export {
-    ($setup:expr) => {
-        struct __WasmecaPlugin;
-
-        impl $crate::__private::exports::wasmeca::plugin::guest::Guest for __WasmecaPlugin {
-            fn init(
-                options: ::std::string::String,
-            ) -> ::std::result::Result<
-                $crate::__private::wasmeca::plugin::types::Manifest,
-                $crate::__private::wasmeca::plugin::types::Error,
-            > {
-                $crate::__private::init(options, $setup)
-            }
-
-            fn handle(
-                action: u32,
-                msg: ::std::string::String,
-            ) -> ::std::result::Result<
-                ::std::string::String,
-                $crate::__private::wasmeca::plugin::types::Error,
-            > {
-                $crate::__private::handle(action, msg)
-            }
-        }
-
-        $crate::__private::__export_plugin!(__WasmecaPlugin);
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,22 +380,5 @@ mod tests {
                 .message
                 .contains("`zz` is missing")
         );
-    }
-
-    #[test]
-    fn handlers_share_state() {
-        let mut p = Plugin::with_state("counter", "1.0.0", 0u32)
-            .add("cmd:inc", |n, _| {
-                *n += 1;
-                Ok(json!({ "n": *n }))
-            })
-            .example(json!({"cmd": "inc"}));
-        assert_eq!(p.handle(0, &Msg::default()).unwrap(), r#"{"n":1}"#);
-        assert_eq!(p.handle(0, &Msg::default()).unwrap(), r#"{"n":2}"#);
-        assert_eq!(
-            p.handle(5, &Msg::default()).unwrap_err().code,
-            "invalid_action"
-        );
-        assert_eq!(p.actions[0].example, Some(json!({"cmd": "inc"})));
     }
 }

@@ -69,7 +69,7 @@ impl Drop for Process {
 }
 
 /// The seed plugins the demo serves.
-pub const SEEDS: [&str; 5] = ["salute", "math", "account", "config", "user"];
+pub const SEEDS: [&str; 6] = ["salute", "math", "account", "config", "user", "audit"];
 
 /// The repository root.
 pub fn repo() -> PathBuf {

@@ -474,7 +474,10 @@ pub fn data_dir() -> PathBuf {
         return Path::new(&dir).join("wasmeca");
     }
     if let Some(home) = std::env::var_os("HOME") {
-        return Path::new(&home).join(".local").join("share").join("wasmeca");
+        return Path::new(&home)
+            .join(".local")
+            .join("share")
+            .join("wasmeca");
     }
     std::env::temp_dir().join("wasmeca-data")
 }

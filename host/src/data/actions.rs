@@ -78,19 +78,20 @@ pub fn install(registry: &Registry, settings: DataSettings) {
         cache: OnceCell::new(),
     });
     let version = Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0));
-    let actions = |api: Api, patterns: &[(String, &'static str)]| -> Vec<(Pattern, Arc<dyn Handler>)> {
-        patterns
-            .iter()
-            .filter_map(|(pattern, cmd)| {
-                let action: Arc<dyn Handler> = Arc::new(Action {
-                    api,
-                    cmd,
-                    stores: stores.clone(),
-                });
-                Some((Pattern::parse(pattern).ok()?, action))
-            })
-            .collect()
-    };
+    let actions =
+        |api: Api, patterns: &[(String, &'static str)]| -> Vec<(Pattern, Arc<dyn Handler>)> {
+            patterns
+                .iter()
+                .filter_map(|(pattern, cmd)| {
+                    let action: Arc<dyn Handler> = Arc::new(Action {
+                        api,
+                        cmd,
+                        stores: stores.clone(),
+                    });
+                    Some((Pattern::parse(pattern).ok()?, action))
+                })
+                .collect()
+        };
     let entity_patterns: Vec<(String, &'static str)> = ENTITY
         .iter()
         .flat_map(|cmd| {

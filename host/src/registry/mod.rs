@@ -17,7 +17,7 @@ use crate::plugins::{Plugin, PluginSource};
 use crate::remote::ClientEntry;
 use crate::runtime::{Host, LoadError, Runtime, no_host};
 
-pub use snapshot::{Action, Resolution, Snapshot, Target};
+pub use snapshot::{Action, Observer, Resolution, Snapshot, Target};
 
 /// A check that may refuse a plugin arriving by a swap (the REST gateway refuses one whose
 /// routes another plugin holds). Checks are pure: they may run more than once for one swap.

@@ -10,11 +10,12 @@ use serde_json::json;
 
 use crate::error::{ActError, Code};
 use crate::message::{Message, Reply};
-use crate::metrics::{Metrics, PatternMetrics};
+use crate::metrics::{Metrics, ObserverMetrics, PatternMetrics};
 use crate::pattern::Patrun;
+use crate::pattern::{Glob, Pattern, match_string};
 use crate::plugins::{Backend, Plugin};
 use crate::remote::ClientEntry;
-use crate::runtime::{BoxFuture, CallCtx, Caller, Handler};
+use crate::runtime::{BoxFuture, Call, CallCtx, Caller, Handler};
 
 /// One action in the trie: which plugin, which of its actions, and what it overrode.
 pub struct Action {
@@ -51,7 +52,13 @@ impl Action {
             Backend::Wasm(pool) => {
                 let json = msg.to_json();
                 let out = pool
-                    .call(self.index, json, ctx, self.prior.clone(), &self.pattern)
+                    .call(
+                        Call::Handle(self.index),
+                        json,
+                        ctx,
+                        self.prior.clone(),
+                        &self.pattern,
+                    )
                     .await;
                 out.and_then(|out| {
                     Reply::from_json(out).map_err(|what| {
@@ -105,6 +112,105 @@ impl Handler for Action {
 
     fn describe(&self) -> String {
         format!("{self:?}")
+    }
+}
+
+/// How one pair of an observer's pattern tests an event's value.
+#[derive(Debug, Clone)]
+enum Test {
+    /// The value's `String(value)` is this text.
+    Is(String),
+    /// The value matches this glob.
+    Like(Glob),
+}
+
+/// One observer: a plugin's event pattern and the instance export that handles the events.
+pub struct Observer {
+    /// The plugin observing.
+    pub plugin: Arc<Plugin>,
+    /// Index into the plugin's observers (what `observe` receives).
+    pub index: u32,
+    /// The pattern, canonical.
+    pub pattern: Pattern,
+    /// The pattern's pairs as tests, compiled once.
+    tests: Vec<(String, Test)>,
+    /// The plugin as the caller of what the observer acts.
+    caller: Arc<Caller>,
+    /// Events delivered to it and failed, created once.
+    pub metrics: ObserverMetrics,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "observer {} ({})", self.pattern, self.plugin.key())
+    }
+}
+
+impl Observer {
+    fn new(
+        plugin: &Arc<Plugin>,
+        index: usize,
+        pattern: &Pattern,
+        caller: &Arc<Caller>,
+        metrics: &Metrics,
+    ) -> Self {
+        let tests = pattern
+            .pairs()
+            .iter()
+            .map(|(key, value)| {
+                let test = if Glob::is_glob(value) {
+                    Test::Like(Glob::new(value))
+                } else {
+                    Test::Is(value.clone())
+                };
+                (key.clone(), test)
+            })
+            .collect();
+        let text = pattern.to_string();
+        Self {
+            metrics: metrics.observer(&text),
+            plugin: plugin.clone(),
+            index: index as u32,
+            pattern: pattern.clone(),
+            tests,
+            caller: caller.clone(),
+        }
+    }
+
+    /// True when every pair of the pattern holds for `event` (a key the pattern names must be
+    /// there; globs as in actions).
+    pub fn matches(&self, event: &Message) -> bool {
+        self.tests.iter().all(|(key, test)| {
+            let value = event.get(key.as_str());
+            match test {
+                Test::Is(text) => value.is_some() && match_string(value) == text.as_str(),
+                Test::Like(glob) => glob.matches_value(value),
+            }
+        })
+    }
+
+    /// Runs the observer on `event` under `ctx`; its answer is discarded.
+    pub async fn observe(&self, event: &Message, mut ctx: CallCtx) -> Result<(), ActError> {
+        let Backend::Wasm(pool) = &self.plugin.backend else {
+            return Ok(());
+        };
+        ctx.caller = Some(self.caller.clone());
+        let pattern = self.pattern.to_string();
+        let outcome = pool
+            .call(
+                Call::Observe(self.index),
+                event.to_json(),
+                ctx,
+                None,
+                &pattern,
+            )
+            .await
+            .map(drop);
+        match &outcome {
+            Ok(()) => self.metrics.delivered(),
+            Err(_) => self.metrics.failed(),
+        }
+        outcome
     }
 }
 
@@ -198,6 +304,8 @@ pub struct Snapshot {
     plugins: Vec<Arc<Plugin>>,
     /// Patterns to slots.
     trie: Patrun<Slot>,
+    /// Every observer of every plugin, in load order.
+    observers: Vec<Arc<Observer>>,
 }
 
 impl Snapshot {
@@ -218,6 +326,7 @@ impl Snapshot {
             generation,
             plugins: Vec::with_capacity(plugins.len()),
             trie,
+            observers: Vec::new(),
         };
         for plugin in plugins {
             set.add(plugin, metrics);
@@ -275,6 +384,10 @@ impl Snapshot {
             group.versions.insert(at, action);
             slot.groups.push(group);
         }
+        for (index, decl) in plugin.observers.iter().enumerate() {
+            let observer = Observer::new(&plugin, index, &decl.pattern, &caller, metrics);
+            self.observers.push(Arc::new(observer));
+        }
         self.plugins.push(plugin);
     }
 
@@ -296,6 +409,21 @@ impl Snapshot {
             .flat_map(|(_, slot)| slot.groups.iter().rev())
             .flat_map(|group| group.versions.iter())
             .collect()
+    }
+
+    /// The observers whose pattern matches `event`: every one of them, not only the most
+    /// specific.
+    pub fn observers_of(&self, event: &Message) -> Vec<Arc<Observer>> {
+        self.observers
+            .iter()
+            .filter(|o| o.matches(event))
+            .cloned()
+            .collect()
+    }
+
+    /// Every observer, for the event bindings a broker needs.
+    pub fn observers(&self) -> &[Arc<Observer>] {
+        &self.observers
     }
 
     /// The plugin with this `name@version`.

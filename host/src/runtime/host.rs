@@ -15,7 +15,7 @@ use smallvec::SmallVec;
 use tokio::time::Instant;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use super::bindings::wasmeca::plugin::{host, types};
+use super::bindings::{current, v0_1};
 use super::instance::State;
 use crate::error::{ActError, Code};
 use crate::message::{Message, Reply, json_kind};
@@ -103,6 +103,14 @@ pub trait Host: Send + Sync {
         msg: Message,
         parent: &'a CallCtx,
     ) -> BoxFuture<'a, Result<Reply, ActError>>;
+
+    /// `publish(event)` from a guest whose call runs under `parent`: resolves once the event
+    /// is accepted.
+    fn publish<'a>(
+        &'a self,
+        event: Message,
+        parent: &'a CallCtx,
+    ) -> BoxFuture<'a, Result<(), ActError>>;
 }
 
 /// The frame of the call an instance is running: where nested acts and `prior` come from.
@@ -113,49 +121,70 @@ pub(crate) struct Frame {
     pub prior: Option<Arc<dyn Handler>>,
 }
 
-impl types::Host for State {}
+/// A log line's level, whichever contract it came through.
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    /// Very fine detail.
+    Trace,
+    /// Development detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected the plugin handled.
+    Warn,
+    /// Something failed.
+    Error,
+}
 
-impl host::Host for State {
-    async fn act(&mut self, msg: String) -> Result<String, types::Error> {
-        let Some(host) = self.host.upgrade() else {
-            return Err(to_wit(&closed()));
-        };
-        let msg = parse_object(&msg).map_err(|e| to_wit(&e))?;
-        let Some(frame) = self.frame.as_ref() else {
-            return Err(to_wit(&outside("act")));
-        };
-        let parent = frame.ctx.clone();
+impl State {
+    /// `act(msg)`: a nested act under the running call's context.
+    async fn act_import(&mut self, msg: String) -> Result<String, ActError> {
+        let host = self.host.upgrade().ok_or_else(closed)?;
+        let msg = parse_object(&msg)?;
+        let parent = self
+            .frame
+            .as_ref()
+            .ok_or_else(|| outside("act"))?
+            .ctx
+            .clone();
         let result = host.act(msg, &parent).await;
-        result
-            .map(|r| r.as_str().to_owned())
-            .map_err(|e| to_wit(&e))
+        result.map(|r| r.as_str().to_owned())
     }
 
-    async fn prior(&mut self, msg: String) -> Result<String, types::Error> {
-        let Some(host) = self.host.upgrade() else {
-            return Err(to_wit(&closed()));
-        };
-        let msg = parse_object(&msg).map_err(|e| to_wit(&e))?;
-        let Some(frame) = self.frame.as_ref() else {
-            return Err(to_wit(&outside("prior")));
-        };
+    /// `prior(msg)`: what the running action overrode.
+    async fn prior_import(&mut self, msg: String) -> Result<String, ActError> {
+        let host = self.host.upgrade().ok_or_else(closed)?;
+        let msg = parse_object(&msg)?;
+        let frame = self.frame.as_ref().ok_or_else(|| outside("prior"))?;
         let (ctx, prior) = (frame.ctx.clone(), frame.prior.clone());
         let result = host.prior(prior.as_ref(), msg, &ctx).await;
-        result
-            .map(|r| r.as_str().to_owned())
-            .map_err(|e| to_wit(&e))
+        result.map(|r| r.as_str().to_owned())
     }
 
-    async fn log(&mut self, level: types::Level, mut text: String) {
+    /// `publish(event)`: an event from the running call.
+    async fn publish_import(&mut self, event: String) -> Result<(), ActError> {
+        let host = self.host.upgrade().ok_or_else(closed)?;
+        let event = parse_object(&event)?;
+        let parent = self
+            .frame
+            .as_ref()
+            .ok_or_else(|| outside("publish"))?
+            .ctx
+            .clone();
+        host.publish(event, &parent).await
+    }
+
+    /// `log(level, text)`, tagged with the plugin and the transaction.
+    fn log_import(&mut self, level: Level, mut text: String) {
         cap_line(&mut text);
         let plugin = &*self.ident;
         let tx = self.frame.as_ref().map_or("-", |f| &*f.ctx.tx);
         match level {
-            types::Level::Trace => tracing::trace!(target: "wasmeca::plugin", plugin, tx, "{text}"),
-            types::Level::Debug => tracing::debug!(target: "wasmeca::plugin", plugin, tx, "{text}"),
-            types::Level::Info => tracing::info!(target: "wasmeca::plugin", plugin, tx, "{text}"),
-            types::Level::Warn => tracing::warn!(target: "wasmeca::plugin", plugin, tx, "{text}"),
-            types::Level::Error => {
+            Level::Trace => tracing::trace!(target: "wasmeca::plugin", plugin, tx, "{text}"),
+            Level::Debug => tracing::debug!(target: "wasmeca::plugin", plugin, tx, "{text}"),
+            Level::Info => tracing::info!(target: "wasmeca::plugin", plugin, tx, "{text}"),
+            Level::Warn => tracing::warn!(target: "wasmeca::plugin", plugin, tx, "{text}"),
+            Level::Error => {
                 tracing::error!(target: "wasmeca::plugin", plugin, tx, "{text}");
                 if text.starts_with("panicked at") {
                     self.panic = Some(text);
@@ -164,6 +193,53 @@ impl host::Host for State {
         }
     }
 }
+
+/// The host imports of one contract, on the shared implementations above.
+macro_rules! imports {
+    ($world:ident $(, $publish:ident)?) => {
+        impl $world::wasmeca::plugin::types::Host for State {}
+
+        impl $world::wasmeca::plugin::host::Host for State {
+            async fn act(
+                &mut self,
+                msg: String,
+            ) -> Result<String, $world::wasmeca::plugin::types::Error> {
+                self.act_import(msg).await.map_err(|e| (&e).into())
+            }
+
+            async fn prior(
+                &mut self,
+                msg: String,
+            ) -> Result<String, $world::wasmeca::plugin::types::Error> {
+                self.prior_import(msg).await.map_err(|e| (&e).into())
+            }
+
+            async fn log(&mut self, level: $world::wasmeca::plugin::types::Level, text: String) {
+                use $world::wasmeca::plugin::types::Level as L;
+                let level = match level {
+                    L::Trace => Level::Trace,
+                    L::Debug => Level::Debug,
+                    L::Info => Level::Info,
+                    L::Warn => Level::Warn,
+                    L::Error => Level::Error,
+                };
+                self.log_import(level, text);
+            }
+
+            $(
+                async fn $publish(
+                    &mut self,
+                    event: String,
+                ) -> Result<(), $world::wasmeca::plugin::types::Error> {
+                    self.publish_import(event).await.map_err(|e| (&e).into())
+                }
+            )?
+        }
+    };
+}
+
+imports!(current, publish);
+imports!(v0_1);
 
 /// The answer to an import called when the host is gone.
 fn closed() -> ActError {
@@ -191,29 +267,6 @@ fn parse_object(text: &str) -> Result<Message, ActError> {
             Code::InvalidMessage,
             format!("the message is not JSON: {e}"),
         )),
-    }
-}
-
-/// An [`ActError`] as the WIT error record.
-fn to_wit(e: &ActError) -> types::Error {
-    types::Error {
-        code: e.code.clone(),
-        message: e.message.clone(),
-        details: e.details.as_deref().map(Value::to_string),
-        status: e.status,
-    }
-}
-
-/// A WIT error record from a plugin as an [`ActError`]; details that are not JSON stay text.
-pub(crate) fn from_wit(e: types::Error) -> ActError {
-    let details = e
-        .details
-        .map(|d| Box::new(serde_json::from_str(&d).unwrap_or(Value::String(d))));
-    ActError {
-        code: e.code,
-        message: e.message,
-        details,
-        status: e.status,
     }
 }
 

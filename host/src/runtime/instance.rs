@@ -16,10 +16,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings;
-use super::bindings::wasmeca::plugin::types;
-use super::host::{CallCtx, Frame, Handler, Host, LogStream, from_wit};
-use super::{Compiled, LoadError, Runtime};
+use super::bindings::{Manifest, current, v0_1};
+use super::host::{CallCtx, Frame, Handler, Host, LogStream};
+use super::{Compiled, LoadError, Pre, Runtime};
 use crate::error::{ActError, Code};
 
 /// Store data of one instance.
@@ -75,12 +74,29 @@ impl ResourceLimiter for State {
     }
 }
 
+/// A live instance's exports, by the contract its component implements.
+enum Exports {
+    /// `wasmeca:plugin@0.2.0`.
+    Current(current::Plugin),
+    /// `wasmeca:plugin@0.1.0`.
+    V0_1(v0_1::Plugin),
+}
+
+/// What an instance is asked to run.
+#[derive(Debug, Clone, Copy)]
+pub enum Call {
+    /// `handle(action, msg)`: answer a message for one of the manifest's actions.
+    Handle(u32),
+    /// `observe(observer, event)`: handle an event for one of the manifest's observers.
+    Observe(u32),
+}
+
 /// One live instance: its store and its exports.
 struct Instance {
     /// The store: memory, tables, and [`State`].
     store: Store<State>,
     /// Typed access to the exports.
-    plugin: bindings::Plugin,
+    plugin: Exports,
     /// The turn to run long its current call holds, if it ran past an epoch tick.
     turn: Turn,
 }
@@ -112,8 +128,8 @@ impl Turn {
 
 /// What a plugin answered, or how it failed.
 enum Outcome {
-    /// The export returned (an answer or the plugin's own error).
-    Returned(Result<String, types::Error>),
+    /// The export returned: an answer (`null` for an observer), or the plugin's own error.
+    Returned(Result<String, ActError>),
     /// The instance trapped; it is unusable.
     Trapped(ActError),
 }
@@ -175,7 +191,10 @@ impl Instance {
             ))
         });
         store.set_epoch_deadline(1);
-        let plugin = compiled.pre.instantiate_async(&mut store).await?;
+        let plugin = match &compiled.pre {
+            Pre::Current(pre) => Exports::Current(pre.instantiate_async(&mut store).await?),
+            Pre::V0_1(pre) => Exports::V0_1(pre.instantiate_async(&mut store).await?),
+        };
         Ok(Self {
             store,
             plugin,
@@ -188,31 +207,54 @@ impl Instance {
         &mut self,
         options: &String,
         ctx: CallCtx,
-    ) -> wasmtime::Result<Result<types::Manifest, types::Error>> {
+    ) -> wasmtime::Result<Result<Manifest, ActError>> {
         self.store.data_mut().frame = Some(Frame { ctx, prior: None });
         self.store.set_epoch_deadline(1);
-        let out = self
-            .plugin
-            .wasmeca_plugin_guest()
-            .call_init(&mut self.store, options)
-            .await;
+        let out = match &self.plugin {
+            Exports::Current(p) => p
+                .wasmeca_plugin_guest()
+                .call_init(&mut self.store, options)
+                .await
+                .map(|r| r.map(Manifest::from).map_err(ActError::from)),
+            Exports::V0_1(p) => p
+                .wasmeca_plugin_guest()
+                .call_init(&mut self.store, options)
+                .await
+                .map(|r| r.map(Manifest::from).map_err(ActError::from)),
+        };
         self.turn.release();
         self.store.data_mut().frame = None;
         out
     }
 
-    /// Runs `handle` for one message.
-    async fn handle(&mut self, action: u32, msg: &String, frame: Frame) -> Outcome {
+    /// Runs `handle` for one message, or `observe` for one event.
+    async fn handle(&mut self, call: Call, msg: &String, frame: Frame) -> Outcome {
         let state = self.store.data_mut();
         state.frame = Some(frame);
         state.panic = None;
         state.out_of_memory = false;
         self.store.set_epoch_deadline(1);
-        let out = self
-            .plugin
-            .wasmeca_plugin_guest()
-            .call_handle(&mut self.store, action, msg)
-            .await;
+        let out = match (&self.plugin, call) {
+            (Exports::Current(p), Call::Handle(action)) => p
+                .wasmeca_plugin_guest()
+                .call_handle(&mut self.store, action, msg)
+                .await
+                .map(|r| r.map_err(ActError::from)),
+            (Exports::Current(p), Call::Observe(observer)) => p
+                .wasmeca_plugin_guest()
+                .call_observe(&mut self.store, observer, msg)
+                .await
+                .map(|r| r.map(|()| "null".to_owned()).map_err(ActError::from)),
+            (Exports::V0_1(p), Call::Handle(action)) => p
+                .wasmeca_plugin_guest()
+                .call_handle(&mut self.store, action, msg)
+                .await
+                .map(|r| r.map_err(ActError::from)),
+            (Exports::V0_1(_), Call::Observe(_)) => Ok(Err(ActError::host(
+                Code::PluginTrap,
+                "a wasmeca:plugin@0.1.0 plugin has no observers",
+            ))),
+        };
         self.turn.release();
         let state = self.store.data_mut();
         let frame = state.frame.take();
@@ -282,10 +324,10 @@ impl RawInstance {
         );
         match self
             .instance
-            .handle(action, msg, Frame { ctx, prior: None })
+            .handle(Call::Handle(action), msg, Frame { ctx, prior: None })
             .await
         {
-            Outcome::Returned(answer) => answer.map_err(from_wit),
+            Outcome::Returned(answer) => answer,
             Outcome::Trapped(e) => Err(e),
         }
     }
@@ -301,6 +343,14 @@ pub fn no_host() -> Weak<dyn Host> {
 struct Nobody;
 
 impl Host for Nobody {
+    fn publish<'a>(
+        &'a self,
+        _event: crate::message::Message,
+        _parent: &'a CallCtx,
+    ) -> super::BoxFuture<'a, Result<(), ActError>> {
+        unreachable!("a dangling Weak never upgrades")
+    }
+
     fn act<'a>(
         &'a self,
         _msg: crate::message::Message,
@@ -327,7 +377,7 @@ async fn instantiate(
     long: Arc<Semaphore>,
     options: &String,
     ctx: CallCtx,
-) -> Result<(Instance, types::Manifest), LoadError> {
+) -> Result<(Instance, Manifest), LoadError> {
     let path = || compiled.path.to_path_buf();
     let file_name = compiled
         .path
@@ -354,7 +404,7 @@ async fn instantiate(
         }
         Ok(Err(error)) => Err(LoadError::Init {
             path: path(),
-            error: from_wit(error),
+            error,
         }),
         Err(trap) => Err(LoadError::Trap {
             path: path(),
@@ -403,7 +453,7 @@ impl Pool {
         options: Arc<String>,
         size: usize,
         init_timeout: std::time::Duration,
-    ) -> Result<(Arc<Self>, types::Manifest), LoadError> {
+    ) -> Result<(Arc<Self>, Manifest), LoadError> {
         let size = size.max(1);
         let ctx = || {
             CallCtx::root(
@@ -468,13 +518,13 @@ impl Pool {
         self.size
     }
 
-    /// Calls `handle(action, msg)` on a leased instance within `ctx.deadline`. A guest that
+    /// Calls `handle` (or `observe`) with `msg` on a leased instance within `ctx.deadline`. A guest that
     /// computes for long yields at every epoch tick behind the work already waiting, and at
     /// most [`Runtime::long_calls_per_plugin`] calls of this plugin compute past their first
     /// tick at once, so one plugin never holds every async worker.
     pub async fn call(
         self: &Arc<Self>,
-        action: u32,
+        call: Call,
         msg: String,
         mut ctx: CallCtx,
         prior: Option<Arc<dyn Handler>>,
@@ -536,7 +586,7 @@ impl Pool {
         let Some(instance) = lease.instance.as_mut() else {
             unreachable!("just set")
         };
-        let call = instance.handle(action, &msg, Frame { ctx, prior });
+        let call = instance.handle(call, &msg, Frame { ctx, prior });
         let outcome = within(deadline, &self.runtime, call).await;
         match outcome {
             Ok(Outcome::Returned(Ok(answer))) if answer.len() > self.runtime.max_result() => {
@@ -553,7 +603,7 @@ impl Pool {
             }
             Ok(Outcome::Returned(answer)) => {
                 lease.clean = true;
-                answer.map_err(from_wit)
+                answer
             }
             Ok(Outcome::Trapped(_)) if self.runtime.is_interrupted() => {
                 Err(Stop::Interrupted.error(timeout))

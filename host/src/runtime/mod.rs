@@ -17,14 +17,14 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-pub use bindings::wasmeca::plugin::types::{Action as ManifestAction, Manifest};
+pub use bindings::{Contract, Manifest, ManifestAction};
 pub use cache::CompileCache;
 pub use host::{BoxFuture, CallCtx, Caller, Handler, Host};
-pub use instance::{Pool, RawInstance, no_host};
+pub use instance::{Call, Pool, RawInstance, no_host};
 
 use crate::error::ActError;
 use crate::pattern::PatternError;
-use bindings::PluginPre;
+use bindings::{current, v0_1};
 use instance::State;
 
 /// How often the epoch advances: the granularity of deadlines, and how often a busy plugin
@@ -67,7 +67,9 @@ pub enum LoadError {
         detail: String,
     },
     /// The component does not implement the `wasmeca:plugin` world.
-    #[error("plugin file {path}: does not implement the wasmeca:plugin@0.1.0 contract: {detail}")]
+    #[error(
+        "plugin file {path}: does not implement the wasmeca:plugin contract (0.2.0, or 0.1.0): {detail}"
+    )]
     Contract {
         /// The file.
         path: PathBuf,
@@ -137,6 +139,14 @@ pub enum ManifestProblem {
         /// The parse error, with the column.
         error: PatternError,
     },
+    /// An observer's pattern does not parse.
+    #[error("observer {index}: {error}")]
+    Observer {
+        /// Index into the observers list.
+        index: usize,
+        /// The parse error, with the column.
+        error: PatternError,
+    },
     /// An example is not a JSON object.
     #[error("action {index} (`{pattern}`): example is not a JSON object: {reason}")]
     Example {
@@ -187,7 +197,26 @@ pub struct Compiled {
     /// blake3 of the file's bytes, hex: identifies the exact build.
     pub hash: Arc<str>,
     /// Pre-linked component: instantiation without re-resolving imports.
-    pre: PluginPre<State>,
+    pre: Pre,
+}
+
+/// A component pre-linked for the contract it implements.
+#[derive(Clone)]
+enum Pre {
+    /// `wasmeca:plugin@0.2.0`.
+    Current(current::PluginPre<State>),
+    /// `wasmeca:plugin@0.1.0`.
+    V0_1(v0_1::PluginPre<State>),
+}
+
+impl Compiled {
+    /// The contract the component implements.
+    pub fn contract(&self) -> Contract {
+        match self.pre {
+            Pre::Current(_) => Contract::Current,
+            Pre::V0_1(_) => Contract::V0_1,
+        }
+    }
 }
 
 impl fmt::Debug for Compiled {
@@ -268,7 +297,9 @@ impl Runtime {
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError(format!("{e:#}")))?;
-        bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        current::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError(format!("{e:#}")))?;
+        v0_1::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError(format!("{e:#}")))?;
 
         let cache = match cache_dir {
@@ -386,10 +417,19 @@ impl Runtime {
                 path: path_buf(),
                 detail: format!("{e:#}"),
             })?;
-        let pre = PluginPre::new(pre).map_err(|e| LoadError::Contract {
-            path: path_buf(),
-            detail: format!("{e:#}"),
-        })?;
+        // The current contract first; a component built against 0.1.0 is served as it is.
+        let pre = match current::PluginPre::new(pre.clone()) {
+            Ok(pre) => Pre::Current(pre),
+            Err(now) => match v0_1::PluginPre::new(pre) {
+                Ok(pre) => Pre::V0_1(pre),
+                Err(then) => {
+                    return Err(LoadError::Contract {
+                        path: path_buf(),
+                        detail: format!("{now:#}; as 0.1.0: {then:#}"),
+                    });
+                }
+            },
+        };
         Ok(Compiled {
             path: path.into(),
             hash: hash.into(),

@@ -1,7 +1,8 @@
 //! `user@1.0.0`: the seed's CRUD module. `module:user,if:list|load|edit|create|delete` over the
 //! host's entity store (entity `user`), which it seeds with users 1, 2, 3 (甲, 乙, 丙) the first
-//! time only, so users survive restarts and redeploys. Reachable over REST through its seneca-web
-//! route map (prefix `/user`). The id comes from the route (`args.params.id`) or from the message
+//! time only, so users survive restarts and redeploys; every user created is published as the
+//! event `evt:user,cmd:created`. Reachable over REST through its seneca-web route map (prefix
+//! `/user`). The id comes from the route (`args.params.id`) or from the message
 //! (`id`); names from the body (`args.body.name`) or the message (`name`).
 
 use serde::{Deserialize, Serialize};
@@ -75,7 +76,15 @@ fn create(name: String) -> Result<User> {
         let last = users().list(json!({ "sort$": { "id": -1 }, "limit$": 1 }))?;
         let id = last.first().and_then(|u| u["id"].as_i64()).unwrap_or(0) + 1;
         match users().save(json!({ "id$": id, "name": name })) {
-            Ok(stored) => return user(stored),
+            Ok(stored) => {
+                let created = user(stored)?;
+                // Observers (the audit plugin, a mailer...) hear of it; the user exists either way.
+                let event = json!({ "evt": "user", "cmd": "created", "id": created.id, "name": created.name });
+                if let Err(e) = wasmeca_sdk::publish(event) {
+                    wasmeca_sdk::warn!("user {} created, but the event was not published: {e}", created.id);
+                }
+                return Ok(created);
+            }
             Err(e) if e.code == "entity-id-exists" => continue,
             Err(e) => return Err(e),
         }

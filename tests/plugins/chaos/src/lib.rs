@@ -1,7 +1,10 @@
 //! `chaos@1.0.0`: a plugin that misbehaves on request, so the tests can check that the host
 //! answers with an error within the deadline or cap, replaces the instance, and keeps serving.
 //! Options: `{"fail_init": true}` makes init fail; `{"bad_pattern": true}` declares a pattern
-//! that does not parse.
+//! that does not parse; `{"observe": ["evt:x", ...]}` adds observers, which count the events
+//! they get, record each in the host's cache under `<mark>:<event id>` (`mark` defaults to the
+//! name, with the event's `tx$` as the value) and fail on an event with `fail: true`;
+//! `chaos:observed` answers the count, and `chaos:publish` publishes its `event`.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,10 @@ struct Chaos {
     calls: u64,
     /// `options.name`: tells hosts apart in multi-host tests.
     name: String,
+    /// Events its observers handled.
+    observed: u64,
+    /// `options.mark`: the prefix of the cache keys observed events are recorded under.
+    mark: String,
 }
 
 fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
@@ -20,7 +27,17 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
         return Err(Error::new("bad_options", "fail_init was set"));
     }
     let name = options.str("name").unwrap_or("chaos").to_owned();
-    let mut plugin = Plugin::with_state("chaos", "1.0.0", Chaos { calls: 0, name })
+    let mark = options.str("mark").unwrap_or(&name).to_owned();
+    let mut plugin = Plugin::with_state(
+        "chaos",
+        "1.0.0",
+        Chaos {
+            calls: 0,
+            name,
+            observed: 0,
+            mark,
+        },
+    )
         .add("chaos:ok", |s, _| {
             s.calls += 1;
             Ok(json!({ "ok": true, "calls": s.calls }))
@@ -81,6 +98,29 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
             wasmeca_sdk::info!("chaos says {}", msg.str("text").unwrap_or("hello"));
             println!("chaos prints to stdout");
             Ok(json!({ "logged": true }))
+        });
+    let observed: Vec<String> = options
+        .get("observe")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    for pattern in &observed {
+        plugin = plugin.observe(pattern, |s, event| {
+            if event.bool("fail") == Some(true) {
+                return Err(Error::new("observer_failed", "this event asks to fail"));
+            }
+            let id = event.str("event$").unwrap_or("-").to_owned();
+            let tx = event.str("tx$").unwrap_or("-").to_owned();
+            wasmeca_sdk::act(json!({ "role": "cache", "cmd": "set", "key": format!("{}:{id}", s.mark), "val": tx }))?;
+            s.observed += 1;
+            Ok(())
+        });
+    }
+    plugin = plugin
+        .add("chaos:observed", |s, _| Ok(json!({ "observed": s.observed, "name": s.name })))
+        .add("chaos:publish", |_, msg| {
+            wasmeca_sdk::publish(msg.get("event").cloned().unwrap_or(json!({})))?;
+            Ok(json!({ "published": true, "tx": msg.tx() }))
         });
     if options.bool("bad_pattern") == Some(true) {
         plugin = plugin.add("chaos:bad,,x", |_, _| Ok(json!({})));
