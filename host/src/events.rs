@@ -3,12 +3,13 @@
 //! in-memory [`LocalBus`] here, or a broker adapter), and [`deliver`] runs this host's matching
 //! observers on it, each once.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{ActError, Code};
 use crate::message::{self, Message};
@@ -21,8 +22,8 @@ pub const EVENT_ID: &str = "event$";
 /// Where published events go.
 pub trait Bus: Send + Sync {
     /// Accepts a stamped event: resolves once it is queued in this host, or confirmed by the
-    /// broker.
-    fn publish(&self, event: Message) -> BoxFuture<'_, Result<(), ActError>>;
+    /// broker, or fails at `deadline`.
+    fn publish(&self, event: Message, deadline: Instant) -> BoxFuture<'_, Result<(), ActError>>;
 
     /// What it is, for logs (`in memory`, `amqp://…@host (exchange wasmeca.events)`).
     fn describe(&self) -> String;
@@ -56,6 +57,25 @@ pub struct Failure {
     pub observer: Arc<Observer>,
     /// Why.
     pub error: ActError,
+}
+
+/// How many times an observer is tried on one event before it is given up on, and how long
+/// to wait between tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Tries in all (at least 1).
+    pub attempts: u32,
+    /// The wait before the second try; it doubles for each try after.
+    pub backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            backoff: Duration::from_millis(100),
+        }
+    }
 }
 
 /// Runs every observer in `observers` on `event` at once, each within `timeout`; returns
@@ -96,6 +116,33 @@ pub async fn deliver(
         .collect()
 }
 
+/// [`deliver`], then tries the observers that failed again (only those) as `retry` says,
+/// until none fails, the tries are used up, or `stop` is cancelled; returns the failures of
+/// the last try.
+pub async fn deliver_with_retries(
+    observers: Vec<Arc<Observer>>,
+    event: &Message,
+    timeout: Duration,
+    retry: Retry,
+    stop: &CancellationToken,
+) -> Vec<Failure> {
+    let mut failures = deliver(observers, event, timeout).await;
+    let mut wait = retry.backoff;
+    for _ in 1..retry.attempts.max(1) {
+        if failures.is_empty() || stop.is_cancelled() {
+            break;
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = wait.saturating_mul(2);
+        let again = failures.into_iter().map(|f| f.observer).collect();
+        failures = deliver(again, event, timeout).await;
+    }
+    failures
+}
+
 /// How many events the in-memory bus holds waiting for their observers.
 pub const LOCAL_QUEUE: usize = 10_000;
 
@@ -105,50 +152,107 @@ const LOCAL_CONCURRENCY: usize = 64;
 /// Events within one host, in memory: a bounded queue and a task that delivers each event to
 /// the host's observers, concurrently with the publisher. When the queue is full, `publish`
 /// waits for room (so a flood slows its publishers instead of exhausting memory), up to the
-/// publisher's deadline. Not durable: events queued when the host stops are lost.
+/// publisher's deadline, then fails with `events_full`. Not durable: events queued when the
+/// host stops are lost.
 pub struct LocalBus {
-    /// The queue.
-    queue: mpsc::Sender<Message>,
+    /// Whose observers hear the events.
+    registry: WeakRegistry,
+    /// How long one observer may take on one event.
+    timeout: Duration,
+    /// How failing observers are retried.
+    retry: Retry,
+    /// The queue, made (and its task started) on the first publish, inside the async runtime.
+    queue: OnceLock<mpsc::Sender<Message>>,
 }
 
 impl LocalBus {
-    /// A bus delivering to the observers of `registry`, each within `timeout`; its task runs
-    /// on the current tokio runtime until the registry is gone.
-    pub fn start(registry: WeakRegistry, timeout: Duration) -> Self {
-        let (queue, mut events) = mpsc::channel::<Message>(LOCAL_QUEUE);
+    /// A bus delivering to the observers of `registry`, each within `timeout`, retrying as
+    /// `retry` says; its task runs from the first publish until the registry is gone.
+    pub fn new(registry: WeakRegistry, timeout: Duration, retry: Retry) -> Self {
+        Self {
+            registry,
+            timeout,
+            retry,
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// The queue, starting its task the first time.
+    fn queue(&self) -> &mpsc::Sender<Message> {
+        self.queue.get_or_init(|| {
+            let (queue, events) = mpsc::channel::<Message>(LOCAL_QUEUE);
+            tokio::spawn(run_local(
+                events,
+                self.registry.clone(),
+                self.timeout,
+                self.retry,
+            ));
+            queue
+        })
+    }
+}
+
+/// The in-memory bus's task: takes each event off the queue and delivers it, at most
+/// [`LOCAL_CONCURRENCY`] at once.
+async fn run_local(
+    mut events: mpsc::Receiver<Message>,
+    registry: WeakRegistry,
+    timeout: Duration,
+    retry: Retry,
+) {
+    let running = Arc::new(Semaphore::new(LOCAL_CONCURRENCY));
+    // Nothing stops the retries early: the queue is not durable, and nothing drains it.
+    let stop = CancellationToken::new();
+    while let Some(event) = events.recv().await {
+        let Some(registry) = registry.upgrade() else {
+            break;
+        };
+        let observers = registry.snapshot().observers_of(&event);
+        drop(registry);
+        if observers.is_empty() {
+            continue;
+        }
+        let Ok(turn) = running.clone().acquire_owned().await else {
+            break;
+        };
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let running = Arc::new(Semaphore::new(LOCAL_CONCURRENCY));
-            while let Some(event) = events.recv().await {
-                let Some(registry) = registry.upgrade() else {
-                    break;
-                };
-                let observers = registry.snapshot().observers_of(&event);
-                drop(registry);
-                if observers.is_empty() {
-                    continue;
-                }
-                let Ok(turn) = running.clone().acquire_owned().await else {
-                    break;
-                };
-                tokio::spawn(async move {
-                    let _turn = turn;
-                    deliver(observers, &event, timeout).await;
-                });
+            let _turn = turn;
+            for failure in deliver_with_retries(observers, &event, timeout, retry, &stop).await {
+                failure.observer.metrics.dropped();
+                tracing::error!(
+                    plugin = %failure.observer.plugin.key(),
+                    pattern = %failure.observer.pattern,
+                    code = %failure.error.code,
+                    event = id_of(&event),
+                    "observer gave up on the event after {} tries (in memory there is no \
+                     dead-letter queue): {}; the event was {}",
+                    retry.attempts,
+                    failure.error.message,
+                    crate::error::clip(&event.to_json())
+                );
             }
         });
-        Self { queue }
     }
 }
 
 impl Bus for LocalBus {
-    fn publish(&self, event: Message) -> BoxFuture<'_, Result<(), ActError>> {
+    fn publish(&self, event: Message, deadline: Instant) -> BoxFuture<'_, Result<(), ActError>> {
         Box::pin(async move {
-            self.queue.send(event).await.map_err(|_| {
-                ActError::host(
+            match tokio::time::timeout_at(deadline, self.queue().send(event)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(ActError::host(
                     Code::Closed,
                     "the host is shutting down; the event was not queued",
-                )
-            })
+                )),
+                Err(_) => Err(ActError::host(
+                    Code::EventsFull,
+                    format!(
+                        "the in-memory event queue stayed full ({LOCAL_QUEUE} events waiting for \
+                         their observers) until the publisher's deadline"
+                    ),
+                )),
+            }
         })
     }
 

@@ -232,6 +232,15 @@ pub fn router(config: &Config) -> Result<Router, ServeError> {
     let clients = clients(config, &origin)?;
     let router = assemble(runtime, &config.limits, clients, origin);
     data::install(router.registry(), config.data_settings());
+    let bus: Arc<dyn events::Bus> = match transport::amqp::EventQueue::of(config) {
+        Some(queue) => Arc::new(transport::amqp::AmqpBus::new(queue)),
+        None => Arc::new(events::LocalBus::new(
+            router.registry().downgrade(),
+            config.limits.act().timeout,
+            config.event_retry(),
+        )),
+    };
+    router.set_bus(bus);
     Ok(router)
 }
 
@@ -316,6 +325,16 @@ impl Host {
                     ));
                 }
             }
+        }
+        if let Some(queue) = transport::amqp::EventQueue::of(config) {
+            let task = transport::amqp::run_events(queue, router.clone(), shutdown.clone());
+            tasks.push((
+                "the AMQP events consumer",
+                tokio::spawn(async move {
+                    task.await;
+                    Ok(())
+                }),
+            ));
         }
         if let Some(consul) = config.consul() {
             let discovery =

@@ -53,7 +53,10 @@ enum Command {
     Serve(ServeArgs),
     /// Load plugins, act one message, print the JSON answer (or the error) and exit.
     Act(ActArgs),
-    /// Show a plugin's name, version, patterns and routes.
+    /// Publish one event: every service observing it handles it once (through a running host,
+    /// or straight to RabbitMQ with --amqp); prints the event's id.
+    Publish(PublishArgs),
+    /// Show a plugin's name, version, contract, patterns, observers and routes.
     Inspect(InspectArgs),
     /// List the plugins a running host serves, with their files, load times and load errors.
     Plugins(PluginsArgs),
@@ -158,6 +161,14 @@ struct ServeArgs {
     /// $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672).
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
     amqp: Option<String>,
+    /// Send events over RabbitMQ, durably and to every host (the broker at URL, else $AMQP_URL,
+    /// else amqp://guest:guest@127.0.0.1:5672) [config: events.url; default: in memory].
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
+    events: Option<String>,
+    /// The group this host's observers handle events as: each event once per group [config:
+    /// events.group, else the Consul service name, else `wasmeca`].
+    #[arg(long, env = "WASMECA_EVENTS_GROUP")]
+    group: Option<String>,
     /// Where the REST gateway listens (`off` turns it off) [config: rest.listen, default
     /// 127.0.0.1:3000].
     #[arg(long, env = "WASMECA_REST", value_name = "ADDR|off")]
@@ -206,6 +217,26 @@ pub(crate) struct ActArgs {
     /// Host options.
     #[command(flatten)]
     host: HostArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct PublishArgs {
+    /// The event as jsonic (`evt:user,cmd:created,id:7`) or JSON.
+    event: String,
+    /// The Seneca HTTP transport of a running host (the event goes to its `/publish`).
+    #[arg(
+        long,
+        env = "WASMECA_URL",
+        default_value = "http://127.0.0.1:10101/act"
+    )]
+    url: String,
+    /// Publish straight to RabbitMQ's events exchange instead (the broker at URL, else
+    /// $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
+    amqp: Option<String>,
+    /// With --amqp: the events exchange.
+    #[arg(long, requires = "amqp", default_value = "wasmeca.events")]
+    exchange: String,
 }
 
 #[derive(Args)]
@@ -295,6 +326,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 listen.push(Listen::Amqp(amqp));
                 config.listen = Some(listen);
             }
+            if let Some(url) = args.events {
+                let given = (!url.is_empty()).then_some(url.as_str());
+                config.events.url = Some(wasmeca::config::amqp_url(given));
+            }
+            if args.group.is_some() {
+                config.events.group = args.group;
+            }
             if args.build {
                 build(&config)?;
             }
@@ -303,6 +341,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Act(args) => cli::act::act(args).await,
+        Command::Publish(args) => cli::publish::publish(args).await,
         Command::Inspect(args) => cli::listing::inspect(args).await,
         Command::Plugins(args) => cli::listing::plugins(args).await,
         Command::New(args) => {

@@ -49,7 +49,11 @@ pub struct Metrics {
     history_hits: Counter,
     /// Events published by this host.
     events_published: Counter,
-    /// Events by observer pattern and outcome (`delivered`, `failed`, `dead_lettered`).
+    /// Events taken from the broker by outcome (`handled`, `unobserved`, `duplicate`,
+    /// `dead_lettered`, `requeued`): what the group queue's consumer did with each.
+    events_received: Family<Labels, Counter>,
+    /// Events by observer pattern and outcome (`delivered`, `failed` per try, `dead_lettered`,
+    /// `dropped` in memory).
     events: Family<Labels, Counter>,
 }
 
@@ -69,6 +73,7 @@ impl Default for Metrics {
         let history_hits = Counter::default();
         let events_published = Counter::default();
         let events = Family::<Labels, Counter>::default();
+        let events_received = Family::<Labels, Counter>::default();
         registry.register(
             "acts",
             "Acts answered by plugins, by pattern and outcome",
@@ -112,8 +117,13 @@ impl Default for Metrics {
         );
         registry.register(
             "events",
-            "Events by observer pattern and outcome (delivered, failed, dead_lettered)",
+            "Events by observer pattern and outcome (delivered, failed, dead_lettered, dropped)",
             events.clone(),
+        );
+        registry.register(
+            "events_received",
+            "Events taken from the broker by outcome (handled, unobserved, duplicate, dead_lettered, requeued)",
+            events_received.clone(),
         );
         registry.register(
             "history_hits",
@@ -132,6 +142,7 @@ impl Default for Metrics {
             loads,
             history_hits,
             events_published,
+            events_received,
             events,
         }
     }
@@ -187,6 +198,8 @@ pub struct ObserverMetrics {
     failed: Counter,
     /// Events sent to the dead-letter queue after its observer kept failing.
     dead_lettered: Counter,
+    /// Events given up on in memory (no dead-letter queue there) after it kept failing.
+    dropped: Counter,
 }
 
 impl ObserverMetrics {
@@ -200,9 +213,14 @@ impl ObserverMetrics {
         self.failed.inc();
     }
 
-    /// Counts an event given up on.
+    /// Counts an event given up on and dead-lettered.
     pub fn dead_lettered(&self) {
         self.dead_lettered.inc();
+    }
+
+    /// Counts an event given up on in memory.
+    pub fn dropped(&self) {
+        self.dropped.inc();
     }
 }
 
@@ -319,7 +337,15 @@ impl Metrics {
             delivered: counter("delivered"),
             failed: counter("failed"),
             dead_lettered: counter("dead_lettered"),
+            dropped: counter("dropped"),
         }
+    }
+
+    /// The counter of events taken from the broker with `outcome`.
+    pub fn event_received(&self, outcome: &'static str) -> Counter {
+        self.events_received
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .clone()
     }
 
     /// Counts an event published.

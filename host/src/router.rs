@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::{ActError, Code};
-use crate::events::{Bus, LocalBus};
+use crate::events::{Bus, LocalBus, Retry};
 use crate::message::{self, Message, Reply, json_kind};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Resolution, Target};
@@ -246,22 +246,14 @@ impl Inner {
     /// Hands a stamped event to the bus, waiting for it to be accepted until `deadline`.
     async fn publish_by(&self, event: Message, deadline: Instant) -> Result<(), ActError> {
         let bus = self.bus.get_or_init(|| {
-            Arc::new(LocalBus::start(
+            Arc::new(LocalBus::new(
                 self.registry.downgrade(),
                 self.limits.timeout,
+                Retry::default(),
             ))
         });
         self.metrics.event_published();
-        match tokio::time::timeout_at(deadline, bus.publish(event)).await {
-            Ok(accepted) => accepted,
-            Err(_) => Err(ActError::host(
-                Code::EventsFull,
-                format!(
-                    "the event was not accepted in time by the bus ({})",
-                    bus.describe()
-                ),
-            )),
-        }
+        bus.publish(event, deadline).await
     }
 
     /// The act path, for ingresses (`parent` = `None`) and for plugins' nested acts.

@@ -4,6 +4,8 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -97,7 +99,9 @@ pub async fn check(path: &Path, router: Router) -> CheckReport {
                 | LoadError::NotWasm { .. }
                 | LoadError::CoreModule { .. }
                 | LoadError::Compile { .. } => "it loads as a component",
-                LoadError::Contract { .. } => "it implements wasmeca:plugin@0.1.0",
+                LoadError::Contract { .. } => {
+                    "it implements wasmeca:plugin@0.2.0 (or the older 0.1.0)"
+                }
                 LoadError::Init { .. } | LoadError::Trap { .. } => "init answers a manifest",
                 LoadError::Budget { .. } => "it fits the host's memory budget",
                 LoadError::Manifest { .. } => "its manifest is valid",
@@ -107,19 +111,21 @@ pub async fn check(path: &Path, router: Router) -> CheckReport {
         }
     };
     report.pass(format!(
-        "loads as a component and implements wasmeca:plugin@0.1.0 ({})",
+        "loads as a component and implements {} ({})",
+        plugin.contract.name(),
         plugin.key()
     ));
     report.pass(format!(
         "init answers a manifest: name `{}`, semver version {}",
         plugin.name, plugin.version
     ));
-    if plugin.actions.is_empty() {
-        report.fail("it declares no action");
+    if plugin.actions.is_empty() && plugin.observers.is_empty() {
+        report.fail("it declares no action and no observer");
     } else {
         report.pass(format!(
-            "{} action(s), every pattern parses",
-            plugin.actions.len()
+            "{} action(s) and {} observer(s), every pattern parses",
+            plugin.actions.len(),
+            plugin.observers.len()
         ));
     }
     for (i, action) in plugin.actions.iter().enumerate() {
@@ -180,6 +186,39 @@ pub async fn check(path: &Path, router: Router) -> CheckReport {
             Err(e) => report.pass(format!(
                 "`{}` answers {from} {message} with its error {}: {}",
                 action.source, e.code, e.message
+            )),
+        }
+    }
+    let observers: Vec<_> = registry
+        .snapshot()
+        .observers()
+        .iter()
+        .filter(|o| Arc::ptr_eq(&o.plugin, &plugin))
+        .cloned()
+        .collect();
+    for observer in observers {
+        let shown = sample(&observer.pattern);
+        let mut event = Message::new(shown.as_object().cloned().unwrap_or_default());
+        crate::events::stamp(&mut event, None);
+        let source = observer.plugin.observers[observer.index as usize]
+            .source
+            .clone();
+        let failed = crate::events::deliver(vec![observer], &event, Duration::from_secs(5)).await;
+        match failed.first() {
+            None => report.pass(format!("observer `{source}` takes the event {shown}")),
+            Some(f)
+                if [Code::PluginTrap, Code::ActionTimeout]
+                    .into_iter()
+                    .any(|code| f.error.is(code)) =>
+            {
+                report.fail(format!(
+                    "observer `{source}` with the event {shown}: {}",
+                    f.error
+                ));
+            }
+            Some(f) => report.pass(format!(
+                "observer `{source}` takes the event {shown} (failing with its error {}: {})",
+                f.error.code, f.error.message
             )),
         }
     }

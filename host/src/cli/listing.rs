@@ -39,14 +39,18 @@ pub async fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
     };
     for plugin in listing["plugins"].as_array().into_iter().flatten() {
         println!(
-            "{}@{}  {}  loaded {}",
+            "{}@{}  {}  loaded {}  ({})",
             plugin["name"].as_str().unwrap_or("?"),
             plugin["version"].as_str().unwrap_or("?"),
             plugin["file"].as_str().unwrap_or("?"),
-            ago(&plugin["loaded_at"])
+            ago(&plugin["loaded_at"]),
+            plugin["contract"].as_str().unwrap_or("?")
         );
         for pattern in plugin["patterns"].as_array().into_iter().flatten() {
             println!("    {}", pattern.as_str().unwrap_or("?"));
+        }
+        for pattern in plugin["observers"].as_array().into_iter().flatten() {
+            println!("    observes {}", pattern.as_str().unwrap_or("?"));
         }
     }
     let routes = listing["routes"].as_array().cloned().unwrap_or_default();
@@ -94,11 +98,12 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(0);
     let hash = plugin.hash.as_deref().unwrap_or("");
     println!(
-        "{}  ({}, {} KiB, blake3 {})",
+        "{}  ({}, {} KiB, blake3 {}, {})",
         plugin.key(),
         source.path.display(),
         size.div_ceil(1024),
-        &hash[..hash.len().min(16)]
+        &hash[..hash.len().min(16)],
+        plugin.contract.name()
     );
     println!("patterns:");
     for (i, action) in plugin.actions.iter().enumerate() {
@@ -107,6 +112,12 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|e| format!("  e.g. {}", serde_json::Value::Object(e.clone())));
         println!("  [{i}] {}{}", action.source, example.unwrap_or_default());
+    }
+    if !plugin.observers.is_empty() {
+        println!("observers:");
+        for (i, observer) in plugin.observers.iter().enumerate() {
+            println!("  [{i}] {}", observer.source);
+        }
     }
     if !plugin.routes.is_empty() {
         println!("routes:");

@@ -1,5 +1,6 @@
 //! The commands of the `wasmeca` binary that do more than hand a configuration to the library:
-//! [`act`] one message, and the [`listing`]s of plugins.
+//! [`act`] one message, [`publish`] one event, and the [`listing`]s of plugins.
 
 pub mod act;
 pub mod listing;
+pub mod publish;

@@ -5,8 +5,8 @@
 mod network;
 
 pub use network::{
-    AmqpClient, AmqpListen, Balance, Cache, Client, Consul, Data, Http, Listen, ListenAddr, Rest,
-    amqp_url,
+    AmqpClient, AmqpListen, Balance, Cache, Client, Consul, Data, Events, Http, Listen, ListenAddr,
+    Rest, amqp_url,
 };
 
 use std::path::{Path, PathBuf};
@@ -228,6 +228,9 @@ pub struct Config {
     /// The cache.
     #[serde(default)]
     pub cache: Cache,
+    /// Where published events go.
+    #[serde(default)]
+    pub events: Events,
     /// Transports to listen on; absent means one HTTP listener on 127.0.0.1:10101.
     #[serde(default)]
     pub listen: Option<Vec<Listen>>,
@@ -330,6 +333,22 @@ impl Config {
                 Listen::Http { .. } => {}
             }
         }
+        if self.events.attempts == 0 || self.events.prefetch == 0 {
+            return Err(invalid(
+                "events.attempts and events.prefetch must be at least 1".into(),
+            ));
+        }
+        if let Some(url) = &self.events.url
+            && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
+        {
+            return Err(invalid(format!(
+                "events.url `{}` is not an AMQP URL (amqp://user:pass@host:5672/vhost)",
+                crate::error::clip(url)
+            )));
+        }
+        if self.event_group().is_empty() {
+            return Err(invalid("events.group must not be empty".into()));
+        }
         if let Some(entry) = self.plugin.iter().find(|p| p.instances == Some(0)) {
             return Err(invalid(format!(
                 "plugin {}: instances must be at least 1",
@@ -361,6 +380,24 @@ impl Config {
             cache,
             expire: Duration::from_secs(self.cache.expire_s),
             expose: self.data.expose,
+        }
+    }
+
+    /// The group this host's observers consume events as: `[events] group`, else the Consul
+    /// service name, else `wasmeca`.
+    pub fn event_group(&self) -> String {
+        self.events
+            .group
+            .clone()
+            .or_else(|| self.consul().map(|c| c.service))
+            .unwrap_or_else(|| "wasmeca".to_owned())
+    }
+
+    /// How failing observers are retried.
+    pub fn event_retry(&self) -> crate::events::Retry {
+        crate::events::Retry {
+            attempts: self.events.attempts,
+            backoff: Duration::from_millis(self.events.retry_ms),
         }
     }
 

@@ -109,6 +109,45 @@ impl Default for Cache {
     }
 }
 
+/// `[events]`: where published events go. Without a `url` they stay in this host, in memory
+/// (not durable); with one they travel over RabbitMQ, durably, to every group that observes
+/// them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// The broker (`amqp://...`); absent: events stay in this host.
+    pub url: Option<String>,
+    /// The group this host's observers consume as: hosts of one group share one queue, so each
+    /// event is handled once per group. Default: the Consul service name, else `wasmeca`.
+    pub group: Option<String>,
+    /// The durable topic exchange events are published to; the group queues are named
+    /// `<exchange>.<group>`, their dead-letter queues `<exchange>.<group>.dead`.
+    pub exchange: String,
+    /// Tries of a failing observer on one event before the event is dead-lettered (in memory:
+    /// given up on and logged).
+    pub attempts: u32,
+    /// The wait before an observer's second try, in ms; it doubles for each try after.
+    pub retry_ms: u64,
+    /// Events one host handles at once (the consumer's prefetch).
+    pub prefetch: u16,
+    /// How long connecting to the broker may take before it counts as down.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            url: None,
+            group: None,
+            exchange: "wasmeca.events".into(),
+            attempts: 3,
+            retry_ms: 100,
+            prefetch: 64,
+            connect_timeout_ms: default_connect_timeout(),
+        }
+    }
+}
+
 /// `[[listen]]`: a Seneca transport this host listens on.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]

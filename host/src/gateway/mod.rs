@@ -56,12 +56,7 @@ impl IntoResponse for RestError {
         if let Some(details) = e.details {
             body["details"] = *details;
         }
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
+        server::json(status, body.to_string())
     }
 }
 
@@ -226,13 +221,7 @@ fn respond(route: &Route, reply: Reply) -> Response {
     if reply.is_null() {
         return StatusCode::NO_CONTENT.into_response();
     }
-    let text = reply.as_str().to_owned();
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        text,
-    )
-        .into_response()
+    server::json(StatusCode::OK, reply.as_str().to_owned())
 }
 
 /// Query values as strings; a repeated key becomes an array of strings.

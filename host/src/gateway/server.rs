@@ -1,12 +1,15 @@
 //! The HTTP server both HTTP listeners run on (the REST gateway and Seneca's HTTP transport):
 //! HTTP/1.1 with a header-read timeout (slowloris), an idle keep-alive timeout, a connection
-//! limit, and a graceful shutdown that finishes the requests in flight.
+//! limit, and a graceful shutdown that finishes the requests in flight; and the JSON response
+//! both write.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -227,4 +230,9 @@ impl AsyncWrite for Tracked {
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
     }
+}
+
+/// A response with `status` and the JSON text `body`.
+pub fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

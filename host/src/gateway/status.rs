@@ -1,10 +1,11 @@
 //! What this host says about itself, shared by the REST gateway and Seneca's HTTP listener (which
 //! peers and Consul's check read): `GET /health` and `GET /plugins`.
 
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::server;
 use super::table::Routes;
 use crate::router::Router;
 
@@ -31,12 +32,7 @@ pub fn health(router: &Router) -> Response {
         "in_flight": router.in_flight(),
         "peers": router.peer_ids(),
     });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    server::json(status, body.to_string())
 }
 
 /// `GET /plugins`: every plugin (version, patterns, routes, file, load time), the native
@@ -58,9 +54,5 @@ pub fn plugins(router: &Router, routes: &Routes) -> Response {
         "routes": routes,
         "load_errors": router.registry().load_errors(),
     });
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    server::json(StatusCode::OK, body.to_string())
 }

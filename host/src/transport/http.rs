@@ -1,6 +1,7 @@
 //! Seneca's HTTP transport, wire-compatible with seneca-transport 8 (SENECA.md §3): the
 //! listener (`POST /act`, any method, `?cmd=x` and `?msg$=...` forms, the `seneca-*` headers,
-//! Seneca's error bodies and statuses, answers cached by `seneca-id`) and the client
+//! Seneca's error bodies and statuses, answers cached by `seneca-id`; plus wasmeca's `POST
+//! /publish` for events, `GET /health` and `GET /plugins`) and the client
 //! (`[[client]] type = "http"`), which keeps its connections alive where Node closes them.
 
 use std::sync::Arc;
@@ -96,6 +97,7 @@ async fn act(
         return match (method, uri.path()) {
             (axum::http::Method::GET, "/health") => status::health(router),
             (axum::http::Method::GET, "/plugins") => status::plugins(router, &s.routes),
+            (axum::http::Method::POST, "/publish") => publish(router, &body).await,
             _ => StatusCode::NOT_FOUND.into_response(),
         };
     }
@@ -122,6 +124,34 @@ async fn act(
         Ok(msg) => s.ingress.act(msg, seneca_id.as_deref()).await,
     };
     respond(answer, seneca_id.as_deref(), origin.as_deref(), &track, &me)
+}
+
+/// `POST /publish`: the body (a JSON object, or jsonic) is published as an event; answers
+/// 202 with its id once the bus accepted it.
+async fn publish(router: &crate::router::Router, body: &[u8]) -> Response {
+    let event = std::str::from_utf8(body)
+        .map_err(|e| ActError::host(Code::InvalidMessage, format!("the body is not UTF-8: {e}")))
+        .and_then(|text| {
+            Message::parse(text).map_err(|e| {
+                let code = if e.too_deep {
+                    Code::TooDeep
+                } else {
+                    Code::InvalidMessage
+                };
+                ActError::host(code, format!("the event does not parse: {e}"))
+            })
+        });
+    let published = match event {
+        Ok(event) => router.publish(event).await,
+        Err(e) => Err(e),
+    };
+    match published {
+        Ok(id) => server::json(StatusCode::ACCEPTED, json!({ "event$": id }).to_string()),
+        Err(e) => server::json(
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            e.to_seneca_json().to_string(),
+        ),
+    }
 }
 
 /// The message Seneca's listener builds: the JSON body, then `args$` and `msg$` from the

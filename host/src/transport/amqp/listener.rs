@@ -9,22 +9,22 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
 use prometheus_client::metrics::counter::Counter;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::wire::{Command, Refusal, binding_key, now_ms, queue_name, redact, refusal_reply};
-use super::{BrokerError, connect, declare_common, queue_arguments};
+use super::wire::{Command, Refusal, binding_key, now_ms, queue_name, refusal_reply};
+use super::{
+    Handler, Handling, Lost, bind, connect, consume_queue, declare_common, declare_queue,
+    queue_arguments, supervise, wind_down,
+};
 use crate::config::AmqpListen;
 use crate::error::Code;
 use crate::ingress::Ingress;
-use crate::message;
 use crate::registry::Registry;
 
 /// One queue the listener consumes, and the keys it is bound with.
@@ -106,37 +106,15 @@ pub async fn run_listener(config: AmqpListen, ingress: Ingress, shutdown: Cancel
         max_message: config.max_message_bytes,
     });
     let tracker = TaskTracker::new();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let outcome = session(&url, &config, &listener, &tracker, &shutdown, &mut backoff).await;
-        if shutdown.is_cancelled() {
-            break;
-        }
-        if let Err(e) = outcome {
-            tracing::warn!(
-                "AMQP listener on {}: {e}; reconnecting in {backoff:?}",
-                redact(&url)
-            );
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
+    supervise("AMQP listener", &url, &shutdown, || {
+        session(&url, &config, &listener, &tracker, &shutdown)
+    })
+    .await;
     tracker.close();
     // Deliveries in flight end within their (clamped) deadlines; a dead connection makes
     // their replies and acks fail fast, or time out below.
     tracker.wait().await;
 }
-
-/// The longest wait between reconnection attempts: a broker that comes back is used again
-/// within about this long.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
-/// How long a broker operation at shutdown (cancel, close) may take on a connection that may be
-/// dead before it is given up on.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long publishing a reply and acknowledging its command may take before the command is
 /// left to the broker to redeliver.
@@ -152,17 +130,17 @@ async fn session(
     listener: &Arc<Listener>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-    backoff: &mut Duration,
-) -> Result<(), BrokerError> {
+) -> Result<(), Lost> {
     let timeout = Duration::from_millis(config.connect_timeout_ms);
     let connection = tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
         connected = connect(url, "listener", &config.exchange, timeout) => connected?,
     };
-    let channel = connection.create_channel().await?;
+    let channel = connection.create_channel().await.map_err(Lost::at(false))?;
     channel
         .basic_qos(config.prefetch, BasicQosOptions::default())
-        .await?;
+        .await
+        .map_err(Lost::at(false))?;
     // No publisher confirms here: a reply and the ack that follows it travel on this one
     // channel, and the broker handles a channel's frames in order, so the command is never
     // acknowledged before its reply is in the broker's hands. (Replies go to transient reply
@@ -173,13 +151,13 @@ async fn session(
         &config.dead_letter_exchange,
         Some(&config.dead_letter_queue),
     )
-    .await?;
+    .await
+    .map_err(Lost::at(false))?;
     let stopped = CancellationToken::new();
     let (failed_tx, mut failed) = tokio::sync::mpsc::channel::<lapin::Error>(1);
     let mut consuming = Consuming::new();
     let registry = listener.ingress.router().registry().clone();
     let mut changes = registry.subscribe();
-    let mut first = true;
     let result: lapin::Result<()> = loop {
         let wanted: HashSet<QueuePlan> = plan(config, &registry).into_iter().collect();
         let fresh = match follow(&channel, config, &mut consuming, wanted).await {
@@ -189,11 +167,11 @@ async fn session(
         for plan in fresh {
             let consumer = match consume(&channel, config, &plan).await {
                 Ok(consumer) => consumer,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Lost::at(true)(e)),
             };
             let tag = consumer.tag();
             let handling = Handling {
-                listener: listener.clone(),
+                handler: listener.clone(),
                 channel: channel.clone(),
                 tracker: tracker.clone(),
                 stopped: stopped.clone(),
@@ -201,10 +179,6 @@ async fn session(
             };
             tokio::spawn(handling.run(consumer));
             consuming.insert(plan.name.clone(), (plan, tag));
-        }
-        if first {
-            *backoff = Duration::from_millis(100);
-            first = false;
         }
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
@@ -214,20 +188,10 @@ async fn session(
     };
     stopped.cancel();
     if result.is_ok() {
-        // Stop taking new commands; those delivered but not started are returned to the queue
-        // when the channel closes. Finish the ones running, then close. Each broker step is
-        // bounded, so a dead connection never holds the shutdown.
-        let bounded = |step| tokio::time::timeout(CLOSE_TIMEOUT, step);
-        for (_, tag) in consuming.values() {
-            let _ = bounded(channel.basic_cancel(tag.clone(), BasicCancelOptions::default())).await;
-        }
-        tracker.close();
-        tracker.wait().await;
-        tracker.reopen();
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "bye".into())).await;
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "bye".into())).await;
+        let tags = consuming.into_values().map(|(_, tag)| tag);
+        wind_down(&connection, &channel, tags, tracker).await;
     }
-    result.map_err(BrokerError::from)
+    result.map_err(Lost::at(true))
 }
 
 /// Brings the consumed queues in line with `wanted`: stops consuming (and unbinds) queues whose
@@ -278,82 +242,30 @@ async fn consume(
     config: &AmqpListen,
     plan: &QueuePlan,
 ) -> lapin::Result<Consumer> {
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .queue_declare(
-            plan.name.as_str().into(),
-            options,
-            queue_arguments(&config.dead_letter_exchange, 60_000),
-        )
-        .await?;
+    declare_queue(
+        channel,
+        &plan.name,
+        queue_arguments(&config.dead_letter_exchange, 60_000),
+    )
+    .await?;
     for key in &plan.keys {
-        channel
-            .queue_bind(
-                plan.name.as_str().into(),
-                config.exchange.as_str().into(),
-                key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        bind(channel, &plan.name, &config.exchange, key).await?;
     }
-    let tag: ShortString = format!("wasmeca-{}-{}", std::process::id(), message::new_id()).into();
-    let consumer = channel
-        .basic_consume(
-            plan.name.as_str().into(),
-            tag,
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let consumer = consume_queue(channel, &plan.name).await?;
     tracing::info!(queue = %plan.name, keys = ?plan.keys, "AMQP listening");
     Ok(consumer)
 }
 
-/// One consumer's loop: each delivery handled in its own task, tracked so shutdown waits.
-struct Handling {
-    /// The listener.
-    listener: Arc<Listener>,
-    /// Where replies and acks go.
-    channel: Channel,
-    /// Tracks the delivery tasks.
-    tracker: TaskTracker,
-    /// Cancelled when the session ends.
-    stopped: CancellationToken,
-    /// Where a broken consumer reports, so the session reconnects.
-    failed: tokio::sync::mpsc::Sender<lapin::Error>,
-}
-
-impl Handling {
-    async fn run(self, mut consumer: Consumer) {
-        loop {
-            let next = tokio::select! {
-                () = self.stopped.cancelled() => break,
-                next = consumer.next() => next,
-            };
-            match next {
-                Some(Ok(delivery)) => {
-                    let (listener, channel) = (self.listener.clone(), self.channel.clone());
-                    self.tracker
-                        .spawn(async move { listener.handle(&channel, delivery).await });
-                }
-                Some(Err(e)) => {
-                    let _ = self.failed.try_send(e);
-                    break;
-                }
-                None => break,
-            }
-        }
+impl Handler for Listener {
+    async fn handle(self: Arc<Self>, channel: Channel, delivery: Delivery) {
+        self.answer(&channel, delivery).await
     }
 }
 
 impl Listener {
-    /// Handles one delivery: act it and reply, then acknowledge; refuse bad input to the
-    /// dead-letter queue (replying with the error when there is a reply queue).
-    async fn handle(&self, channel: &Channel, mut delivery: Delivery) {
+    /// Handles one delivery: act it and reply (when it has a reply queue), then acknowledge;
+    /// refuse bad input to the dead-letter queue (replying with the error when it can).
+    async fn answer(&self, channel: &Channel, mut delivery: Delivery) {
         let received = now_ms();
         let reply_to = delivery.properties.reply_to().clone();
         let correlation = delivery.properties.correlation_id().clone();
@@ -396,11 +308,8 @@ impl Listener {
                 return;
             }
         };
-        if reply_to.is_none() && command.sync {
-            tracing::warn!(routing_key = %delivery.routing_key, "AMQP message dead-lettered: it has no replyTo property");
-            self.dead_letter(&delivery).await;
-            return;
-        }
+        // A command without a reply queue (Node's fire-and-forget act, or a plain publisher)
+        // is acted and acknowledged; nobody is waiting for its answer.
         let answer = self.ingress.act(command.msg, command.id.as_deref()).await;
         if let Err(e) = &answer
             && e.is(Code::Closed)

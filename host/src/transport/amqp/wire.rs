@@ -78,6 +78,60 @@ pub fn routing_key(pin: &Pattern, msg: &Map<String, Value>) -> String {
         .join(".")
 }
 
+/// The longest routing key AMQP carries, in bytes.
+const MAX_ROUTING_KEY: usize = 255;
+
+/// The routing key of an event whose pairs do not fit in [`MAX_ROUTING_KEY`]: every event
+/// queue is bound to it, and each host filters such events itself. No event's pairs produce
+/// it (a pair is at least two words).
+pub const OVERFLOW_KEY: &str = "[:overflow:]";
+
+/// The routing key of an event: all its pairs but meta keys (ending in `$`, which patterns
+/// never name), sorted by key, as `key.value`
+/// words (values as patrun compares them, dots escaped), so that the binding of any observer
+/// pattern it matches also matches the key: `{evt: "user", cmd: "created", id: 7}` →
+/// `cmd.created.evt.user.id.7`. Over 255 bytes it is [`OVERFLOW_KEY`].
+pub fn event_routing_key(event: &Map<String, Value>) -> String {
+    let mut pairs: Vec<(&String, &Value)> =
+        event.iter().filter(|(k, _)| !k.ends_with('$')).collect();
+    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut key = String::new();
+    for (k, v) in pairs {
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(&escape(k));
+        key.push('.');
+        key.push_str(&escape(&match_string(Some(v))));
+        if key.len() > MAX_ROUTING_KEY {
+            return OVERFLOW_KEY.to_owned();
+        }
+    }
+    key
+}
+
+/// The binding key of an observer pattern on the events exchange: its pairs as `key.value`
+/// words in key order, with `#` (any words) between and around them, and `*` for a glob
+/// value: `evt:user,cmd:cre*` → `#.cmd.*.#.evt.user.#`; the catch-all `{}` → `#`. It matches
+/// the routing key of every event the pattern matches (and maybe a few more, which the host
+/// filters).
+pub fn event_binding(pattern: &Pattern) -> String {
+    let mut key = String::from("#");
+    for (k, v) in pattern.pairs() {
+        let word = if pattern::Glob::is_glob(v) {
+            "*".to_owned()
+        } else {
+            escape(v)
+        };
+        key.push('.');
+        key.push_str(&escape(k));
+        key.push('.');
+        key.push_str(&word);
+        key.push_str(".#");
+    }
+    key
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -307,6 +361,59 @@ pub fn read_reply(envelope: &Value) -> Result<Reply, ActError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_keys_hold_every_pair_sorted_and_bindings_match_them() {
+        let event = |v: Value| v.as_object().cloned().unwrap();
+        let key = event_routing_key(&event(
+            json!({"evt": "user", "cmd": "created", "id": 7, "tx$": "t", "host": "a.b"}),
+        ));
+        assert_eq!(key, "cmd.created.evt.user.host.a[:dot:]b.id.7");
+        let binding = |p: &str| event_binding(&Pattern::parse(p).unwrap());
+        assert_eq!(
+            binding("evt:user,cmd:created"),
+            "#.cmd.created.#.evt.user.#"
+        );
+        assert_eq!(binding("evt:user,cmd:cre*"), "#.cmd.*.#.evt.user.#");
+        assert_eq!(binding(""), "#");
+        // A topic match, as RabbitMQ does it: `*` one word, `#` zero or more.
+        fn topic(binding: &[&str], key: &[&str]) -> bool {
+            match (binding.split_first(), key.split_first()) {
+                (None, None) => true,
+                (Some((&"#", rest)), _) => {
+                    topic(rest, key) || key.split_first().is_some_and(|(_, k)| topic(binding, k))
+                }
+                (Some((&"*", rest)), Some((_, k))) => topic(rest, k),
+                (Some((b, rest)), Some((w, k))) => b == w && topic(rest, k),
+                _ => false,
+            }
+        }
+        let words = |s: &str| s.split('.').map(str::to_owned).collect::<Vec<_>>();
+        let matches = |b: &str, k: &str| {
+            let (b, k) = (words(b), words(k));
+            topic(
+                &b.iter().map(String::as_str).collect::<Vec<_>>(),
+                &k.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        };
+        for pattern in [
+            "evt:user",
+            "cmd:created,evt:user",
+            "id:7",
+            "evt:u*,host:*",
+            "",
+        ] {
+            assert!(
+                matches(&binding(pattern), &key),
+                "{pattern} should reach {key}"
+            );
+        }
+        assert!(!matches(&binding("evt:user,cmd:removed"), &key));
+        assert!(!matches(&binding("evt:user,zone:eu"), &key));
+        // Too long for AMQP: every event queue takes it and the hosts filter.
+        let long = event_routing_key(&event(json!({"evt": "x".repeat(300)})));
+        assert_eq!(long, OVERFLOW_KEY);
+    }
 
     #[test]
     fn binding_keys_sort_keys_and_escape_dots() {
