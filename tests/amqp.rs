@@ -603,16 +603,6 @@ async fn bad_input_is_answered_with_an_error_and_dead_lettered_and_the_host_keep
     names.cleanup().await;
 }
 
-/// This process's resident memory (VmRSS), in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
 /// Regression (fault run): a 100 MB AMQP body came back as a 100 MB error reply and left the
 /// host at 645 MB. A command over `max_message_bytes` is dead-lettered with the reason, its
 /// error reply is small, replies are as persistent as their commands, and the memory is given
@@ -741,7 +731,7 @@ async fn a_huge_command_is_dead_lettered_without_echo_and_replies_keep_persisten
         .lines()
         .find(|l| l.starts_with("VmHWM"))
         .unwrap_or("VmHWM: ?");
-    let resident = rss(pid);
+    let resident = wasmeca_tests::rss(pid);
     eprintln!(
         "host RSS after the 100 MB command: {} MB ({peak})",
         resident >> 20

@@ -164,6 +164,48 @@ async fn users_created_reach_the_audit_plugin() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_flood_in_memory_waits_for_room_then_is_refused_with_events_full() {
+    let (h, stop) = host(&[("chaos", json!({"observe": ["evt:flood"], "record": false}))]).await;
+    let publish = |event: Value| {
+        let router = h.router().clone();
+        async move {
+            let event = Message::new(event.as_object().cloned().expect("an object"));
+            router.publish(event).await
+        }
+    };
+    // The first event holds the plugin's only instance for 2 s; it and the next 63 take the
+    // 64 delivery slots, one more waits for a slot, then the queue's 10,000 places fill. Each
+    // publisher after that waits 100 ms for room.
+    publish(json!({"evt": "flood", "ms": 2000}))
+        .await
+        .expect("queued");
+    let capacity = wasmeca::events::LOCAL_QUEUE + 64;
+    let mut accepted = 1;
+    let mut refused = Vec::new();
+    for n in 0..capacity + 5 {
+        match publish(json!({"evt": "flood", "n": n, "timeout$": 100})).await {
+            Ok(_) => accepted += 1,
+            Err(e) => refused.push(e.code),
+        }
+    }
+    assert_eq!(
+        accepted,
+        capacity + 1,
+        "the queue and the delivery slots hold this many"
+    );
+    assert_eq!(refused, vec!["events_full".to_owned(); 5]);
+    // Nothing accepted is lost: the observer handles every one once the instance is free.
+    eventually(
+        &h,
+        "every accepted event",
+        json!({"chaos": "observed", "timeout$": 60000}),
+        |a| a["observed"] == accepted,
+    )
+    .await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_built_against_0_1_0_still_loads_next_to_0_2_0_ones() {
     let (h, stop) = host(&[("legacy", json!({})), ("salute", json!({}))]).await;
     assert_eq!(

@@ -1,9 +1,10 @@
 //! AMQP load script (not a criterion bench): RPC round trips per second with 16 in flight,
-//! through RabbitMQ on 127.0.0.1:5672, side by side in one run:
+//! through RabbitMQ on 127.0.0.1:5672, side by side in one run, with each listener's CPU per
+//! round trip (from /proc/PID/stat; every listener is its own process):
 //!
 //! 1. wasmeca's client → a `wasmeca serve` process (AMQP listener, salute plugin);
-//! 2. the same client → a raw lapin echo server (consume, publish the reply, ack): the broker's
-//!    and the client's own cost, the ceiling for any listener;
+//! 2. the same client → a raw lapin echo server (consume, publish the reply, ack; this binary
+//!    with `--echo`): the broker's and the client's own cost, the ceiling for any listener;
 //! 3. the same client → Node's seneca-amqp-transport listener (`tests/node/amqp-listen.js`,
 //!    with `socketOptions.noDelay`);
 //! 4. Node's client → Node's listener (`amqp-client.js --concurrency 16`), Node on both ends,
@@ -13,6 +14,7 @@
 //! BENCHMARKS.md.
 
 use std::process::{Child, Command, Stdio};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,13 +45,15 @@ impl Drop for Server {
     }
 }
 
-/// Round trips per second through `client` for `seconds`, after a warm-up.
+/// Round trips per second through `client` for `seconds`, after a warm-up; with the number
+/// answered, the errors, and the CPU the listener process `pid` spent per round trip (µs).
 async fn drive(
     client: &AmqpClient,
     exchange_pin: &str,
     msg: Value,
     seconds: u64,
-) -> (f64, u64, u64) {
+    pid: u32,
+) -> (f64, u64, u64, f64) {
     let pin: Pattern = exchange_pin.parse().expect("pin");
     let msg = Message::new(msg.as_object().cloned().expect("object"));
     let key = routing_key(&pin, &msg);
@@ -83,21 +87,28 @@ async fn drive(
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     counting.store(true, Ordering::Relaxed);
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), wasmeca_tests::cpu_time(pid));
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     counting.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = wasmeca_tests::cpu_time(pid) - cpu_before;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
     let n = done.load(Ordering::Relaxed);
-    (n as f64 / elapsed, n, errors.load(Ordering::Relaxed))
+    let cpu_us = cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
+    (
+        n as f64 / elapsed,
+        n,
+        errors.load(Ordering::Relaxed),
+        cpu_us,
+    )
 }
 
 /// A raw lapin echo listener: answers every envelope with its `act` as `res`, acking after the
 /// reply is published (as wasmeca does), with the same prefetch.
-async fn echo(exchange: String, queue: String, ready: tokio::sync::oneshot::Sender<()>) {
+async fn echo(exchange: String, queue: String) {
     let conn = Connection::connect(URL, ConnectionProperties::default())
         .await
         .expect("broker");
@@ -146,7 +157,6 @@ async fn echo(exchange: String, queue: String, ready: tokio::sync::oneshot::Send
         )
         .await
         .expect("consume");
-    let _ = ready.send(());
     while let Some(Ok(delivery)) = consumer.next().await {
         let channel = channel.clone();
         tokio::spawn(async move {
@@ -187,7 +197,13 @@ fn client(exchange: &str) -> AmqpClient {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--echo") {
+        let rt = tokio::runtime::Runtime::new().expect("tokio");
+        rt.block_on(echo(args[i + 1].clone(), args[i + 2].clone()));
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
         return;
     }
     let seconds: u64 = std::env::var("LOAD_SECONDS")
@@ -211,7 +227,7 @@ fn main() {
         ),
     )
     .expect("config");
-    let _wasmeca = Server(
+    let wasmeca = Server(
         wasmeca_tests::wasmeca_command!()
             .arg("serve")
             .arg(&config)
@@ -222,7 +238,7 @@ fn main() {
     );
     let node_queue = format!("bench.{id}.node");
     let node_dir = wasmeca_tests::node_dir();
-    let _node = Server(
+    let node = Server(
         Command::new("node")
             .args([
                 "amqp-listen.js",
@@ -242,28 +258,45 @@ fn main() {
             .expect("node runs"),
     );
     let echo_queue = format!("bench.{id}.echo");
+    let echo_server = Server(
+        Command::new(std::env::current_exe().expect("own path"))
+            .args(["--echo", &echo_exchange, &echo_queue])
+            .spawn()
+            .expect("echo runs"),
+    );
     let salute = json!({"cmd": "salute", "name": "Bench"});
-    println!("| path (16 in flight) | round trips/s | answered | errors |");
-    println!("|---|---|---|---|");
+    println!(
+        "| path (16 in flight) | round trips/s | answered | errors | listener CPU/round trip |"
+    );
+    println!("|---|---|---|---|---|");
     rt.block_on(async {
-        let (ready, wait) = tokio::sync::oneshot::channel();
-        tokio::spawn(echo(echo_exchange.clone(), echo_queue.clone(), ready));
-        let _ = wait.await;
-        tokio::time::sleep(Duration::from_secs(3)).await; // wasmeca and Node declare their queues
-        for (name, exchange) in [
+        tokio::time::sleep(Duration::from_secs(3)).await; // the listeners declare their queues
+        for (name, exchange, pid) in [
             (
                 "wasmeca client → wasmeca listener (salute)",
                 wasmeca_exchange.as_str(),
+                wasmeca.0.id(),
             ),
-            ("wasmeca client → raw lapin echo", echo_exchange.as_str()),
+            (
+                "wasmeca client → raw lapin echo",
+                echo_exchange.as_str(),
+                echo_server.0.id(),
+            ),
             (
                 "wasmeca client → Node seneca-amqp-transport listener",
                 "seneca.topic",
+                node.0.id(),
             ),
         ] {
-            let (rate, n, errors) =
-                drive(&client(exchange), "cmd:salute", salute.clone(), seconds).await;
-            println!("| {name} | {rate:.0} | {n} | {errors} |");
+            let (rate, n, errors, cpu) = drive(
+                &client(exchange),
+                "cmd:salute",
+                salute.clone(),
+                seconds,
+                pid,
+            )
+            .await;
+            println!("| {name} | {rate:.0} | {n} | {errors} | {cpu:.0} µs |");
         }
     });
     // Node on both ends: amqp-client.js with 16 in flight over a fixed number of messages.
@@ -294,7 +327,7 @@ fn main() {
         .filter(|l| l.contains("\"ok\":true"))
         .count();
     println!(
-        "| Node client → Node listener ({count} acts, incl. start-up) | {:.0} | {ok} | {} |",
+        "| Node client → Node listener ({count} acts, incl. start-up) | {:.0} | {ok} | {} | |",
         ok as f64 / elapsed,
         count - ok
     );

@@ -1,12 +1,16 @@
 //! HTTP load script (not a criterion bench): starts each contender as its own process and drives
-//! it with N kept-alive connections, side by side in one run, then prints req/s, p50 and p99.
+//! it with N kept-alive connections, side by side in one run, then prints req/s, p50, p99, the
+//! server's CPU per request (from /proc/PID/stat) and its resident memory. Each contender is
+//! measured twice: unpinned, then with the server pinned to CPU 0 and this load generator to
+//! CPU 1 (`taskset`), so its CPU per request is not blurred by the load's.
 //!
-//! Contenders: wasmeca's REST gateway (`GET /user/1` through the user plugin), a bare axum
-//! hello-world, Node's seneca-web + koa serving the same route, wasmeca's Seneca HTTP listener
-//! (`POST /act` role:math,cmd:sum) and Node's seneca-transport listener.
+//! Contenders: wasmeca's REST gateway (`GET /user/1` through the user plugin, a 404, `GET
+//! /health`), a bare axum hello-world, Node's seneca-web + koa serving the same route, wasmeca's
+//! Seneca HTTP listener (`POST /act` role:math,cmd:sum) and Node's seneca-transport listener.
 //!
 //! Run: `cargo bench -p wasmeca --bench http_load` (`LOAD_SECONDS`, default 10, sets the
-//! measuring time per contender). Figures go in BENCHMARKS.md.
+//! measuring time per contender and mode; `ONLY=substring` runs the matching contenders).
+//! Figures go in BENCHMARKS.md.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +31,20 @@ struct Target {
     request: String,
     /// Connections.
     connections: usize,
+    /// The status a good answer has.
+    status: u16,
+    /// The server's process id, for its CPU time and memory.
+    pid: u32,
+}
+
+/// Pins every thread of `pid` to `cpus` (`0`, `1`, `0,1`).
+fn pin(pid: u32, cpus: &str) {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset runs");
+    assert!(status.success(), "taskset -c {cpus} {pid}");
 }
 
 /// Sends one request and reads one response (Content-Length bodies only); returns the status.
@@ -66,14 +84,28 @@ async fn exchange(
     Ok(status)
 }
 
-/// Drives `target` for `warmup + measure`; returns (requests/s, p50 µs, p99 µs, errors).
-async fn drive(target: &Target, warmup: Duration, measure: Duration) -> (f64, u64, u64, u64) {
+/// What one measurement found.
+struct Measured {
+    /// Good answers per second.
+    rps: f64,
+    /// Median latency, µs.
+    p50: u64,
+    /// 99th percentile latency, µs.
+    p99: u64,
+    /// Answers with another status, and broken connections.
+    errors: u64,
+    /// The server's CPU per good answer, µs.
+    cpu_us: f64,
+}
+
+/// Drives `target` for `warmup + measure`.
+async fn drive(target: &Target, warmup: Duration, measure: Duration) -> Measured {
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..target.connections {
         let (stop, measuring) = (stop.clone(), measuring.clone());
-        let (addr, template) = (target.addr, target.request.clone());
+        let (addr, template, expected) = (target.addr, target.request.clone(), target.status);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(100_000);
             let mut errors = 0u64;
@@ -86,7 +118,7 @@ async fn drive(target: &Target, warmup: Duration, measure: Duration) -> (f64, u6
                 let request = template.replace("{id}", &format!("{c:06}{n:06}"));
                 let started = Instant::now();
                 match exchange(&mut stream, request.as_bytes(), &mut buf).await {
-                    Ok(200) => {
+                    Ok(status) if status == expected => {
                         if measuring.load(Ordering::Relaxed) {
                             latencies.push(started.elapsed().as_micros() as u64);
                         }
@@ -103,10 +135,13 @@ async fn drive(target: &Target, warmup: Duration, measure: Duration) -> (f64, u6
     }
     tokio::time::sleep(warmup).await;
     measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), wasmeca_tests::cpu_time(target.pid));
     tokio::time::sleep(measure).await;
     measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = (
+        started.elapsed(),
+        wasmeca_tests::cpu_time(target.pid) - cpu_before,
+    );
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     let mut errors = 0;
@@ -121,12 +156,13 @@ async fn drive(target: &Target, warmup: Duration, measure: Duration) -> (f64, u6
             .copied()
             .unwrap_or(0)
     };
-    (
-        all.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
+    Measured {
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
         errors,
-    )
+        cpu_us: cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64,
+    }
 }
 
 /// A child process killed on drop.
@@ -217,7 +253,7 @@ fn main() {
         free_port(),
         free_port(),
     );
-    let _wasmeca = Server(
+    let wasmeca = Server(
         wasmeca_tests::wasmeca_command!()
             .args([
                 "serve",
@@ -234,68 +270,120 @@ fn main() {
             .expect("wasmeca runs"),
     );
     let exe = std::env::current_exe().expect("own path");
-    let _bare = Server(
+    let bare_server = Server(
         Command::new(exe)
             .args(["--hello", &bare.to_string()])
             .spawn()
             .expect("hello runs"),
     );
-    let _web = node("web.js", web);
-    let _listen = node("http-listen.js", node_act);
+    let web_server = node("web.js", web);
+    let listen_server = node("http-listen.js", node_act);
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     rt.block_on(async {
         for p in [rest, http, bare, web, node_act] {
             wait_for(addr(p)).await;
         }
     });
+    let pid = |s: &Server| s.0.id();
+    let target = |name, port, request, connections, status, pid| Target {
+        name,
+        addr: addr(port),
+        request,
+        connections,
+        status,
+        pid,
+    };
     let targets = [
-        Target {
-            name: "wasmeca REST GET /user/1",
-            addr: addr(rest),
-            request: get("/user/1", rest),
-            connections: 64,
-        },
-        Target {
-            name: "bare axum hello-world",
-            addr: addr(bare),
-            request: get("/user/1", bare),
-            connections: 64,
-        },
-        Target {
-            name: "Node seneca-web + koa GET /user/1",
-            addr: addr(web),
-            request: get("/user/1", web),
-            connections: 64,
-        },
-        Target {
-            name: "wasmeca /act (Seneca HTTP)",
-            addr: addr(http),
-            request: act(http),
-            connections: 16,
-        },
-        Target {
-            name: "Node seneca-transport /act",
-            addr: addr(node_act),
-            request: act(node_act),
-            connections: 16,
-        },
+        target(
+            "wasmeca REST GET /user/1",
+            rest,
+            get("/user/1", rest),
+            64,
+            200,
+            pid(&wasmeca),
+        ),
+        target(
+            "wasmeca REST 404",
+            rest,
+            get("/nope", rest),
+            64,
+            404,
+            pid(&wasmeca),
+        ),
+        target(
+            "wasmeca REST GET /health",
+            rest,
+            get("/health", rest),
+            64,
+            200,
+            pid(&wasmeca),
+        ),
+        target(
+            "bare axum hello-world",
+            bare,
+            get("/user/1", bare),
+            64,
+            200,
+            pid(&bare_server),
+        ),
+        target(
+            "Node seneca-web + koa GET /user/1",
+            web,
+            get("/user/1", web),
+            64,
+            200,
+            pid(&web_server),
+        ),
+        target(
+            "wasmeca /act (Seneca HTTP)",
+            http,
+            act(http),
+            16,
+            200,
+            pid(&wasmeca),
+        ),
+        target(
+            "Node seneca-transport /act",
+            node_act,
+            act(node_act),
+            16,
+            200,
+            pid(&listen_server),
+        ),
     ];
-    println!("| contender | connections | req/s | p50 | p99 | errors |");
-    println!("|---|---|---|---|---|---|");
-    for target in &targets {
-        let (rps, p50, p99, errors) = rt.block_on(drive(
-            target,
-            Duration::from_secs(2),
-            Duration::from_secs(seconds),
-        ));
-        println!(
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} |",
-            target.name,
-            target.connections,
-            rps,
-            p50 as f64 / 1000.0,
-            p99 as f64 / 1000.0,
-            errors
-        );
+    let only = std::env::var("ONLY").unwrap_or_default();
+    let me = std::process::id();
+    println!(
+        "| contender | pinned | conns | req/s | p50 | p99 | errors | server CPU/req | server RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for target in targets.iter().filter(|t| t.name.contains(only.as_str())) {
+        for pinned in [false, true] {
+            if pinned {
+                pin(target.pid, "0");
+                pin(me, "1");
+            }
+            let m = rt.block_on(drive(
+                target,
+                Duration::from_secs(2),
+                Duration::from_secs(seconds),
+            ));
+            println!(
+                "| {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.1} µs | {:.0} MB |",
+                target.name,
+                if pinned { "yes" } else { "no" },
+                target.connections,
+                m.rps,
+                m.p50 as f64 / 1000.0,
+                m.p99 as f64 / 1000.0,
+                m.errors,
+                m.cpu_us,
+                wasmeca_tests::rss(target.pid) as f64 / (1 << 20) as f64,
+            );
+            if pinned {
+                pin(target.pid, "0,1");
+                pin(me, "0,1");
+            }
+        }
     }
 }

@@ -93,30 +93,52 @@ impl Ingress {
 /// The outcome of one message id, shared by every delivery of that id.
 type Outcome = Arc<OnceCell<Result<Reply, ActError>>>;
 
-/// Message ids seen recently and their answers (Seneca's history cache). Bounded: entries
-/// expire after their act's timeout, and the oldest go first beyond `capacity`.
+/// Message ids seen recently and their answers (Seneca's history cache). Bounded three ways:
+/// an entry expires after its act's timeout (as Seneca's does), and beyond `capacity` ids or
+/// `max_bytes` of ids and answers the oldest go first, so a host under sustained load keeps
+/// a steady size.
 pub struct History {
     /// Outcomes by id, with when they expire.
     entries: Mutex<Entries>,
     /// The most ids kept.
     capacity: usize,
+    /// The most bytes of ids and answers kept (estimated: their text plus a fixed overhead).
+    max_bytes: usize,
+}
+
+/// What one remembered id costs besides its text and answer: the map and queue slots, the
+/// shared cell and its allocation headers.
+const ENTRY_OVERHEAD: usize = 160;
+
+/// One remembered id.
+struct Entry {
+    /// When it stops answering.
+    expiry: Instant,
+    /// Its answer, once there is one.
+    outcome: Outcome,
+    /// What it costs, in bytes, counted in [`Entries::bytes`].
+    bytes: usize,
 }
 
 /// [`History`]'s state.
 #[derive(Default)]
 struct Entries {
-    /// id → (expiry, outcome).
-    by_id: HashMap<String, (Instant, Outcome)>,
-    /// Ids in insertion order, for expiry and eviction.
+    /// id → its entry.
+    by_id: HashMap<String, Entry>,
+    /// Ids in insertion order, with their expiry, for expiry and eviction.
     order: VecDeque<(Instant, String)>,
+    /// The sum of the entries' bytes.
+    bytes: usize,
 }
 
 impl History {
-    /// An empty history keeping at most `capacity` ids.
-    pub fn new(capacity: usize) -> Self {
+    /// An empty history keeping at most `capacity` ids and `max_bytes` of them and their
+    /// answers.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             entries: Mutex::new(Entries::default()),
             capacity,
+            max_bytes,
         }
     }
 
@@ -127,7 +149,7 @@ impl History {
     where
         F: Future<Output = Result<Reply, ActError>>,
     {
-        let outcome = self.entry(id, ttl);
+        let (expiry, outcome) = self.entry(id, ttl);
         let mut ran = false;
         let answer = outcome
             .get_or_init(|| {
@@ -136,32 +158,66 @@ impl History {
             })
             .await
             .clone();
+        if ran {
+            let size = match &answer {
+                Ok(reply) => reply.as_str().len(),
+                Err(e) => e.message.len() + e.code.len(),
+            };
+            self.count(id, expiry, size);
+        }
         (answer, !ran)
     }
 
-    fn entry(&self, id: &str, ttl: Duration) -> Outcome {
+    /// The entry of `id` (a new one unless a live one exists), after dropping the expired and
+    /// those beyond the bounds.
+    fn entry(&self, id: &str, ttl: Duration) -> (Instant, Outcome) {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let Entries { by_id, order } = &mut *entries;
-        while let Some((expiry, old)) = order.front() {
-            if *expiry > now && order.len() < self.capacity {
+        let entries = &mut *entries;
+        while let Some((expiry, old)) = entries.order.front() {
+            let full = entries.order.len() >= self.capacity || entries.bytes > self.max_bytes;
+            if *expiry > now && !full {
                 break;
             }
-            if by_id.get(old).is_some_and(|(e, _)| e == expiry) {
-                by_id.remove(old);
+            if entries.by_id.get(old).is_some_and(|e| e.expiry == *expiry)
+                && let Some(gone) = entries.by_id.remove(old)
+            {
+                entries.bytes -= gone.bytes;
             }
-            order.pop_front();
+            entries.order.pop_front();
         }
-        if let Some((expiry, outcome)) = by_id.get(id)
-            && *expiry > now
+        if let Some(entry) = entries.by_id.get(id)
+            && entry.expiry > now
         {
-            return outcome.clone();
+            return (entry.expiry, entry.outcome.clone());
         }
         let expiry = now + ttl;
         let outcome = Outcome::default();
-        by_id.insert(id.to_owned(), (expiry, outcome.clone()));
-        order.push_back((expiry, id.to_owned()));
-        outcome
+        let bytes = 2 * id.len() + ENTRY_OVERHEAD;
+        entries.bytes += bytes;
+        let fresh = Entry {
+            expiry,
+            outcome: outcome.clone(),
+            bytes,
+        };
+        if let Some(replaced) = entries.by_id.insert(id.to_owned(), fresh) {
+            entries.bytes -= replaced.bytes;
+        }
+        entries.order.push_back((expiry, id.to_owned()));
+        (expiry, outcome)
+    }
+
+    /// Adds the `size` of its answer to the entry of `id` made at `expiry`, if it is still
+    /// there.
+    fn count(&self, id: &str, expiry: Instant, size: usize) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = &mut *entries;
+        if let Some(entry) = entries.by_id.get_mut(id)
+            && entry.expiry == expiry
+        {
+            entry.bytes += size;
+            entries.bytes += size;
+        }
     }
 
     /// How many ids are remembered.
@@ -177,6 +233,14 @@ impl History {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The estimated bytes of the ids and answers remembered.
+    pub fn bytes(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bytes
+    }
 }
 
 #[cfg(test)]
@@ -191,7 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_seen_id_gets_the_cached_answer() {
-        let history = History::new(100);
+        let history = History::new(100, 1 << 20);
         let runs = AtomicUsize::new(0);
         let run = || async {
             let n = runs.fetch_add(1, Ordering::SeqCst);
@@ -209,7 +273,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ids_expire_and_the_oldest_go_beyond_capacity() {
-        let history = History::new(2);
+        let history = History::new(2, 1 << 20);
         let _ = history
             .once("1", Duration::from_millis(100), async { reply(1) })
             .await;
@@ -228,8 +292,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_oldest_go_beyond_the_byte_budget() {
+        let history = History::new(1000, 4096);
+        let big = || async {
+            Ok(Reply::from_value(
+                &serde_json::json!({ "x": "y".repeat(1000) }),
+            ))
+        };
+        for n in 0..10 {
+            let _ = history
+                .once(&n.to_string(), Duration::from_secs(60), big())
+                .await;
+        }
+        // Each entry costs about 1.2 KB: the budget keeps the newest few.
+        assert!(history.len() < 10, "{}", history.len());
+        assert!(history.bytes() <= 4096 + 1300, "{}", history.bytes());
+        let (_, reused) = history.once("9", Duration::from_secs(60), big()).await;
+        assert!(reused, "the newest is kept");
+        let (_, reused) = history.once("0", Duration::from_secs(60), big()).await;
+        assert!(!reused, "the oldest went");
+    }
+
+    #[tokio::test]
     async fn concurrent_deliveries_run_once() {
-        let history = Arc::new(History::new(10));
+        let history = Arc::new(History::new(10, 1 << 20));
         let runs = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..8 {

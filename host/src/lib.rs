@@ -135,6 +135,10 @@ pub enum ServeError {
 /// How many message ids the reply history remembers at most.
 const HISTORY: usize = 100_000;
 
+/// How many bytes of ids and answers the reply history keeps at most (under sustained load it
+/// stays this size instead of holding every answer of the last act timeout).
+const HISTORY_BYTES: usize = 8 << 20;
+
 /// A running host: the router with its plugins, and every ingress listening.
 pub struct Host {
     /// Acts and holds the plugins.
@@ -269,7 +273,7 @@ impl Host {
             idle_timeout: std::time::Duration::from_millis(config.http.idle_timeout_ms),
             max_connections: config.http.max_connections,
         };
-        let history = Arc::new(History::new(HISTORY));
+        let history = Arc::new(History::new(HISTORY, HISTORY_BYTES));
         let mut rest = None;
         if let Some(addr) = config.rest.listen.0 {
             let bind = |source| ServeError::Bind {

@@ -3,7 +3,8 @@
 //! Options: `{"fail_init": true}` makes init fail; `{"bad_pattern": true}` declares a pattern
 //! that does not parse; `{"observe": ["evt:x", ...]}` adds observers, which count the events
 //! they get, record each in the host's cache under `<mark>:<event id>` (`mark` defaults to the
-//! name, with the event's `tx$` as the value) and fail on an event with `fail: true`;
+//! name, with the event's `tx$` as the value; not with `{"record": false}`), spin for the
+//! event's `ms`, and fail on an event with `fail: true`;
 //! `chaos:observed` answers the count, and `chaos:publish` publishes its `event`.
 
 use std::time::{Duration, Instant};
@@ -38,86 +39,115 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
             mark,
         },
     )
-        .add("chaos:ok", |s, _| {
-            s.calls += 1;
-            Ok(json!({ "ok": true, "calls": s.calls }))
-        })
-        .add("chaos:trap", |_, _| -> Result<Value> { core::arch::wasm32::unreachable() })
-        .add("chaos:panic", |_, _| -> Result<Value> { panic!("boom on purpose") })
-        .add("chaos:loop", |_, _| -> Result<Value> {
-            let mut n: u64 = 0;
-            loop {
-                n = std::hint::black_box(n.wrapping_add(1));
-            }
-        })
-        .add("chaos:alloc", |_, _| -> Result<Value> {
-            let mut hoard: Vec<Vec<u8>> = Vec::new();
-            loop {
-                hoard.push(vec![1u8; 1 << 20]);
-                std::hint::black_box(&hoard);
-            }
-        })
-        .add("chaos:slow", |_, msg| {
-            let from_query = msg.query("ms").and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
-            let ms = msg.f64("ms").or(from_query).unwrap_or(100.0) as u64;
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_millis(ms) {
-                std::hint::black_box(start);
-            }
-            Ok(json!({ "slept": ms }))
-        })
-        .add("chaos:whoami", |s, msg| {
-            s.calls += 1;
-            let from_query = msg.query("ms").and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
-            let ms = msg.f64("ms").or(from_query).unwrap_or(0.0) as u64;
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_millis(ms) {
-                std::hint::black_box(start);
-            }
-            Ok(json!({ "name": s.name, "calls": s.calls, "n": msg.get("n") }))
-        })
-        .add("chaos:number", |_, _| Ok(42))
-        // (Not `chaos:null`: jsonic reads null, which drops the key and makes a catch-all.)
-        .add("chaos:nothing", |_, _| Ok(Value::Null))
-        .add("chaos:fail", |_, _| -> Result<Value> {
-            Err(Error::new("boom", "bad thing").with_status(418).with_details(json!({ "why": "asked to" })))
-        })
-        .add("chaos:echo", |_, msg| Ok(Value::Object(msg.as_map().clone())))
-        .add("chaos:relay", |_, msg| {
-            // Acts `inner` and answers with this message's tx and the inner answer.
-            let inner = msg.get("inner").cloned().unwrap_or(json!({}));
-            let answer = wasmeca_sdk::act(inner)?;
-            Ok(json!({ "tx": msg.tx(), "inner": answer }))
-        })
-        .add("chaos:recurse", |_, msg| {
-            let depth = msg.i64("depth").unwrap_or(0);
-            let inner = wasmeca_sdk::act(json!({ "chaos": "recurse", "depth": depth + 1 }))?;
-            Ok(json!({ "depth": depth, "inner": inner }))
-        })
-        .add("chaos:log", |_, msg| {
-            wasmeca_sdk::info!("chaos says {}", msg.str("text").unwrap_or("hello"));
-            println!("chaos prints to stdout");
-            Ok(json!({ "logged": true }))
-        });
+    .add("chaos:ok", |s, _| {
+        s.calls += 1;
+        Ok(json!({ "ok": true, "calls": s.calls }))
+    })
+    .add("chaos:trap", |_, _| -> Result<Value> {
+        core::arch::wasm32::unreachable()
+    })
+    .add("chaos:panic", |_, _| -> Result<Value> {
+        panic!("boom on purpose")
+    })
+    .add("chaos:loop", |_, _| -> Result<Value> {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    })
+    .add("chaos:alloc", |_, _| -> Result<Value> {
+        let mut hoard: Vec<Vec<u8>> = Vec::new();
+        loop {
+            hoard.push(vec![1u8; 1 << 20]);
+            std::hint::black_box(&hoard);
+        }
+    })
+    .add("chaos:slow", |_, msg| {
+        let from_query = msg
+            .query("ms")
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.parse().ok());
+        let ms = msg.f64("ms").or(from_query).unwrap_or(100.0) as u64;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(ms) {
+            std::hint::black_box(start);
+        }
+        Ok(json!({ "slept": ms }))
+    })
+    .add("chaos:whoami", |s, msg| {
+        s.calls += 1;
+        let from_query = msg
+            .query("ms")
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.parse().ok());
+        let ms = msg.f64("ms").or(from_query).unwrap_or(0.0) as u64;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(ms) {
+            std::hint::black_box(start);
+        }
+        Ok(json!({ "name": s.name, "calls": s.calls, "n": msg.get("n") }))
+    })
+    .add("chaos:number", |_, _| Ok(42))
+    // (Not `chaos:null`: jsonic reads null, which drops the key and makes a catch-all.)
+    .add("chaos:nothing", |_, _| Ok(Value::Null))
+    .add("chaos:fail", |_, _| -> Result<Value> {
+        Err(Error::new("boom", "bad thing")
+            .with_status(418)
+            .with_details(json!({ "why": "asked to" })))
+    })
+    .add("chaos:echo", |_, msg| {
+        Ok(Value::Object(msg.as_map().clone()))
+    })
+    .add("chaos:relay", |_, msg| {
+        // Acts `inner` and answers with this message's tx and the inner answer.
+        let inner = msg.get("inner").cloned().unwrap_or(json!({}));
+        let answer = wasmeca_sdk::act(inner)?;
+        Ok(json!({ "tx": msg.tx(), "inner": answer }))
+    })
+    .add("chaos:recurse", |_, msg| {
+        let depth = msg.i64("depth").unwrap_or(0);
+        let inner = wasmeca_sdk::act(json!({ "chaos": "recurse", "depth": depth + 1 }))?;
+        Ok(json!({ "depth": depth, "inner": inner }))
+    })
+    .add("chaos:log", |_, msg| {
+        wasmeca_sdk::info!("chaos says {}", msg.str("text").unwrap_or("hello"));
+        println!("chaos prints to stdout");
+        Ok(json!({ "logged": true }))
+    });
     let observed: Vec<String> = options
         .get("observe")
         .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .map(|list| {
+            list.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
+    // `record: false` only counts (what the events benchmark measures).
+    let record = options.bool("record") != Some(false);
     for pattern in &observed {
-        plugin = plugin.observe(pattern, |s, event| {
+        plugin = plugin.observe(pattern, move |s, event| {
             if event.bool("fail") == Some(true) {
                 return Err(Error::new("observer_failed", "this event asks to fail"));
             }
-            let id = event.str("event$").unwrap_or("-").to_owned();
-            let tx = event.str("tx$").unwrap_or("-").to_owned();
-            wasmeca_sdk::act(json!({ "role": "cache", "cmd": "set", "key": format!("{}:{id}", s.mark), "val": tx }))?;
+            let start = Instant::now();
+            let ms = event.f64("ms").unwrap_or(0.0) as u64;
+            while start.elapsed() < Duration::from_millis(ms) {
+                std::hint::black_box(start);
+            }
+            if record {
+                let id = event.str("event$").unwrap_or("-").to_owned();
+                let tx = event.str("tx$").unwrap_or("-").to_owned();
+                wasmeca_sdk::act(json!({ "role": "cache", "cmd": "set", "key": format!("{}:{id}", s.mark), "val": tx }))?;
+            }
             s.observed += 1;
             Ok(())
         });
     }
     plugin = plugin
-        .add("chaos:observed", |s, _| Ok(json!({ "observed": s.observed, "name": s.name })))
+        .add("chaos:observed", |s, _| {
+            Ok(json!({ "observed": s.observed, "name": s.name }))
+        })
         .add("chaos:publish", |_, msg| {
             wasmeca_sdk::publish(msg.get("event").cloned().unwrap_or(json!({})))?;
             Ok(json!({ "published": true, "tx": msg.tx() }))
