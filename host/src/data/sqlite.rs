@@ -142,6 +142,12 @@ fn next_job(queue: &mpsc::Receiver<Job>) -> Option<Job> {
 
 impl Db {
     fn open(path: &str) -> Result<Db, DataError> {
+        // The folder may not exist yet (a new user's data folder, ~/.local/share/wasmeca).
+        let parent = std::path::Path::new(path).parent();
+        if let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty() && !path.starts_with(':')) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| failed(format!("cannot create the folder {}: {e}", dir.display())))?;
+        }
         let conn = Connection::open(path).map_err(sql_error)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
