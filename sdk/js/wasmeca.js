@@ -1,9 +1,10 @@
 // wasmeca.js: write wasmeca plugins (Seneca-style message-pattern services) in JavaScript.
 //
 // The same shape as the Rust SDK (sdk/src/lib.rs): build a Plugin with a name, a version and
-// a state, add actions by pattern, read messages with typed helpers, act other patterns, log,
+// a state, add actions by pattern and observers of events, read messages with typed helpers,
+// act other patterns, publish events, keep data in the host's entity store and cache, log,
 // declare seneca-web routes, and export it as the `guest` interface of the `plugin` world
-// (wit/plugin.wit).
+// (wit/plugin.wit, wasmeca:plugin@0.2.0).
 //
 //   import { Plugin, WasmecaError, act, log, exportPlugin } from 'wasmeca';
 //
@@ -14,7 +15,10 @@
 //         log.info(`salute number ${state.count}`);
 //         return { message: `Hello ${msg.str('name') ?? 'World'}!` };
 //       })
-//       .example({ cmd: 'salute', name: 'World' }));
+//       .example({ cmd: 'salute', name: 'World' })
+//       .observe('evt:user,cmd:created', (event, state) => {
+//         state.users = (state.users ?? 0) + 1;
+//       }));
 //
 // Build with `node <sdk>/js/build.mjs src/plugin.js -o dist/plugin.wasm` (bundles the module with
 // its imports, then componentize-js with the StarlingMonkey engine).
@@ -25,8 +29,16 @@
 // or a Promise of one. A thrown WasmecaError reaches the caller as it is (code, message,
 // details, status); any other exception becomes Seneca's `act_execute` error and is logged with
 // its stack. A handler never traps the instance.
+//
+// Observers get `(event, state)` for every event their pattern matches; what they return is
+// discarded, and a thrown error (or a rejected Promise) means "not handled": the host delivers
+// the event again and dead-letters it after its attempts.
+//
+// Data that must outlive the instance goes in the host's store: `entity('shop/item')` gives
+// save/load/list/remove over `sys:entity`, `cache` get/set/add/incr/decr/delete over
+// `role:cache`.
 
-import * as host from 'wasmeca:plugin/host@0.1.0';
+import * as host from 'wasmeca:plugin/host@0.2.0';
 
 /** An error as callers see it: a code, a message, optional JSON details and an HTTP status. */
 export class WasmecaError extends Error {
@@ -256,6 +268,146 @@ export function prior(msg) {
   return callHost(host.prior, msg);
 }
 
+/**
+ * Publishes an event (an object, a Msg or JSON text): every observer whose pattern matches it
+ * hears it, in this host and, when the host has a broker, in every service observing it.
+ * Returns once the event is accepted; no observer anywhere is not an error. The event inherits
+ * the current `tx$`. Throws a WasmecaError when the host refuses it.
+ *
+ *   publish({ evt: 'user', cmd: 'created', id: user.id });
+ *
+ * @param {object|Msg|string} event the event
+ */
+export function publish(event) {
+  try {
+    host.publish(messageText(event));
+  } catch (e) {
+    if (e && isObject(e.payload) && typeof e.payload.code === 'string') throw WasmecaError.fromRecord(e.payload);
+    throw e;
+  }
+}
+
+/** An id (string or number) as a query `{id}`; an object query as it is. */
+function asQuery(q) {
+  return isObject(q) ? q : { id: q };
+}
+
+/**
+ * An entity type of the host's store (`sys:entity`, Seneca's entity API), named by its canon:
+ * `name`, `base/name` or `zone/base/name`. Get one with `entity('shop/item')`.
+ */
+export class Entity {
+  /** @param {string} canon `name`, `base/name` or `zone/base/name` */
+  constructor(canon) {
+    const pieces = String(canon).split('/');
+    const [zone, base, name] =
+      pieces.length >= 3 ? pieces.slice(0, 3) : pieces.length === 2 ? [undefined, ...pieces] : [undefined, undefined, pieces[0]];
+    const part = (p) => (p && p !== '-' ? p : undefined);
+    /** `zone`, `base` and `name`, as the store's messages carry them (absent parts omitted). */
+    this.parts = {};
+    if (part(zone)) this.parts.zone = zone;
+    if (part(base)) this.parts.base = base;
+    this.parts.name = name;
+    /** The canon as Seneca writes it (`-/shop/item`): the `entity$` of what is saved. */
+    this.canon = `${part(zone) ?? '-'}/${part(base) ?? '-'}/${name}`;
+  }
+
+  /** The `sys:entity` message for `cmd` with this type's parts and the query `q`. */
+  message(cmd, q) {
+    return { sys: 'entity', cmd, ...this.parts, q, qent: { entity$: this.canon } };
+  }
+
+  /**
+   * Saves `data` (an object): a create when it has no `id` (an `id$` picks the id), else a
+   * merge into the stored record (created when unknown). Returns the stored entity.
+   */
+  save(data) {
+    if (!isObject(data)) throw WasmecaError.invalidInput(`an entity is a JSON object, not ${JSON.stringify(data)}`);
+    const msg = this.message('save', {});
+    msg.ent = { ...data, entity$: this.canon };
+    return act(msg);
+  }
+
+  /** The entity with this id (a string or a number), or the first matching a query object; null when there is none. */
+  load(q) {
+    return act(this.message('load', asQuery(q))) ?? null;
+  }
+
+  /** The entities matching a query object (`{}`, the default, for all; `sort$`, `skip$`, `limit$`, `fields$`): an array. */
+  list(q = {}) {
+    const found = act(this.message('list', q));
+    if (found === null || found === undefined) return [];
+    if (!Array.isArray(found)) throw new WasmecaError('entity_invalid', `list answered ${JSON.stringify(found)}, not an array`);
+    return found;
+  }
+
+  /**
+   * Removes the entity with this id (or the first matching a query object; every match with
+   * `all$: true`) and returns the removed one, or null when there was none.
+   */
+  remove(q) {
+    const query = { load$: true, ...asQuery(q) };
+    return act(this.message('remove', query)) ?? null;
+  }
+}
+
+/**
+ * The entity type `canon` (`item`, `shop/item`, `zone/shop/item`) of the host's store:
+ *
+ *   const items = entity('shop/item');
+ *   const apple = items.save({ name: 'apple', price: 1.5 });
+ *   items.load(apple.id);                       // the entity, or null
+ *   items.list({ sort$: { price: -1 }, limit$: 10 });
+ *   items.remove(apple.id);
+ */
+export function entity(canon) {
+  return new Entity(canon);
+}
+
+/** Acts `role:cache,cmd:<cmd>` with a key and, when given, a value. */
+function cacheAct(cmd, key, val) {
+  const msg = { role: 'cache', cmd, key: String(key) };
+  if (val !== undefined) msg.val = val;
+  return act(msg);
+}
+
+/**
+ * The host's cache (`role:cache`): JSON values under string keys, with the expiry the host is
+ * configured with.
+ *
+ *   cache.set('visits', 0);
+ *   cache.incr('visits');                       // 1
+ *   cache.get('nope');                          // null
+ */
+export const cache = Object.freeze({
+  /** Stores `val` under `key`. */
+  set(key, val) {
+    cacheAct('set', key, val ?? null);
+  },
+  /** The value under `key`, or null when there is none. */
+  get(key) {
+    return cacheAct('get', key)?.value ?? null;
+  },
+  /** Stores `val` under `key` unless the key is taken (then throws `key_exists`). */
+  add(key, val) {
+    cacheAct('add', key, val ?? null);
+  },
+  /** Adds `by` (default 1) to the number under `key` and returns the new value; null when the key is missing (nothing is created). */
+  incr(key, by = 1) {
+    const value = cacheAct('incr', key, by)?.value;
+    return typeof value === 'number' ? value : null;
+  },
+  /** Subtracts `by` (default 1) from the number under `key`, as `incr` adds. */
+  decr(key, by = 1) {
+    const value = cacheAct('decr', key, by)?.value;
+    return typeof value === 'number' ? value : null;
+  },
+  /** Forgets `key` (missing keys too). */
+  delete(key) {
+    cacheAct('delete', key);
+  },
+});
+
 /** Log text from console-style arguments: strings as they are, errors with their stack, the rest as JSON. */
 function logText(args) {
   return args
@@ -283,7 +435,7 @@ export const log = Object.freeze({
   error: (...args) => host.log('error', logText(args)),
 });
 
-/** A plugin: its name, version, state, actions and routes. */
+/** A plugin: its name, version, state, actions, observers and routes. */
 export class Plugin {
   /**
    * @param {string} name the plugin's name, e.g. `user`
@@ -301,6 +453,20 @@ export class Plugin {
     this.actions = [];
     /** seneca-web route sets. */
     this.routeSets = [];
+    /** Observers in the order added: `{pattern, handler}`. */
+    this.observers = [];
+  }
+
+  /**
+   * Adds an observer for an event pattern (`evt:user,cmd:created`): the handler gets
+   * `(event, state)` for every event the pattern matches (a Msg, with `event$`, its id, and
+   * `tx$`). What it returns is discarded; a thrown error (or a rejected Promise) means "not
+   * handled": the host delivers the event again and dead-letters it after its attempts.
+   */
+  observe(pattern, handler) {
+    if (typeof handler !== 'function') throw new TypeError(`observe('${pattern}'): the handler must be a function`);
+    this.observers.push({ pattern, handler });
+    return this;
   }
 
   /**
@@ -340,7 +506,24 @@ export class Plugin {
         example: a.example === undefined ? undefined : JSON.stringify(a.example),
       })),
       routes: JSON.stringify(this.routeSets),
+      observers: this.observers.map((o) => ({ pattern: o.pattern, example: undefined })),
     };
+  }
+
+  /** Runs observer `index` on an event object; returns undefined, a Promise of it, or throws. */
+  observeEvent(index, data) {
+    const def = this.observers[index];
+    if (!def) throw new WasmecaError('invalid_observer', `this plugin has no observer ${index}`);
+    const done = def.handler(new Msg(data), this.state);
+    if (done && typeof done.then === 'function') {
+      return done.then(
+        () => undefined,
+        (e) => {
+          throw componentError(toWasmecaError(e, def.pattern, 'observer'));
+        },
+      );
+    }
+    return undefined;
   }
 
   /** Runs action `index` on a message object; answers JSON text, a Promise of it, or throws. */
@@ -376,18 +559,22 @@ function resultText(value) {
  * Any thrown value as a WasmecaError: kept as it is, or (logged with its stack and) wrapped as
  * Seneca's `act_execute` for an action, `init_failed` for the setup function.
  */
-function toWasmecaError(e, pattern) {
+function toWasmecaError(e, pattern, kind = 'action') {
   if (e instanceof WasmecaError) return e;
   const name = e instanceof Error ? e.name : typeof e;
   const text = e instanceof Error ? e.message : String(e);
-  const where = pattern === null ? 'init' : `action ${pattern}`;
+  const where = pattern === null ? 'init' : `${kind} ${pattern}`;
   try {
     host.log('error', `${where} failed: ${e instanceof Error && e.stack ? `${e}\n${e.stack}` : text}`);
   } catch {
     // logging must never hide the error
   }
   const [code, message] =
-    pattern === null ? ['init_failed', `plugin init failed: ${text}`] : ['act_execute', `seneca: Action ${pattern} failed: ${text}.`];
+    pattern === null
+      ? ['init_failed', `plugin init failed: ${text}`]
+      : kind === 'observer'
+        ? ['observe_failed', `observer ${pattern} failed: ${text}`]
+        : ['act_execute', `seneca: Action ${pattern} failed: ${text}.`];
   return new WasmecaError(code, message, { details: { name }, status: validStatus(e?.status ?? e?.statusCode) });
 }
 
@@ -440,6 +627,24 @@ export function exportPlugin(setup) {
         return plugin.handle(action, data);
       } catch (e) {
         throw componentError(toWasmecaError(e, pattern));
+      }
+    },
+
+    observe(observer, event) {
+      let pattern = `#${observer}`;
+      try {
+        if (!plugin) throw new WasmecaError('not_initialised', 'observe called before init');
+        pattern = plugin.observers[observer]?.pattern ?? pattern;
+        let data;
+        try {
+          data = JSON.parse(event);
+        } catch {
+          data = undefined;
+        }
+        if (!isObject(data)) throw WasmecaError.invalidInput('the event is not a JSON object');
+        return plugin.observeEvent(observer, data);
+      } catch (e) {
+        throw componentError(toWasmecaError(e, pattern, 'observer'));
       }
     },
   };

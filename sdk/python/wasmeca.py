@@ -1,9 +1,10 @@
 """Write wasmeca plugins (Seneca-style message-pattern services) in Python.
 
 The same shape as the Rust SDK (sdk/src/lib.rs) and the JS one (sdk/js/wasmeca.js): build a
-:class:`Plugin` with a name, a version and a state, add actions by pattern, read messages with
-typed helpers, act other patterns, log, declare seneca-web routes, and export it as the
-``guest`` interface of the ``plugin`` world (wit/plugin.wit)::
+:class:`Plugin` with a name, a version and a state, add actions by pattern and observers of
+events, read messages with typed helpers, act other patterns, publish events, keep data in the
+host's entity store and cache, log, declare seneca-web routes, and export it as the ``guest``
+interface of the ``plugin`` world (wit/plugin.wit, wasmeca:plugin@0.2.0)::
 
     from wasmeca import Plugin, Error, act, log, export
 
@@ -15,6 +16,10 @@ typed helpers, act other patterns, log, declare seneca-web routes, and export it
             state["count"] += 1
             log.info("salute number", state["count"])
             return {"message": f"Hello {msg.str('name') or 'World'}!"}
+
+        @plugin.observe("evt:user,cmd:created")
+        def created(event, state):
+            state["users"] = state.get("users", 0) + 1
 
         return plugin
 
@@ -31,6 +36,14 @@ plugin's closure variables). A handler answers a dict, a list or None. A raised 
 reaches the caller as it is (code, message, details, status); any other exception becomes
 Seneca's ``act_execute`` error and is logged with its traceback. A handler never traps the
 instance.
+
+Observers get ``(event, state)`` for every event their pattern matches; what they return is
+discarded, and a raised exception means "not handled": the host delivers the event again and
+dead-letters it after its attempts.
+
+Data that must outlive the instance goes in the host's store: ``entity("shop/item")`` gives
+save/load/list/remove over ``sys:entity``, ``cache`` get/set/add/incr/decr/delete over
+``role:cache``. A missing entity or cache key is None.
 """
 
 from __future__ import annotations
@@ -49,7 +62,20 @@ except ImportError:  # plain CPython (unit tests, editors): no host to call
     Err = None
     _exports = _host = _types = None
 
-__all__ = ["Error", "WasmecaError", "Msg", "Plugin", "act", "prior", "log", "export"]
+__all__ = [
+    "Error",
+    "WasmecaError",
+    "Msg",
+    "Plugin",
+    "Entity",
+    "act",
+    "prior",
+    "publish",
+    "entity",
+    "cache",
+    "log",
+    "export",
+]
 
 JSON = Any
 """Any JSON value: dict, list, str, int, float, bool or None."""
@@ -268,6 +294,154 @@ def prior(msg: Union[dict, str]) -> JSON:
     return _call_host(_host and _host.prior, msg)
 
 
+def publish(event: Union[dict, str]) -> None:
+    """Publishes an event (a dict, a Msg or JSON text): every observer whose pattern matches it
+    hears it, in this host and, when the host has a broker, in every service observing it.
+    Returns once the event is accepted; no observer anywhere is not an error. The event inherits
+    the current ``tx$``. Raises :class:`Error` when the host refuses it::
+
+        publish({"evt": "user", "cmd": "created", "id": user["id"]})
+    """
+    if _host is None:
+        raise RuntimeError("wasmeca: no host (this code runs only inside a component)")
+    try:
+        _host.publish(_message_text(event))
+    except Err as e:
+        raise Error.from_record(e.value) from None
+
+
+def _as_query(q: Any) -> dict:
+    """An id (str or int) as the query ``{"id": q}``; a dict query as it is."""
+    return dict(q) if isinstance(q, dict) else {"id": q}
+
+
+class Entity:
+    """An entity type of the host's store (``sys:entity``, Seneca's entity API), named by its
+    canon: ``name``, ``base/name`` or ``zone/base/name``. Get one with :func:`entity`."""
+
+    def __init__(self, canon: str):
+        pieces = canon.split("/")
+        if len(pieces) >= 3:
+            zone, base, name = pieces[:3]
+        elif len(pieces) == 2:
+            zone, (base, name) = None, pieces
+        else:
+            zone, base, name = None, None, pieces[0]
+
+        def part(p: Optional[str]) -> Optional[str]:
+            return p if p and p != "-" else None
+
+        self.parts: dict = {}
+        """``zone``, ``base`` and ``name``, as the store's messages carry them (absent parts omitted)."""
+        if part(zone):
+            self.parts["zone"] = zone
+        if part(base):
+            self.parts["base"] = base
+        self.parts["name"] = name
+        self.canon = f"{part(zone) or '-'}/{part(base) or '-'}/{name}"
+        """The canon as Seneca writes it (``-/shop/item``): the ``entity$`` of what is saved."""
+
+    def message(self, cmd: str, q: dict) -> dict:
+        """The ``sys:entity`` message for ``cmd`` with this type's parts and the query ``q``."""
+        return {"sys": "entity", "cmd": cmd, **self.parts, "q": q, "qent": {"entity$": self.canon}}
+
+    def save(self, data: dict) -> dict:
+        """Saves ``data`` (a dict): a create when it has no ``id`` (an ``id$`` picks the id), else a
+        merge into the stored record (created when unknown). Returns the stored entity."""
+        if not isinstance(data, dict):
+            raise Error.invalid_input(f"an entity is a JSON object, not {_dumps(data, default=str)}")
+        msg = self.message("save", {})
+        msg["ent"] = {**data, "entity$": self.canon}
+        return act(msg)
+
+    def load(self, q: Union[str, int, dict]) -> Optional[dict]:
+        """The entity with this id (a str or an int), or the first matching a query dict; None
+        when there is none."""
+        return act(self.message("load", _as_query(q)))
+
+    def list(self, q: Optional[dict] = None) -> list:
+        """The entities matching a query dict (None or ``{}`` for all; ``sort$``, ``skip$``,
+        ``limit$``, ``fields$``), as a list."""
+        found = act(self.message("list", {} if q is None else q))
+        if found is None:
+            return []
+        if not isinstance(found, list):
+            raise Error("entity_invalid", f"list answered {_dumps(found, default=str)}, not an array")
+        return found
+
+    def remove(self, q: Union[str, int, dict]) -> Optional[dict]:
+        """Removes the entity with this id (or the first matching a query dict; every match with
+        ``all$: True``) and returns the removed one, or None when there was none."""
+        return act(self.message("remove", {"load$": True, **_as_query(q)}))
+
+    def __repr__(self) -> str:
+        return f"Entity({self.canon!r})"
+
+
+def entity(canon: str) -> Entity:
+    """The entity type ``canon`` (``item``, ``shop/item``, ``zone/shop/item``) of the host's store::
+
+        items = entity("shop/item")
+        apple = items.save({"name": "apple", "price": 1.5})
+        items.load(apple["id"])                  # the entity, or None
+        items.list({"sort$": {"price": -1}, "limit$": 10})
+        items.remove(apple["id"])
+    """
+    return Entity(canon)
+
+
+class _Cache:
+    """The host's cache (``role:cache``): JSON values under string keys, with the expiry the
+    host is configured with::
+
+        cache.set("visits", 0)
+        cache.incr("visits")                     # 1
+        cache.get("nope")                        # None
+    """
+
+    @staticmethod
+    def _act(cmd: str, key: str, *val: JSON) -> JSON:
+        msg = {"role": "cache", "cmd": cmd, "key": str(key)}
+        if val:
+            msg["val"] = val[0]
+        return act(msg)
+
+    def set(self, key: str, val: JSON) -> None:
+        """Stores ``val`` under ``key``."""
+        self._act("set", key, val)
+
+    def get(self, key: str) -> JSON:
+        """The value under ``key``, or None when there is none."""
+        answer = self._act("get", key)
+        return answer.get("value") if isinstance(answer, dict) else None
+
+    def add(self, key: str, val: JSON) -> None:
+        """Stores ``val`` under ``key`` unless the key is taken (then raises ``key_exists``)."""
+        self._act("add", key, val)
+
+    def incr(self, key: str, by: float = 1) -> Optional[float]:
+        """Adds ``by`` (default 1) to the number under ``key`` and returns the new value; None
+        when the key is missing (nothing is created)."""
+        return self._number(self._act("incr", key, by))
+
+    def decr(self, key: str, by: float = 1) -> Optional[float]:
+        """Subtracts ``by`` (default 1) from the number under ``key``, as :meth:`incr` adds."""
+        return self._number(self._act("decr", key, by))
+
+    def delete(self, key: str) -> None:
+        """Forgets ``key`` (missing keys too)."""
+        self._act("delete", key)
+
+    @staticmethod
+    def _number(answer: JSON) -> Optional[float]:
+        value = answer.get("value") if isinstance(answer, dict) else None
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+cache = _Cache()
+"""The host's cache: ``cache.get``, ``set``, ``add``, ``incr``, ``decr``, ``delete``."""
+
+
 class _Log:
     """Writes to the host's log, tagged with this plugin and the current transaction:
     ``log.info("loaded", n, "users")``. Arguments are joined with spaces like ``print``; dicts
@@ -319,6 +493,9 @@ log = _Log()
 Handler = Callable[[Msg, Any], JSON]
 """A handler: gets the message and the plugin's state, answers a dict, a list or None."""
 
+Observer = Callable[[Msg, Any], Any]
+"""An observer: gets the event and the plugin's state; what it returns is discarded."""
+
 
 class _Action:
     """One declared action."""
@@ -334,8 +511,20 @@ class _Action:
         """What answers it."""
 
 
+class _Observer:
+    """One declared observer."""
+
+    __slots__ = ("pattern", "handler")
+
+    def __init__(self, pattern: str, handler: Observer):
+        self.pattern = pattern
+        """The event pattern, as written."""
+        self.handler = handler
+        """What handles the events."""
+
+
 class Plugin:
-    """A plugin: its name, version, state, actions and routes."""
+    """A plugin: its name, version, state, actions, observers and routes."""
 
     def __init__(self, name: str, version: str, state: Any = None):
         self.name = name
@@ -348,6 +537,8 @@ class Plugin:
         """Actions in the order added (later ones override earlier ones on the same pattern)."""
         self.route_sets: list = []
         """seneca-web route sets."""
+        self.observers: list[_Observer] = []
+        """Observers in the order added."""
 
     def add(self, pattern: str, handler: Optional[Handler] = None, *, example: Optional[dict] = None):
         """Adds an action for a pattern (``cmd:salute``, ``role:user,cmd:*``); the handler gets
@@ -366,6 +557,27 @@ class Plugin:
         if not callable(handler):
             raise TypeError(f"add({pattern!r}): the handler must be callable")
         self.actions.append(_Action(pattern, example, handler))
+        return self
+
+    def observe(self, pattern: str, handler: Optional[Observer] = None):
+        """Adds an observer for an event pattern (``evt:user,cmd:created``): the handler gets
+        ``(event, state)`` for every event the pattern matches (a :class:`Msg`, with ``event$``,
+        its id, and ``tx$``). What it returns is discarded; a raised exception means "not
+        handled": the host delivers the event again and dead-letters it after its attempts.
+
+        As a call, ``plugin.observe(pattern, handler)`` returns the plugin (to chain); as a
+        decorator, ``@plugin.observe(pattern)`` returns the function unchanged.
+        """
+        if handler is None:
+
+            def register(fn: Observer) -> Observer:
+                self.observe(pattern, fn)
+                return fn
+
+            return register
+        if not callable(handler):
+            raise TypeError(f"observe({pattern!r}): the handler must be callable")
+        self.observers.append(_Observer(pattern, handler))
         return self
 
     def example(self, msg: dict) -> "Plugin":
@@ -388,7 +600,8 @@ class Plugin:
         actions = [
             _types.Action(a.pattern, None if a.example is None else _dumps(a.example)) for a in self.actions
         ]
-        return _types.Manifest(self.name, self.version, actions, _dumps(self.route_sets))
+        observers = [_types.Action(o.pattern, None) for o in self.observers]
+        return _types.Manifest(self.name, self.version, actions, _dumps(self.route_sets), observers)
 
     def handle(self, index: int, msg: Msg) -> str:
         """Runs action ``index`` on a message; answers JSON text or raises."""
@@ -401,12 +614,20 @@ class Plugin:
             raise Error("invalid_result", f"the result cannot be written as JSON: {e}") from None
 
 
-def _as_error(e: BaseException, pattern: Optional[str]) -> Error:
+    def observe_event(self, index: int, event: Msg) -> None:
+        """Runs observer ``index`` on an event; its result is discarded. Raises what it raises."""
+        if not 0 <= index < len(self.observers):
+            raise Error("invalid_observer", f"this plugin has no observer {index}")
+        self.observers[index].handler(event, self.state)
+
+
+def _as_error(e: BaseException, pattern: Optional[str], kind: str = "action") -> Error:
     """Any exception as an Error: kept as it is, or (logged with its traceback and) wrapped as
-    Seneca's ``act_execute`` for an action, ``init_failed`` for the setup function."""
+    Seneca's ``act_execute`` for an action, ``observe_failed`` for an observer, ``init_failed``
+    for the setup function."""
     if isinstance(e, Error):
         return e
-    where = "init" if pattern is None else f"action {pattern}"
+    where = "init" if pattern is None else f"{kind} {pattern}"
     try:
         log.error(f"{where} failed:\n{''.join(traceback.format_exception(e))}")
     except BaseException:
@@ -416,6 +637,8 @@ def _as_error(e: BaseException, pattern: Optional[str]) -> Error:
     details = {"name": type(e).__name__}
     if pattern is None:
         return Error("init_failed", f"plugin init failed: {text}", details, status)
+    if kind == "observer":
+        return Error("observe_failed", f"observer {pattern} failed: {text}", details, status)
     return Error("act_execute", f"seneca: Action {pattern} failed: {text}.", details, status)
 
 
@@ -463,5 +686,23 @@ def export(setup: Union[Callable[[Msg], Plugin], Plugin]) -> type:
                 return plugin.handle(action, Msg(data))
             except BaseException as e:
                 raise Err(_as_error(e, pattern).to_record()) from None
+
+        def observe(self, observer: int, event: str) -> None:
+            plugin = current[0]
+            pattern = f"#{observer}"
+            try:
+                if plugin is None:
+                    raise Error("not_initialised", "observe called before init")
+                if 0 <= observer < len(plugin.observers):
+                    pattern = plugin.observers[observer].pattern
+                try:
+                    data = json.loads(event)
+                except ValueError:
+                    data = None
+                if not isinstance(data, dict):
+                    raise Error.invalid_input("the event is not a JSON object")
+                plugin.observe_event(observer, Msg(data))
+            except BaseException as e:
+                raise Err(_as_error(e, pattern, "observer").to_record()) from None
 
     return Guest

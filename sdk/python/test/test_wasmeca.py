@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import wasmeca  # noqa: E402
-from wasmeca import Error, Msg, Plugin, act, export, log  # noqa: E402
+from wasmeca import Error, Msg, Plugin, act, cache, entity, export, log, publish  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Manifest:
     version: str
     actions: list
     routes: str
+    observers: list
 
 
 class Level(Enum):
@@ -56,6 +57,8 @@ class FakeHost:
     def __init__(self):
         self.logs = []
         self.answer = lambda text: "null"
+        self.published = []
+        self.publish = self.published.append
 
     def act(self, text):
         return self.answer(text)
@@ -109,7 +112,7 @@ class SdkTest(unittest.TestCase):
         guest = export(setup)()
         manifest = guest.init('{"start":5}')
         self.assertEqual(manifest, Manifest("counter", "1.0.0", [Action("cmd:inc", '{"cmd":"inc"}')],
-                                            '[{"prefix":"/c","pin":"cmd:*","map":{"inc":{"GET":true}}}]'))
+                                            '[{"prefix":"/c","pin":"cmd:*","map":{"inc":{"GET":true}}}]', []))
         self.assertEqual(guest.handle(0, '{"cmd":"inc"}'), '{"n":6}')
         self.assertEqual(guest.handle(0, '{"cmd":"inc"}'), '{"n":7}')
         self.assertEqual(self.err(guest.handle, 3, "{}"), ErrorRecord("invalid_action", "this plugin has no action 3", None, None))
@@ -152,6 +155,92 @@ class SdkTest(unittest.TestCase):
         self.assertEqual((caught.exception.code, caught.exception.details), ("act_not_found", {"a": 1}))
         log.info("n =", 3, {"a": [1]})
         self.assertEqual(self.host.logs[-1], ("info", 'n = 3 {"a":[1]}'))
+
+    def test_observers(self):
+        plugin = Plugin("audit", "1.0.0", state={"created": 0})
+
+        @plugin.observe("evt:user,cmd:created")
+        def created(event, state):
+            self.assertEqual(event.str("evt"), "user")
+            state["created"] += 1
+            return {"ignored": True}
+
+        plugin.observe("evt:user,cmd:bad", lambda event, state: 1 / 0)
+        plugin.add("role:audit,cmd:count", lambda msg, state: {"created": state["created"]})
+        guest = export(plugin)()
+        manifest = guest.init("{}")
+        self.assertEqual(manifest.observers, [Action("evt:user,cmd:created", None), Action("evt:user,cmd:bad", None)])
+        self.assertIsNone(guest.observe(0, '{"evt":"user","cmd":"created"}'))
+        guest.observe(0, '{"evt":"user","cmd":"created"}')
+        self.assertEqual(guest.handle(0, "{}"), '{"created":2}')
+        self.assertEqual(self.err(guest.observe, 1, "{}"),
+                         ErrorRecord("observe_failed", "observer evt:user,cmd:bad failed: division by zero",
+                                     '{"name":"ZeroDivisionError"}', None))
+        self.assertEqual(self.err(guest.observe, 5, "{}").code, "invalid_observer")
+        self.assertEqual(self.err(guest.observe, 0, "[]").code, "invalid_input")
+
+    def test_publish(self):
+        publish({"evt": "user", "cmd": "created", "id": 1})
+        self.assertEqual(self.host.published, ['{"evt":"user","cmd":"created","id":1}'])
+
+        def refuse(text):
+            raise Err(ErrorRecord("publish_failed", "broker down", None, 503))
+
+        self.host.publish = refuse
+        with self.assertRaises(Error) as caught:
+            publish({"evt": "x"})
+        self.assertEqual((caught.exception.code, caught.exception.status), ("publish_failed", 503))
+
+    def test_entity(self):
+        seen, answers = [], []
+
+        def answer(text):
+            seen.append(json.loads(text))
+            return answers.pop(0) if answers else "null"
+
+        self.host.answer = answer
+        items = entity("shop/item")
+        self.assertEqual(items.canon, "-/shop/item")
+        answers.append('{"id":"a1","name":"apple","entity$":"-/shop/item"}')
+        self.assertEqual(items.save({"name": "apple"})["id"], "a1")
+        self.assertEqual(seen[-1], {"sys": "entity", "cmd": "save", "base": "shop", "name": "item", "q": {},
+                                    "qent": {"entity$": "-/shop/item"},
+                                    "ent": {"name": "apple", "entity$": "-/shop/item"}})
+        self.assertIsNone(items.load("zz"))
+        self.assertEqual(seen[-1]["q"], {"id": "zz"})
+        answers.append('[{"id":"a1"}]')
+        self.assertEqual(items.list({"color": "red"}), [{"id": "a1"}])
+        self.assertEqual(items.list(), [])
+        self.assertEqual(seen[-1]["q"], {})
+        self.assertIsNone(items.remove(7))
+        self.assertEqual(seen[-1]["q"], {"load$": True, "id": 7})
+        with self.assertRaises(Error):
+            items.save([1])
+        self.assertEqual(entity("user").canon, "-/-/user")
+        self.assertEqual(entity("z1/shop/item").parts, {"zone": "z1", "base": "shop", "name": "item"})
+
+    def test_cache(self):
+        seen, answers = [], []
+
+        def answer(text):
+            seen.append(json.loads(text))
+            return answers.pop(0) if answers else "{}"
+
+        self.host.answer = answer
+        cache.set("visits", 0)
+        self.assertEqual(seen[-1], {"role": "cache", "cmd": "set", "key": "visits", "val": 0})
+        answers.append('{"value":1}')
+        self.assertEqual(cache.incr("visits"), 1)
+        self.assertEqual(seen[-1], {"role": "cache", "cmd": "incr", "key": "visits", "val": 1})
+        answers.append('{"value":false}')  # the host's answer for a missing key
+        self.assertIsNone(cache.decr("nope", 2))
+        answers.append('{"value":null}')
+        self.assertIsNone(cache.get("missing"))
+        answers.append('{"value":{"a":1}}')
+        self.assertEqual(cache.get("k"), {"a": 1})
+        cache.add("k2", "v")
+        cache.delete("k2")
+        self.assertEqual(seen[-1], {"role": "cache", "cmd": "delete", "key": "k2"})
 
 
 if __name__ == "__main__":
