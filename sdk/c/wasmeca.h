@@ -2,9 +2,10 @@
  * wasmeca.h — write wasmeca plugins in C.
  *
  * A plugin is a WebAssembly component that targets the `plugin` world of
- * wit/plugin.wit (wasmeca:plugin@0.1.0). This helper implements the world's
- * exports (`init`, `handle`) for you and wraps its imports (`act`, `prior`,
- * `log`), so a plugin is a setup function plus one C function per action:
+ * wit/plugin.wit (wasmeca:plugin@0.2.0). This helper implements the world's
+ * exports (`init`, `handle`, `observe`) for you and wraps its imports (`act`,
+ * `prior`, `publish`, `log`), so a plugin is a setup function plus one C
+ * function per action or observer:
  *
  *     #include "wasmeca.h"
  *
@@ -19,6 +20,12 @@
  *         wasmeca_example("{'cmd':'salute','name':'World'}");
  *         return true;
  *     }
+ *
+ * Events: wasmeca_publish sends one, wasmeca_observe declares a function that
+ * hears every event a pattern matches. Data that must outlive the instance
+ * goes in the host's store: wasmeca_entity_save/load/list/remove (Seneca's
+ * entity API, `sys:entity`) and wasmeca_cache_set/get/add/incr/decr/delete
+ * (`role:cache`).
  *
  * Build with sdk/c/build.sh (see sdk/c/README.md).
  *
@@ -229,6 +236,18 @@ void wasmeca_add(const char *pattern, wasmeca_handler handler);
  *  `wasmeca check` and the documentation use it. */
 void wasmeca_example(const char *format, ...);
 
+/** An observer: gets an event (a JSON object, with `event$`, its id, and
+ *  `tx$`) and returns true once it has handled it. False (after wasmeca_fail,
+ *  or with the error of a failed wasmeca_act pending) means "not handled":
+ *  the host delivers the event again and dead-letters it after its attempts.
+ *  An observer answers nobody. */
+typedef bool (*wasmeca_observer)(wasmeca_value event);
+
+/** Adds an observer for an event pattern (`evt:user,cmd:created`). Every
+ *  observer whose pattern matches an event hears it (not only the most
+ *  specific one, unlike actions). */
+void wasmeca_observe(const char *pattern, wasmeca_observer observer);
+
 /** Declares seneca-web route sets (a JSON format giving one object or an
  *  array): "{'prefix':'/user','pin':'module:user,if:*','map':{'list':
  *  {'GET':true,'name':''}}}". May be called more than once. */
@@ -249,6 +268,76 @@ bool wasmeca_act(wasmeca_value *answer, const char *format, ...);
  *  (usually the handler's own message); with none, the answer is the
  *  message's `default$` or null. Same return convention as wasmeca_act. */
 bool wasmeca_prior(wasmeca_value *answer, wasmeca_value msg);
+
+/** Publishes an event (a JSON format giving an object): every observer whose
+ *  pattern matches it hears it, in this host and, when the host has a
+ *  broker, in every service observing it. True once the event is accepted
+ *  (no observer anywhere is not an error); false with the host's error
+ *  pending. The event inherits the current `tx$`:
+ *      if (!wasmeca_publish("{'evt':'user','cmd':'created','id':%s}", id))
+ *        return NULL; */
+bool wasmeca_publish(const char *format, ...);
+
+/* ------------------------------------------------------------------------ */
+/* Keeping data: entities and the cache                                     */
+/* ------------------------------------------------------------------------ */
+/*
+ * An entity type is named by its canon, `name`, `base/name` or
+ * `zone/base/name` ("shop/item"): the canon string is the handle. Queries
+ * are JSON formats: an object (`{'color':'red','sort$':{'price':-1},
+ * 'limit$':10}`; `{}` for all), or for load and remove an id alone ("%s"
+ * with a string id, "%D" with a number). Like wasmeca_act, each returns
+ * true with the answer in *out (which may be NULL when not wanted), or false
+ * with the host's error pending.
+ *
+ *     wasmeca_value item, found;
+ *     if (!wasmeca_entity_save(&item, "shop/item", "{'name':%s,'price':%n}", name, 1.5))
+ *       return NULL;
+ *     if (!wasmeca_entity_load(&found, "shop/item", "%v", wasmeca_get(item, "id")))
+ *       return NULL;
+ *     if (found.type == WASMECA_NULL) ... // no such item
+ */
+
+/** Saves an entity (a JSON format giving an object): a create when it has no
+ *  `id` (an `id$` picks the id), else a merge into the stored record
+ *  (created when unknown). *saved is the stored entity, with its id. */
+bool wasmeca_entity_save(wasmeca_value *saved, const char *canon, const char *format, ...);
+
+/** The entity with this id, or the first matching a query object: *found
+ *  is it, or a WASMECA_NULL value when there is none. */
+bool wasmeca_entity_load(wasmeca_value *found, const char *canon, const char *format, ...);
+
+/** The entities matching a query object: *found is an array (empty when
+ *  none match). */
+bool wasmeca_entity_list(wasmeca_value *found, const char *canon, const char *format, ...);
+
+/** Removes the entity with this id (or the first matching a query object;
+ *  every match with `all$:true`): *removed is the removed one, or a
+ *  WASMECA_NULL value when there was none. */
+bool wasmeca_entity_remove(wasmeca_value *removed, const char *canon, const char *format, ...);
+
+/** Stores a value (a JSON format) under `key` in the host's cache, with
+ *  the expiry the host is configured with. */
+bool wasmeca_cache_set(const char *key, const char *format, ...);
+
+/** Like wasmeca_cache_set, unless the key is taken: then false with
+ *  `key_exists` pending. */
+bool wasmeca_cache_add(const char *key, const char *format, ...);
+
+/** The value under `key` into *value: a WASMECA_NULL value when there is
+ *  none. */
+bool wasmeca_cache_get(wasmeca_value *value, const char *key);
+
+/** Adds `by` to the number under `key`: *value is the new number, or a
+ *  WASMECA_NULL value when the key is missing (nothing is created). A
+ *  cached value that is not a number fails with `op_failed_nan`. */
+bool wasmeca_cache_incr(wasmeca_value *value, const char *key, double by);
+
+/** Subtracts `by` from the number under `key`, as wasmeca_cache_incr adds. */
+bool wasmeca_cache_decr(wasmeca_value *value, const char *key, double by);
+
+/** Forgets `key` (missing keys too). */
+bool wasmeca_cache_delete(const char *key);
 
 /** Log levels, as in the WIT `level` enum. */
 typedef enum wasmeca_level {

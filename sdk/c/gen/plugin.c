@@ -3,20 +3,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `wasmeca:plugin/host@0.1.0`
+// Imported Functions from `wasmeca:plugin/host@0.2.0`
 
-__attribute__((__import_module__("wasmeca:plugin/host@0.1.0"), __import_name__("act")))
+__attribute__((__import_module__("wasmeca:plugin/host@0.2.0"), __import_name__("act")))
 extern void __wasm_import_wasmeca_plugin_host_act(uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("wasmeca:plugin/host@0.1.0"), __import_name__("prior")))
+__attribute__((__import_module__("wasmeca:plugin/host@0.2.0"), __import_name__("prior")))
 extern void __wasm_import_wasmeca_plugin_host_prior(uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("wasmeca:plugin/host@0.1.0"), __import_name__("log")))
+__attribute__((__import_module__("wasmeca:plugin/host@0.2.0"), __import_name__("log")))
 extern void __wasm_import_wasmeca_plugin_host_log(int32_t, uint8_t *, size_t);
 
-// Exported Functions from `wasmeca:plugin/guest@0.1.0`
+__attribute__((__import_module__("wasmeca:plugin/host@0.2.0"), __import_name__("publish")))
+extern void __wasm_import_wasmeca_plugin_host_publish(uint8_t *, size_t, uint8_t *);
 
-__attribute__((__weak__, __export_name__("cabi_post_wasmeca:plugin/guest@0.1.0#init")))
+// Exported Functions from `wasmeca:plugin/guest@0.2.0`
+
+__attribute__((__weak__, __export_name__("cabi_post_wasmeca:plugin/guest@0.2.0#init")))
 void __wasm_export_exports_wasmeca_plugin_guest_init_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -52,6 +55,29 @@ void __wasm_export_exports_wasmeca_plugin_guest_init_post_return(uint8_t * arg0)
       if ((*((size_t*) (arg0 + (8*sizeof(void*))))) > 0) {
         free(*((uint8_t **) (arg0 + (7*sizeof(void*)))));
       }
+      size_t len0 = *((size_t*) (arg0 + (10*sizeof(void*))));
+      if (len0 > 0) {
+        uint8_t *ptr1 = *((uint8_t **) (arg0 + (9*sizeof(void*))));
+        for (size_t i2 = 0; i2 < len0; i2++) {
+          uint8_t *base = ptr1 + i2 * (5*sizeof(void*));
+          (void) base;
+          if ((*((size_t*) (base + sizeof(void*)))) > 0) {
+            free(*((uint8_t **) (base + 0)));
+          }
+          switch ((int32_t) (int32_t) *((uint8_t*) (base + (2*sizeof(void*))))) {
+            case 0: {
+              break;
+            }
+            case 1: {
+              if ((*((size_t*) (base + (4*sizeof(void*))))) > 0) {
+                free(*((uint8_t **) (base + (3*sizeof(void*)))));
+              }
+              break;
+            }
+          }
+        }
+        free(ptr1);
+      }
       break;
     }
     case 1: {
@@ -77,13 +103,42 @@ void __wasm_export_exports_wasmeca_plugin_guest_init_post_return(uint8_t * arg0)
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_wasmeca:plugin/guest@0.1.0#handle")))
+__attribute__((__weak__, __export_name__("cabi_post_wasmeca:plugin/guest@0.2.0#handle")))
 void __wasm_export_exports_wasmeca_plugin_guest_handle_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
       if ((*((size_t*) (arg0 + (2*sizeof(void*))))) > 0) {
         free(*((uint8_t **) (arg0 + sizeof(void*))));
       }
+      break;
+    }
+    case 1: {
+      if ((*((size_t*) (arg0 + (2*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (arg0 + sizeof(void*))));
+      }
+      if ((*((size_t*) (arg0 + (4*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (arg0 + (3*sizeof(void*)))));
+      }
+      switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + (5*sizeof(void*))))) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          if ((*((size_t*) (arg0 + (7*sizeof(void*))))) > 0) {
+            free(*((uint8_t **) (arg0 + (6*sizeof(void*)))));
+          }
+          break;
+        }
+      }
+      break;
+    }
+  }
+}
+
+__attribute__((__weak__, __export_name__("cabi_post_wasmeca:plugin/guest@0.2.0#observe")))
+void __wasm_export_exports_wasmeca_plugin_guest_observe_post_return(uint8_t * arg0) {
+  switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
+    case 0: {
       break;
     }
     case 1: {
@@ -121,7 +176,7 @@ void *cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
 }
 
 __attribute__((__aligned__(sizeof(void*))))
-static uint8_t RET_AREA[(9*sizeof(void*))];
+static uint8_t RET_AREA[(11*sizeof(void*))];
 
 // Helper Functions
 
@@ -168,6 +223,7 @@ void wasmeca_plugin_types_manifest_free(wasmeca_plugin_types_manifest_t *ptr) {
   plugin_string_free(&ptr->version);
   wasmeca_plugin_types_list_action_free(&ptr->actions);
   wasmeca_plugin_types_json_free(&ptr->routes);
+  wasmeca_plugin_types_list_action_free(&ptr->observers);
 }
 
 void wasmeca_plugin_host_json_free(wasmeca_plugin_host_json_t *ptr) {
@@ -181,6 +237,13 @@ void wasmeca_plugin_host_error_free(wasmeca_plugin_host_error_t *ptr) {
 void wasmeca_plugin_host_result_json_error_free(wasmeca_plugin_host_result_json_error_t *ptr) {
   if (!ptr->is_err) {
     wasmeca_plugin_host_json_free(&ptr->val.ok);
+  } else {
+    wasmeca_plugin_host_error_free(&ptr->val.err);
+  }
+}
+
+void wasmeca_plugin_host_result_void_error_free(wasmeca_plugin_host_result_void_error_t *ptr) {
+  if (!ptr->is_err) {
   } else {
     wasmeca_plugin_host_error_free(&ptr->val.err);
   }
@@ -209,6 +272,13 @@ void exports_wasmeca_plugin_guest_result_manifest_error_free(exports_wasmeca_plu
 void exports_wasmeca_plugin_guest_result_json_error_free(exports_wasmeca_plugin_guest_result_json_error_t *ptr) {
   if (!ptr->is_err) {
     exports_wasmeca_plugin_guest_json_free(&ptr->val.ok);
+  } else {
+    exports_wasmeca_plugin_guest_error_free(&ptr->val.err);
+  }
+}
+
+void exports_wasmeca_plugin_guest_result_void_error_free(exports_wasmeca_plugin_guest_result_void_error_t *ptr) {
+  if (!ptr->is_err) {
   } else {
     exports_wasmeca_plugin_guest_error_free(&ptr->val.err);
   }
@@ -359,7 +429,62 @@ void wasmeca_plugin_host_log(wasmeca_plugin_host_level_t level, plugin_string_t 
   __wasm_import_wasmeca_plugin_host_log((int32_t) level, (uint8_t *) (*text).ptr, (*text).len);
 }
 
-__attribute__((__export_name__("wasmeca:plugin/guest@0.1.0#init")))
+bool wasmeca_plugin_host_publish(wasmeca_plugin_host_json_t *event, wasmeca_plugin_host_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(9*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_wasmeca_plugin_host_publish((uint8_t *) (*event).ptr, (*event).len, ptr);
+  wasmeca_plugin_host_result_void_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      wasmeca_plugin_types_option_json_t option;
+      switch ((int32_t) *((uint8_t*) (ptr + (5*sizeof(void*))))) {
+        case 0: {
+          option.is_some = false;
+          break;
+        }
+        case 1: {
+          option.is_some = true;
+          option.val = (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (6*sizeof(void*))))), (*((size_t*) (ptr + (7*sizeof(void*))))) };
+          break;
+        }
+      }
+      plugin_option_u16_t option0;
+      switch ((int32_t) *((uint8_t*) (ptr + (8*sizeof(void*))))) {
+        case 0: {
+          option0.is_some = false;
+          break;
+        }
+        case 1: {
+          option0.is_some = true;
+          option0.val = (uint16_t) ((int32_t) *((uint16_t*) (ptr + (2+8*sizeof(void*)))));
+          break;
+        }
+      }
+
+      result.val.err = (wasmeca_plugin_types_error_t) {
+        (plugin_string_t) (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) },
+        (plugin_string_t) (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (3*sizeof(void*))))), (*((size_t*) (ptr + (4*sizeof(void*))))) },
+        (wasmeca_plugin_types_option_json_t) option,
+        (plugin_option_u16_t) option0,
+      };
+      break;
+    }
+  }
+  if (!result.is_err) {
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+__attribute__((__export_name__("wasmeca:plugin/guest@0.2.0#init")))
 uint8_t * __wasm_export_exports_wasmeca_plugin_guest_init(uint8_t * arg, size_t arg0) {
   exports_wasmeca_plugin_guest_json_t arg1 = (plugin_string_t) { (uint8_t*)(arg), (arg0) };
   exports_wasmeca_plugin_guest_result_manifest_error_t ret;
@@ -374,23 +499,23 @@ uint8_t * __wasm_export_exports_wasmeca_plugin_guest_init(uint8_t * arg, size_t 
   }
   uint8_t *ptr = (uint8_t *) &RET_AREA;
   if ((ret).is_err) {
-    const exports_wasmeca_plugin_guest_error_t *payload4 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
-    *((size_t*)(ptr + (2*sizeof(void*)))) = ((*payload4).code).len;
-    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) ((*payload4).code).ptr;
-    *((size_t*)(ptr + (4*sizeof(void*)))) = ((*payload4).message).len;
-    *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) ((*payload4).message).ptr;
-    if (((*payload4).details).is_some) {
-      const wasmeca_plugin_types_json_t *payload6 = &((*payload4).details).val;
+    const exports_wasmeca_plugin_guest_error_t *payload6 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = ((*payload6).code).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) ((*payload6).code).ptr;
+    *((size_t*)(ptr + (4*sizeof(void*)))) = ((*payload6).message).len;
+    *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) ((*payload6).message).ptr;
+    if (((*payload6).details).is_some) {
+      const wasmeca_plugin_types_json_t *payload8 = &((*payload6).details).val;
       *((int8_t*)(ptr + (5*sizeof(void*)))) = 1;
-      *((size_t*)(ptr + (7*sizeof(void*)))) = (*payload6).len;
-      *((uint8_t **)(ptr + (6*sizeof(void*)))) = (uint8_t *) (*payload6).ptr;
+      *((size_t*)(ptr + (7*sizeof(void*)))) = (*payload8).len;
+      *((uint8_t **)(ptr + (6*sizeof(void*)))) = (uint8_t *) (*payload8).ptr;
     } else {
       *((int8_t*)(ptr + (5*sizeof(void*)))) = 0;
     }
-    if (((*payload4).status).is_some) {
-      const uint16_t *payload8 = &((*payload4).status).val;
+    if (((*payload6).status).is_some) {
+      const uint16_t *payload10 = &((*payload6).status).val;
       *((int8_t*)(ptr + (8*sizeof(void*)))) = 1;
-      *((int16_t*)(ptr + (2+8*sizeof(void*)))) = (int32_t) (*payload8);
+      *((int16_t*)(ptr + (2+8*sizeof(void*)))) = (int32_t) (*payload10);
     } else {
       *((int8_t*)(ptr + (8*sizeof(void*)))) = 0;
     }
@@ -404,11 +529,13 @@ uint8_t * __wasm_export_exports_wasmeca_plugin_guest_init(uint8_t * arg, size_t 
     *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) ((*payload).actions).ptr;
     *((size_t*)(ptr + (8*sizeof(void*)))) = ((*payload).routes).len;
     *((uint8_t **)(ptr + (7*sizeof(void*)))) = (uint8_t *) ((*payload).routes).ptr;
+    *((size_t*)(ptr + (10*sizeof(void*)))) = ((*payload).observers).len;
+    *((uint8_t **)(ptr + (9*sizeof(void*)))) = (uint8_t *) ((*payload).observers).ptr;
   }
   return ptr;
 }
 
-__attribute__((__export_name__("wasmeca:plugin/guest@0.1.0#handle")))
+__attribute__((__export_name__("wasmeca:plugin/guest@0.2.0#handle")))
 uint8_t * __wasm_export_exports_wasmeca_plugin_guest_handle(int32_t arg, uint8_t * arg0, size_t arg1) {
   exports_wasmeca_plugin_guest_json_t arg2 = (plugin_string_t) { (uint8_t*)(arg0), (arg1) };
   exports_wasmeca_plugin_guest_result_json_error_t ret;
@@ -447,6 +574,43 @@ uint8_t * __wasm_export_exports_wasmeca_plugin_guest_handle(int32_t arg, uint8_t
     const exports_wasmeca_plugin_guest_json_t *payload = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
     *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload).len;
     *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload).ptr;
+  }
+  return ptr;
+}
+
+__attribute__((__export_name__("wasmeca:plugin/guest@0.2.0#observe")))
+uint8_t * __wasm_export_exports_wasmeca_plugin_guest_observe(int32_t arg, uint8_t * arg0, size_t arg1) {
+  exports_wasmeca_plugin_guest_json_t arg2 = (plugin_string_t) { (uint8_t*)(arg0), (arg1) };
+  exports_wasmeca_plugin_guest_result_void_error_t ret;
+  exports_wasmeca_plugin_guest_error_t err;
+  ret.is_err = !exports_wasmeca_plugin_guest_observe((uint32_t) (arg), &arg2, &err);
+  if (ret.is_err) {
+    ret.val.err = err;
+  }
+  uint8_t *ptr = (uint8_t *) &RET_AREA;
+  if ((ret).is_err) {
+    const exports_wasmeca_plugin_guest_error_t *payload3 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = ((*payload3).code).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) ((*payload3).code).ptr;
+    *((size_t*)(ptr + (4*sizeof(void*)))) = ((*payload3).message).len;
+    *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) ((*payload3).message).ptr;
+    if (((*payload3).details).is_some) {
+      const wasmeca_plugin_types_json_t *payload5 = &((*payload3).details).val;
+      *((int8_t*)(ptr + (5*sizeof(void*)))) = 1;
+      *((size_t*)(ptr + (7*sizeof(void*)))) = (*payload5).len;
+      *((uint8_t **)(ptr + (6*sizeof(void*)))) = (uint8_t *) (*payload5).ptr;
+    } else {
+      *((int8_t*)(ptr + (5*sizeof(void*)))) = 0;
+    }
+    if (((*payload3).status).is_some) {
+      const uint16_t *payload7 = &((*payload3).status).val;
+      *((int8_t*)(ptr + (8*sizeof(void*)))) = 1;
+      *((int16_t*)(ptr + (2+8*sizeof(void*)))) = (int32_t) (*payload7);
+    } else {
+      *((int8_t*)(ptr + (8*sizeof(void*)))) = 0;
+    }
+  } else {
+    *((int8_t*)(ptr + 0)) = 0;
   }
   return ptr;
 }

@@ -90,6 +90,11 @@ typedef struct wasmeca_plugin_types_manifest_t {
   // A route sends the pin (the first `:*` replaced by the map key) plus
   // `args: {params, query, body}`.
   wasmeca_plugin_types_json_t   routes;
+  // The observers: patterns of events the plugin wants to hear, in the same jsonic form
+  // as actions (`evt:user,cmd:created`). Every observer whose pattern matches an event
+  // gets it (not only the most specific one, unlike actions), through `observe` with its
+  // index into this list. An observer never answers a caller.
+  wasmeca_plugin_types_list_action_t   observers;
 } wasmeca_plugin_types_manifest_t;
 
 typedef wasmeca_plugin_types_json_t wasmeca_plugin_host_json_t;
@@ -105,6 +110,13 @@ typedef struct {
     wasmeca_plugin_host_error_t err;
   } val;
 } wasmeca_plugin_host_result_json_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    wasmeca_plugin_host_error_t err;
+  } val;
+} wasmeca_plugin_host_result_void_error_t;
 
 typedef wasmeca_plugin_types_json_t exports_wasmeca_plugin_guest_json_t;
 
@@ -128,7 +140,14 @@ typedef struct {
   } val;
 } exports_wasmeca_plugin_guest_result_json_error_t;
 
-// Imported Functions from `wasmeca:plugin/host@0.1.0`
+typedef struct {
+  bool is_err;
+  union {
+    exports_wasmeca_plugin_guest_error_t err;
+  } val;
+} exports_wasmeca_plugin_guest_result_void_error_t;
+
+// Imported Functions from `wasmeca:plugin/host@0.2.0`
 // Acts a message: the host matches it against every loaded pattern (and remote peers)
 // and returns the answer, or the error as a value. The message inherits the
 // transaction id (`tx$`) of the message being handled, so one request can be followed
@@ -141,10 +160,18 @@ extern bool wasmeca_plugin_host_prior(wasmeca_plugin_host_json_t *msg, wasmeca_p
 // Writes a line to the host's log, tagged with the plugin's name and version and the
 // current transaction id.
 extern void wasmeca_plugin_host_log(wasmeca_plugin_host_level_t level, plugin_string_t *text);
+// Publishes an event (a JSON object, matched by observers' patterns as messages are by
+// actions'). Every service that observes it handles it once: each observer in this host,
+// and, when the host has a broker, one host of every group that observes it. Returns once
+// the event is accepted: queued in this host, or confirmed by the broker. No observer
+// anywhere is not an error. The event gets an id and inherits the transaction id (`tx$`)
+// of the message being handled.
+extern bool wasmeca_plugin_host_publish(wasmeca_plugin_host_json_t *event, wasmeca_plugin_host_error_t *err);
 
-// Exported Functions from `wasmeca:plugin/guest@0.1.0`
+// Exported Functions from `wasmeca:plugin/guest@0.2.0`
 bool exports_wasmeca_plugin_guest_init(exports_wasmeca_plugin_guest_json_t *options, exports_wasmeca_plugin_guest_manifest_t *ret, exports_wasmeca_plugin_guest_error_t *err);
 bool exports_wasmeca_plugin_guest_handle(uint32_t action, exports_wasmeca_plugin_guest_json_t *msg, exports_wasmeca_plugin_guest_json_t *ret, exports_wasmeca_plugin_guest_error_t *err);
+bool exports_wasmeca_plugin_guest_observe(uint32_t observer, exports_wasmeca_plugin_guest_json_t *event, exports_wasmeca_plugin_guest_error_t *err);
 
 // Helper Functions
 
@@ -168,6 +195,8 @@ void wasmeca_plugin_host_error_free(wasmeca_plugin_host_error_t *ptr);
 
 void wasmeca_plugin_host_result_json_error_free(wasmeca_plugin_host_result_json_error_t *ptr);
 
+void wasmeca_plugin_host_result_void_error_free(wasmeca_plugin_host_result_void_error_t *ptr);
+
 void exports_wasmeca_plugin_guest_json_free(exports_wasmeca_plugin_guest_json_t *ptr);
 
 void exports_wasmeca_plugin_guest_error_free(exports_wasmeca_plugin_guest_error_t *ptr);
@@ -177,6 +206,8 @@ void exports_wasmeca_plugin_guest_manifest_free(exports_wasmeca_plugin_guest_man
 void exports_wasmeca_plugin_guest_result_manifest_error_free(exports_wasmeca_plugin_guest_result_manifest_error_t *ptr);
 
 void exports_wasmeca_plugin_guest_result_json_error_free(exports_wasmeca_plugin_guest_result_json_error_t *ptr);
+
+void exports_wasmeca_plugin_guest_result_void_error_free(exports_wasmeca_plugin_guest_result_void_error_t *ptr);
 
 // Sets the string `ret` to reference the input string `s` without copying it
 void plugin_string_set(plugin_string_t *ret, const char*s);

@@ -24,6 +24,8 @@ uint8_t *__wasm_export_exports_wasmeca_plugin_guest_init(uint8_t *arg, size_t le
 uint8_t *__wasm_export_exports_wasmeca_plugin_guest_handle(int32_t action, uint8_t *arg, size_t len);
 void __wasm_export_exports_wasmeca_plugin_guest_init_post_return(uint8_t *ret);
 void __wasm_export_exports_wasmeca_plugin_guest_handle_post_return(uint8_t *ret);
+uint8_t *__wasm_export_exports_wasmeca_plugin_guest_observe(int32_t observer, uint8_t *arg, size_t len);
+void __wasm_export_exports_wasmeca_plugin_guest_observe_post_return(uint8_t *ret);
 
 /* Stands in for gen/plugin_component_type.o, a wasm object. */
 void __component_type_object_force_link_plugin(void) {}
@@ -82,16 +84,48 @@ static void answer_err(uint8_t *ret, const char *code, const char *message, cons
   *(uint16_t *)(P(8) + 2) = (uint16_t)status;
 }
 
+/* What the fake host was sent (act and publish), one message a line. */
+static char sent[8192];
+
+static void record(const uint8_t *msg, size_t len) {
+  size_t have = strlen(sent);
+  if (have + len + 2 < sizeof sent) memcpy(sent + have, msg, len), strcpy(sent + have + len, "\n");
+}
+
+/* Whether msg contains the text s. */
+static bool has(const uint8_t *msg, size_t len, const char *s) {
+  return memmem(msg, len, s, strlen(s)) != NULL;
+}
+
+/* The store's answers to the probe's `data` action. */
+static const char *data_answer(const uint8_t *msg, size_t len) {
+  if (has(msg, len, "\"cmd\":\"save\"")) return "{\"id\":\"i1\",\"name\":\"n\"}";
+  if (has(msg, len, "missing")) return has(msg, len, "cache") ? "{\"value\":null}" : "null";
+  if (has(msg, len, "\"cmd\":\"list\"")) return "[{\"id\":\"i1\"},{\"id\":\"i2\"}]";
+  if (has(msg, len, "\"cmd\":\"incr\"")) return "{\"value\":3}";
+  if (has(msg, len, "\"cmd\":\"set\"")) return "{\"key\":\"probe:n\"}";
+  return "{\"id\":\"i1\",\"name\":\"n\"}";
+}
+
 void __wasm_import_wasmeca_plugin_host_act(uint8_t *msg, size_t len, uint8_t *ret) {
-  if (memmem(msg, len, "nope", 4)) answer_err(ret, "act_not_found", "no pattern", NULL, 0);
-  else if (memmem(msg, len, "teapot", 6)) answer_err(ret, "teapot", "", "{\"a\":1}", 418);
-  else if (memmem(msg, len, "empty", 5)) answer_ok(ret, "");
+  record(msg, len);
+  if (has(msg, len, "\"sys\":\"entity\"") || has(msg, len, "\"role\":\"cache\""))
+    answer_ok(ret, data_answer(msg, len));
+  else if (has(msg, len, "nope")) answer_err(ret, "act_not_found", "no pattern", NULL, 0);
+  else if (has(msg, len, "teapot")) answer_err(ret, "teapot", "", "{\"a\":1}", 418);
+  else if (has(msg, len, "empty")) answer_ok(ret, "");
   else answer_ok(ret, "{\"answer\":3}");
 }
 
 void __wasm_import_wasmeca_plugin_host_prior(uint8_t *msg, size_t len, uint8_t *ret) {
   (void)msg, (void)len;
   answer_ok(ret, "{\"answer\":5}");
+}
+
+void __wasm_import_wasmeca_plugin_host_publish(uint8_t *event, size_t len, uint8_t *ret) {
+  record(event, len);
+  if (has(event, len, "refuse")) answer_err(ret, "publish_refused", "no broker", NULL, 503);
+  else *ret = 0;
 }
 
 void __wasm_import_wasmeca_plugin_host_log(int32_t level, uint8_t *text, size_t len) {
@@ -116,6 +150,30 @@ static char *handle(int action, const char *msg) {
   }
   __wasm_export_exports_wasmeca_plugin_guest_handle_post_return(ret);
   return strdup(out);
+}
+
+/* Calls observe(observer, event) and returns "ok" or "err:<code>|<message>|<details>|<status>". */
+static char *observe(int observer, const char *event) {
+  size_t n;
+  uint8_t *arg = lower(event, &n);
+  if (!n) arg = (uint8_t *)1;
+  uint8_t *ret = __wasm_export_exports_wasmeca_plugin_guest_observe(observer, arg, n);
+  char out[1024] = "ok";
+  if (*ret != 0) {
+    char *c = lift(ret, 1), *m = lift(ret, 3), *d = *P(5) ? lift(ret, 6) : NULL;
+    snprintf(out, sizeof out, "err:%s|%s|%s|%d", c, m, d ? d : "-", *P(8) ? *(uint16_t *)(P(8) + 2) : 0);
+    free(c), free(m), free(d);
+  }
+  __wasm_export_exports_wasmeca_plugin_guest_observe_post_return(ret);
+  return strdup(out);
+}
+
+static void check_observe(int observer, const char *event, const char *want) {
+  char *got = observe(observer, event);
+  char what[256];
+  snprintf(what, sizeof what, "observe(%d, %.180s)", observer, event);
+  check_str(what, got, want);
+  free(got);
 }
 
 static void check_handle(int action, const char *msg, const char *want) {
@@ -192,7 +250,12 @@ static void abi_tests(void) {
   check(*ret == 0, "init ok", NULL);
   char *name = lift(ret, 1), *routes = lift(ret, 7);
   check_str("name", name, "c-probe");
-  check(LEN(5) == 11, "11 actions", NULL);
+  check(LEN(5) == 14, "14 actions", NULL);
+  check(LEN(9) == 1, "1 observer", NULL);
+  uint8_t *obs = *(uint8_t **)P(9);
+  check(*(size_t *)(obs + sizeof(void *)) == 9 && memcmp(*(char **)obs, "evt:probe", 9) == 0 &&
+            obs[2 * sizeof(void *)] == 0,
+        "the observer's pattern, without an example", NULL);
   uint8_t *acts = *(uint8_t **)P(5);
   check(acts[2 * sizeof(void *)] == 0 && acts[5 * sizeof(void *) + 2 * sizeof(void *)] == 0 &&
             acts[2 * 5 * sizeof(void *) + 2 * sizeof(void *)] == 1,
@@ -218,6 +281,37 @@ static void abi_tests(void) {
   check_handle(42, "{}", "err:invalid_action|this plugin has no action 42|-|0");
   check_handle(3, "[1]", "err:invalid_input|the message is not a JSON object|-|400");
   check_handle(3, "", "err:invalid_input|the message is not a JSON object|-|400");
+
+  /* entities and the cache: the messages sent, and the answers read */
+  sent[0] = 0;
+  check_handle(11, "{\"name\":\"n\"}",
+               "ok:{\"saved\":\"n\",\"loaded\":\"n\",\"missing\":null,\"listed\":2,\"removed\":\"n\","
+               "\"count\":3,\"absent\":null}");
+  check_str("entity and cache messages", sent,
+            "{\"sys\":\"entity\",\"cmd\":\"save\",\"base\":\"shop\",\"name\":\"item\",\"qent\":{\"entity$\":\"-/shop/item\"},"
+            "\"q\":{},\"ent\":{\"name\":\"n\",\"entity$\":\"-/shop/item\"}}\n"
+            "{\"sys\":\"entity\",\"cmd\":\"load\",\"base\":\"shop\",\"name\":\"item\",\"qent\":{\"entity$\":\"-/shop/item\"},"
+            "\"q\":{\"id\":\"i1\"}}\n"
+            "{\"sys\":\"entity\",\"cmd\":\"load\",\"base\":\"shop\",\"name\":\"item\",\"qent\":{\"entity$\":\"-/shop/item\"},"
+            "\"q\":{\"id\":\"missing\"}}\n"
+            "{\"sys\":\"entity\",\"cmd\":\"list\",\"base\":\"shop\",\"name\":\"item\",\"qent\":{\"entity$\":\"-/shop/item\"},"
+            "\"q\":{\"name\":\"n\"}}\n"
+            "{\"sys\":\"entity\",\"cmd\":\"remove\",\"base\":\"shop\",\"name\":\"item\",\"qent\":{\"entity$\":\"-/shop/item\"},"
+            "\"q\":{\"load$\":true,\"id\":\"i1\"}}\n"
+            "{\"role\":\"cache\",\"cmd\":\"set\",\"key\":\"probe:n\",\"val\":1}\n"
+            "{\"role\":\"cache\",\"cmd\":\"incr\",\"key\":\"probe:n\",\"val\":2}\n"
+            "{\"role\":\"cache\",\"cmd\":\"get\",\"key\":\"probe:missing\"}\n");
+
+  /* publish and observe */
+  sent[0] = 0;
+  check_handle(12, "{\"n\":1}", "ok:{\"published\":true}");
+  check_str("the event sent", sent, "{\"evt\":\"probe\",\"n\":1,\"fail\":null}\n");
+  check_handle(12, "{\"n\":\"refuse\"}", "err:publish_refused|no broker|-|503");
+  check_observe(0, "{\"evt\":\"probe\",\"n\":1}", "ok");
+  check_observe(0, "{\"evt\":\"probe\",\"fail\":true}", "err:refused|the event asked to fail|-|0");
+  check_observe(3, "{}", "err:invalid_observer|this plugin has no observer 3|-|0");
+  check_observe(0, "[]", "err:invalid_input|the event is not a JSON object|-|400");
+  check_handle(13, "{}", "ok:{\"observed\":1}");
 
   /* refusing to start */
   opts = lower("{\"refuse\":true}", &n);

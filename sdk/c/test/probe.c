@@ -104,6 +104,50 @@ static const char *state(wasmeca_value msg) {
   return wasmeca_fmt("{'constructed':%b,'options':%j}", constructed, options_seen);
 }
 
+/* Entities and the cache: every helper once. The answer keeps only what does not
+ * depend on generated ids. */
+static const char *data(wasmeca_value msg) {
+  const char *name = wasmeca_str(msg, "name");
+  wasmeca_value saved, loaded, none, listed, removed, count, absent;
+  if (!wasmeca_entity_save(&saved, "shop/item", "{'name':%s}", name) ||
+      !wasmeca_entity_load(&loaded, "shop/item", "%v", wasmeca_get(saved, "id")) ||
+      !wasmeca_entity_load(&none, "shop/item", "%s", "missing") ||
+      !wasmeca_entity_list(&listed, "shop/item", "{'name':%s}", name) ||
+      !wasmeca_entity_remove(&removed, "shop/item", "%v", wasmeca_get(saved, "id")) ||
+      !wasmeca_cache_set("probe:n", "%d", 1) || !wasmeca_cache_incr(&count, "probe:n", 2) ||
+      !wasmeca_cache_get(&absent, "probe:missing"))
+    return NULL;
+  return wasmeca_fmt("{'saved':%v,'loaded':%v,'missing':%v,'listed':%d,'removed':%v,"
+                     "'count':%v,'absent':%v}",
+                     wasmeca_get(saved, "name"), wasmeca_get(loaded, "name"), none,
+                     (int)wasmeca_count(listed), wasmeca_get(removed, "name"), count, absent);
+}
+
+/* Publishes {evt:probe, n, fail}: the observer below counts it (or refuses it). */
+static const char *publish(wasmeca_value msg) {
+  if (!wasmeca_publish("{'evt':'probe','n':%v,'fail':%v}", wasmeca_get(msg, "n"),
+                       wasmeca_get(msg, "fail")))
+    return NULL;
+  return "{\"published\":true}";
+}
+
+static int64_t observed;
+
+static bool on_probe(wasmeca_value event) {
+  bool fail = false;
+  if (wasmeca_bool(event, "fail", &fail) && fail) {
+    wasmeca_fail("refused", 0, "the event asked to fail");
+    return false;
+  }
+  observed++;
+  return true;
+}
+
+static const char *count_observed(wasmeca_value msg) {
+  (void)msg;
+  return wasmeca_fmt("{'observed':%D}", observed);
+}
+
 bool wasmeca_setup(wasmeca_value options) {
   if (wasmeca_bool(options, "refuse", &(bool){0}))
     return wasmeca_fail("bad_options", 0, "refused: %s", wasmeca_json(options)) != NULL;
@@ -122,6 +166,10 @@ bool wasmeca_setup(wasmeca_value options) {
   wasmeca_add("role:probe,cmd:log", logs);
   wasmeca_add("role:probe,cmd:state", state);
   wasmeca_add("role:probe,cmd:twice", twice);
+  wasmeca_add("role:probe,cmd:data", data);
+  wasmeca_add("role:probe,cmd:publish", publish);
+  wasmeca_add("role:probe,cmd:observed", count_observed);
+  wasmeca_observe("evt:probe", on_probe);
   wasmeca_routes("{'prefix':'/probe','pin':'role:probe,cmd:*','map':{'echo':{'GET':true}}}");
   wasmeca_routes("[{'prefix':'/p2','pin':'role:probe,cmd:*','map':{'state':true}}]");
   return true;

@@ -46,6 +46,7 @@ build() { # name sources...
 }
 build salute-math "$root/examples/c/salute-math/salute-math.c"
 build probe "$root/sdk/c/test/probe.c"
+build notes "$root/examples/c/notes/notes.c"
 
 # expect EXIT_CODE EXPECTED_OUTPUT act-arguments...
 expect() {
@@ -88,6 +89,12 @@ if [[ -x "$host" && -f "$out/salute-math.wasm" && -f "$out/probe.wasm" ]]; then
     probe.wasm 'role:probe,cmd:require,name:ghost'
   expect 1 '{"code":"invalid_json","seneca":true,"msg":"invalid JSON at byte 1: `{oops}`","details":{},"status":500,"statusCode":500,"message":"invalid JSON at byte 1: `{oops}`","name":"Error"}' \
     probe.wasm 'role:probe,cmd:bad'
+  # Entities and the cache in memory (nothing left behind), and events.
+  export WASMECA_DATA_URL=memory:// WASMECA_CACHE_URL=memory://
+  expect 0 '{"saved":"pen","loaded":"pen","missing":null,"listed":1,"removed":"pen","count":3,"absent":null}' \
+    probe.wasm 'role:probe,cmd:data,name:pen'
+  expect 0 '{"published":true}' probe.wasm 'role:probe,cmd:publish,n:1'
+  expect 0 '{"added":0,"heard":0}' notes.wasm 'role:notes,cmd:stats'
   logs="$(cd "$out" && WASMECA_LOG=wasmeca::plugin=trace NO_COLOR=1 "$host" act probe.wasm 'role:probe,cmd:log,who:me' 2>&1 >/dev/null)"
   if [[ "$logs" == *"info from me"* && "$logs" == *"error � invalid utf-8 replaced"* ]]; then
     passed=$((passed + 1))
