@@ -1,7 +1,9 @@
 //! Plugins in JavaScript, Python and C next to Rust: the toolchains installed by
 //! `sdk/toolchains.sh`, every example built with `wasmeca build`, one shared set of behaviour
-//! assertions run against each language through the host, `wasmeca check` on every example, and
-//! `wasmeca new` → build → serve for every template.
+//! assertions run against each language through the host, `wasmeca check` on every example,
+//! `wasmeca new` → build → serve for every template, and each SDK's events, entities and cache
+//! through real plugins: a JavaScript plugin publishes what a Python plugin observes, and a C
+//! plugin keeps notes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -48,11 +50,19 @@ fn build(dir: &Path) -> PathBuf {
 
 /// A host serving `file` with REST on a free port.
 async fn host(file: &Path) -> (Host, CancellationToken) {
-    let toml =
-        format!("listen = []\n[rest]\nlisten = \"127.0.0.1:0\"\n[[plugin]]\npath = {file:?}\n");
+    host_of(&[file]).await
+}
+
+/// A host serving `files` with REST on a free port, its entity store and cache in memory.
+async fn host_of(files: &[&Path]) -> (Host, CancellationToken) {
+    let mut toml = String::from("listen = []\n[rest]\nlisten = \"127.0.0.1:0\"\n");
+    for file in files {
+        toml.push_str(&format!("[[plugin]]\npath = {file:?}\n"));
+    }
     let mut config = Config::from_toml(&toml).expect("config");
     config.cache_dir = Some(wasmeca_tests::cache_dir());
     config.data.url = Some("memory://".into());
+    config.cache.url = Some("memory://".into());
     let stop = CancellationToken::new();
     (
         Host::start(&config, stop.clone())
@@ -67,6 +77,32 @@ async fn act(h: &Host, m: Value) -> Result<Value, ActError> {
         .act(Message::new(m.as_object().cloned().expect("object")))
         .await
         .map(|r| r.to_value())
+}
+
+/// Acts `m` until its answer passes `check` (events are delivered after their publisher's act
+/// returns), for up to 30 s; returns the last answer.
+async fn eventually(h: &Host, what: &str, m: Value, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let answer = act(h, m.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        if check(&answer) {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: last answer {answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The `name`s of a list of entities, in order.
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .map(|items| items.iter().filter_map(|i| i["name"].as_str()).collect())
+        .unwrap_or_default()
 }
 
 /// The seed's user CRUD behaviour, whatever the language.
@@ -300,6 +336,19 @@ async fn new_project(language: &str) {
         "Hello Rest!",
         "{language}: {body}"
     );
+    // Each greeting was published; the template's observer kept it in the entity store.
+    let greetings = eventually(
+        &h,
+        &format!("{language}: the observer stores both greetings"),
+        json!({"role": name, "cmd": "greetings"}),
+        |list| list.as_array().is_some_and(|l| l.len() == 2),
+    )
+    .await;
+    assert_eq!(
+        names(&greetings),
+        ["New", "Rest"],
+        "{language}: {greetings}"
+    );
     stop.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -344,4 +393,178 @@ fn a_missing_toolchain_is_named_with_its_install_command() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Builds the examples `dirs` (relative to `examples/`) with `wasmeca build`, after installing
+/// the toolchains `languages`.
+async fn build_examples(languages: &'static [&'static str], dirs: &[&str]) -> Vec<PathBuf> {
+    tokio::task::spawn_blocking(move || languages.iter().for_each(|l| toolchain(l)))
+        .await
+        .expect("toolchains");
+    let mut built = Vec::new();
+    for dir in dirs {
+        let dir = repo().join("examples").join(dir);
+        built.push(
+            tokio::task::spawn_blocking(move || build(&dir))
+                .await
+                .expect("build"),
+        );
+    }
+    built
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_javascript_plugin_publishes_what_a_python_plugin_observes() {
+    let built = build_examples(&["js", "python"], &["js/accounts", "python/audit"]).await;
+    let (h, stop) = host_of(&[&built[0], &built[1]]).await;
+    let ok = |v: Result<Value, ActError>| v.unwrap_or_else(|e| panic!("{e}"));
+
+    // JavaScript: entities saved and listed through `entity()`, a count in the cache.
+    let ann = ok(act(
+        &h,
+        json!({"role": "accounts", "cmd": "create", "name": "Ann"}),
+    )
+    .await);
+    let bob = ok(act(
+        &h,
+        json!({"role": "accounts", "cmd": "create", "name": "Bob"}),
+    )
+    .await);
+    assert_eq!(ann["name"], "Ann");
+    let ann_id = ann["id"].as_str().expect("a generated id");
+    assert_ne!(Some(ann_id), bob["id"].as_str());
+    let listed = ok(act(&h, json!({"role": "accounts", "cmd": "list"})).await);
+    assert_eq!(names(&listed), ["Ann", "Bob"], "{listed}");
+    let loaded = ok(act(&h, json!({"role": "accounts", "cmd": "load", "id": ann_id})).await);
+    assert_eq!(
+        (loaded["id"].as_str(), &loaded["name"]),
+        (Some(ann_id), &json!("Ann"))
+    );
+    let missing = act(
+        &h,
+        json!({"role": "accounts", "cmd": "load", "id": "nobody"}),
+    )
+    .await
+    .expect_err("a missing user");
+    assert_eq!(
+        (missing.code.as_str(), missing.http_status()),
+        ("not_found", 404)
+    );
+    assert_eq!(
+        ok(act(&h, json!({"role": "accounts", "cmd": "stats"})).await),
+        json!({"created": 2})
+    );
+    // The store and the cache are the host's: plain acts see what the SDK wrote.
+    let stored = ok(act(
+        &h,
+        json!({"sys": "entity", "cmd": "list", "base": "accounts", "name": "user", "q": {}}),
+    )
+    .await);
+    assert_eq!(stored.as_array().map(Vec::len), Some(2), "{stored}");
+
+    // Python: its observer heard both creations, saved an entry each and counted them.
+    let count = eventually(
+        &h,
+        "the Python observer hears both creations",
+        json!({"role": "audit", "cmd": "count"}),
+        |c| c["seen"] == 2,
+    )
+    .await;
+    assert_eq!(count, json!({"seen": 2, "users": 2, "entries": 2}));
+    // Newest first (events may arrive in any order), each naming its user and event id.
+    let entries = ok(act(&h, json!({"role": "audit", "cmd": "entries"})).await);
+    assert_eq!(
+        [&entries[0]["order"], &entries[1]["order"]],
+        [2, 1],
+        "{entries}"
+    );
+    let mut heard = names(&entries);
+    heard.sort_unstable();
+    assert_eq!(heard, ["Ann", "Bob"], "{entries}");
+    let ann_entry = entries
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["name"] == "Ann"))
+        .expect("Ann's entry");
+    assert_eq!(ann_entry["user"].as_str(), Some(ann_id));
+    assert!(
+        ann_entry["event"].as_str().is_some_and(|id| !id.is_empty()),
+        "{entries}"
+    );
+
+    // Removing through the JS SDK answers the removed user, then not_found.
+    let removed = ok(act(
+        &h,
+        json!({"role": "accounts", "cmd": "remove", "id": ann_id}),
+    )
+    .await);
+    assert_eq!(removed["name"], "Ann");
+    let again = act(
+        &h,
+        json!({"role": "accounts", "cmd": "remove", "id": ann_id}),
+    )
+    .await
+    .expect_err("already removed");
+    assert_eq!(again.code, "not_found");
+    let listed = ok(act(&h, json!({"role": "accounts", "cmd": "list"})).await);
+    assert_eq!(names(&listed), ["Bob"]);
+    // Nothing more was published: the observer's count stays.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        ok(act(&h, json!({"role": "audit", "cmd": "count"})).await)["seen"],
+        2
+    );
+    stop.cancel();
+    checks(&built[0]);
+    checks(&built[1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_c_notes_example_keeps_data_and_hears_its_events() {
+    let built = build_examples(&["c"], &["c/notes"]).await;
+    let (h, stop) = host_of(&[&built[0]]).await;
+    let ok = |v: Result<Value, ActError>| v.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ok(act(&h, json!({"role": "notes", "cmd": "stats"})).await),
+        json!({"added": 0, "heard": 0}),
+        "a missing cache key reads as null"
+    );
+    let milk = ok(act(&h, json!({"role": "notes", "cmd": "add", "text": "milk"})).await);
+    ok(act(
+        &h,
+        json!({"role": "notes", "cmd": "add", "text": "eggs \"free range\""}),
+    )
+    .await);
+    let milk_id = milk["id"].as_str().expect("a generated id");
+    assert_eq!(milk["text"], "milk");
+    let listed = ok(act(&h, json!({"role": "notes", "cmd": "list"})).await);
+    let texts: Vec<&str> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|n| n["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["eggs \"free range\"", "milk"]);
+    let loaded = ok(act(&h, json!({"role": "notes", "cmd": "load", "id": milk_id})).await);
+    assert_eq!(loaded["text"], "milk");
+    let missing = act(&h, json!({"role": "notes", "cmd": "load", "id": "nope"}))
+        .await
+        .expect_err("no such note");
+    assert_eq!(
+        (missing.code.as_str(), missing.http_status()),
+        ("not_found", 404)
+    );
+    // Its own observer heard both additions; the cache counted them.
+    eventually(
+        &h,
+        "the C observer hears both additions",
+        json!({"role": "notes", "cmd": "stats"}),
+        |s| s == &json!({"added": 2, "heard": 2}),
+    )
+    .await;
+    let removed = ok(act(&h, json!({"role": "notes", "cmd": "remove", "id": milk_id})).await);
+    assert_eq!(removed["text"], "milk");
+    let listed = ok(act(&h, json!({"role": "notes", "cmd": "list"})).await);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    stop.cancel();
+    checks(&built[0]);
 }

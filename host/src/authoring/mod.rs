@@ -427,6 +427,14 @@ mod tests {
             let text: String = files.iter().map(|(p, t)| format!("{p}\n{t}")).collect();
             assert!(!text.contains("{{"), "{language}: {text}");
             assert!(text.contains("greeter"), "{language}");
+            // Every template shows the entity store, publishing and an observer.
+            assert!(text.contains("greeter/greeting"), "{language}: an entity");
+            assert!(text.contains("publish"), "{language}: publish");
+            assert!(
+                text.contains("observe(\"evt:greeter,cmd:greeted\"")
+                    || text.contains("observe('evt:greeter,cmd:greeted'"),
+                "{language}: an observer"
+            );
             let config = files
                 .iter()
                 .find(|(p, _)| p == "wasmeca.toml")
