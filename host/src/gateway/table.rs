@@ -19,6 +19,21 @@ use crate::registry::{Admission, Registry, Snapshot};
 /// Paths the gateway itself serves; plugin routes on them are reported and ignored.
 const RESERVED: [&str; 3] = ["/health", "/metrics", "/plugins"];
 
+/// The most path parameters a route may have: matchit 0.8 names them `a` to `z` internally and
+/// panics on the 26th, so a route map with more (a plugin's, or the config's) is skipped with a
+/// warning instead of taking the host down (found by fuzzing, issue 14 item 9).
+const MAX_PARAMS: usize = 25;
+
+/// How many `:param` segments (matchit parameters, catch-alls aside) a path template has.
+fn param_count(path: &str) -> usize {
+    path.split('/')
+        .filter(|seg| {
+            seg.strip_prefix(':')
+                .is_some_and(|name| !name.is_empty() && !name.starts_with('*'))
+        })
+        .count()
+}
+
 /// koa-router's `:param` segments in matchit's `{param}` syntax.
 fn matchit_path(path: &str) -> String {
     path.split('/')
@@ -94,6 +109,16 @@ impl RouteTable {
                 let (routes, mut w) = compile(set, source.owner);
                 warnings.append(&mut w);
                 for route in routes {
+                    if param_count(&route.path) > MAX_PARAMS {
+                        warnings.push(format!(
+                            "{}: route {} {} has more than {MAX_PARAMS} path parameters and is \
+                             skipped",
+                            source.owner,
+                            route.method,
+                            crate::error::clip(&route.path)
+                        ));
+                        continue;
+                    }
                     let mut mounts = vec![route.clone()];
                     if let Some(version) = source.version {
                         let mut versioned = route.clone();
@@ -314,6 +339,40 @@ impl Admission for Routes {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Found by fuzzing: matchit panics on a route with 26 parameters, so a plugin's route
+    /// map could take the host down at load; such a route is skipped with a warning.
+    #[test]
+    fn a_route_with_too_many_parameters_is_skipped_not_a_panic() {
+        let many: String = (0..40).map(|i| format!("/:p{i}")).collect();
+        let sets = [json!({"pin": "role:x,cmd:*", "prefix": many, "map": {"a": true, "b": true}})];
+        let (table, _, warnings) = RouteTable::build(
+            &[RouteSource {
+                owner: "x",
+                version: None,
+                sets: &sets,
+            }],
+            &Metrics::default(),
+        );
+        assert_eq!(table.routes().count(), 0);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("more than 25 path parameters")),
+            "{warnings:?}"
+        );
+        let ok: String = (0..25).map(|i| format!("/:p{i}")).collect();
+        let sets = [json!({"pin": "role:x,cmd:*", "prefix": ok, "map": {"a": true}})];
+        let (table, _, _) = RouteTable::build(
+            &[RouteSource {
+                owner: "x",
+                version: None,
+                sets: &sets,
+            }],
+            &Metrics::default(),
+        );
+        assert_eq!(table.routes().count(), 1);
+    }
 
     #[test]
     fn table_finds_routes_params_and_allowed_methods() {

@@ -1,6 +1,7 @@
 //! jsonic 2.x, the relaxed JSON Seneca writes patterns and messages in: braces optional, pairs
-//! split by commas, spaces or newlines, quotes optional, numbers normalised. Nesting is bounded,
-//! so no input can run the parser off the stack. Pure, no I/O.
+//! split by commas, spaces or newlines, quotes optional, numbers normalised, `#`, `//` and
+//! `/* */` comments. Nesting is bounded, so no input can run the parser off the stack. Pure, no
+//! I/O.
 
 use serde_json::{Map, Value};
 
@@ -26,9 +27,15 @@ pub struct ParseError {
 }
 
 /// Parses Seneca's relaxed JSON ("jsonic" 2.x): top-level braces optional, pairs separated by
-/// commas, spaces or newlines, `'` or `"` quotes, bare text (`x-y/z.w`, `*`, `?x`), numbers
-/// normalised (`01` → 1, `0x10` → 16, `1.0` → 1), `true`/`false`/`null`, `a:` meaning null,
-/// `a:b:c` meaning `{a:{b:"c"}}`, and the last of duplicate keys winning.
+/// commas, spaces or newlines, `'`, `"` or `` ` `` quotes, bare text (`x-y/z.w`, `*`, `?x`),
+/// numbers normalised (`01` → 1, `0x10` → 16, `1.0` → 1), `true`/`false`/`null`, `a:` meaning
+/// null, `a:b:c` meaning `{a:{b:"c"}}`, the last of duplicate keys winning, and comments as
+/// jsonic has them: `#` and `//` to the end of the line, `/* ... */` blocks, even straight after
+/// bare text (`a:x#y` is `{a:"x"}`; quote a value that holds them).
+///
+/// Escapes are JSON's plus jsonic's `\xHH` and `\u{H...}`; a UTF-16 surrogate pair
+/// (`"\ud83d\ude00"`) decodes to its character, and a lone surrogate, which no Rust (or JSON
+/// text) string can hold, is refused with an error saying so.
 pub fn parse_jsonic(input: &str) -> Result<Map<String, Value>, ParseError> {
     // Later duplicates win, as in jsonic.
     Ok(parse_jsonic_pairs(input)?.into_iter().collect())
@@ -38,7 +45,7 @@ pub fn parse_jsonic(input: &str) -> Result<Map<String, Value>, ParseError> {
 /// Seneca's AMQP queue names follow the order a pin was written in.
 pub fn parse_jsonic_pairs(input: &str) -> Result<Vec<(String, Value)>, ParseError> {
     let mut p = Parser::new(input);
-    p.skip_space();
+    p.skip_space()?;
     let braced = p.peek() == Some('{');
     if braced {
         p.bump();
@@ -47,7 +54,7 @@ pub fn parse_jsonic_pairs(input: &str) -> Result<Vec<(String, Value)>, ParseErro
     if braced {
         p.expect('}')?;
     }
-    p.skip_space();
+    p.skip_space()?;
     if let Some(c) = p.peek() {
         return Err(p.error(format!("unexpected `{c}` after the end")));
     }
@@ -65,9 +72,15 @@ pub fn parse_message(input: &str) -> Result<Map<String, Value>, ParseError> {
     parse_jsonic(input)
 }
 
-/// Characters that end bare text.
+/// Characters that end bare text (a `//` or `/*` comment ends it too, see
+/// [`Parser::at_comment`]).
 fn ends_text(c: char) -> bool {
-    c.is_whitespace() || matches!(c, ',' | ':' | '{' | '}' | '[' | ']')
+    c.is_whitespace() || matches!(c, ',' | ':' | '{' | '}' | '[' | ']' | '#')
+}
+
+/// Characters that open a quoted string.
+fn is_quote(c: char) -> bool {
+    matches!(c, '"' | '\'' | '`')
 }
 
 /// A small recursive-descent parser over the characters of one jsonic text.
@@ -92,10 +105,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Opens one level of nesting, refusing to go past [`MAX_DEPTH`].
+    /// Opens one level of nesting, refusing to reach [`MAX_DEPTH`] counting the top-level
+    /// object as one, as serde_json counts (it refuses its 128th level): whatever parses here,
+    /// sent on as JSON, parses in a peer's serde_json (or a plugin's) too.
     fn enter(&mut self) -> Result<(), ParseError> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
+        if self.depth + 1 >= MAX_DEPTH {
             let mut error = self.error(format!("nested deeper than {MAX_DEPTH} levels"));
             error.too_deep = true;
             return Err(error);
@@ -105,6 +120,20 @@ impl<'a> Parser<'a> {
 
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
+    }
+
+    /// True if a comment starts here: `#`, `//` or `/*`.
+    fn at_comment(&self) -> bool {
+        match self.peek() {
+            Some('#') => true,
+            Some('/') => matches!(self.chars.get(self.pos + 1), Some('/' | '*')),
+            _ => false,
+        }
+    }
+
+    /// True if bare text cannot go on here.
+    fn ends_bare(&self) -> bool {
+        self.peek().is_none_or(ends_text) || self.at_comment()
     }
 
     fn bump(&mut self) -> Option<char> {
@@ -123,7 +152,7 @@ impl<'a> Parser<'a> {
     }
 
     fn expect(&mut self, want: char) -> Result<(), ParseError> {
-        self.skip_space();
+        self.skip_space()?;
         match self.peek() {
             Some(c) if c == want => {
                 self.pos += 1;
@@ -134,29 +163,55 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn skip_space(&mut self) {
-        while self.peek().is_some_and(char::is_whitespace) {
-            self.pos += 1;
+    /// Skips whitespace and comments; an unterminated `/*` is an error.
+    fn skip_space(&mut self) -> Result<(), ParseError> {
+        loop {
+            match (self.peek(), self.chars.get(self.pos + 1)) {
+                (Some(c), _) if c.is_whitespace() => self.pos += 1,
+                (Some('#'), _) | (Some('/'), Some('/')) => {
+                    while self.peek().is_some_and(|c| c != '\n') {
+                        self.pos += 1;
+                    }
+                }
+                (Some('/'), Some('*')) => {
+                    let start = self.pos;
+                    self.pos += 2;
+                    loop {
+                        match self.peek() {
+                            Some('*') if self.chars.get(self.pos + 1) == Some(&'/') => {
+                                self.pos += 2;
+                                break;
+                            }
+                            Some(_) => self.pos += 1,
+                            None => {
+                                self.pos = start;
+                                return Err(self.error("unterminated `/*` comment"));
+                            }
+                        }
+                    }
+                }
+                _ => return Ok(()),
+            }
         }
     }
 
-    /// Skips whitespace and at most one comma; true if anything separated the tokens.
-    fn skip_separator(&mut self) -> bool {
+    /// Skips whitespace, comments and at most one comma; true if anything separated the
+    /// tokens.
+    fn skip_separator(&mut self) -> Result<bool, ParseError> {
         let start = self.pos;
-        self.skip_space();
+        self.skip_space()?;
         if self.peek() == Some(',') {
             self.pos += 1;
-            self.skip_space();
+            self.skip_space()?;
         }
-        self.pos > start
+        Ok(self.pos > start)
     }
 
     /// `key:value` pairs up to `close` (or the end of input when `close` is `None`).
     fn pairs(&mut self, close: Option<char>) -> Result<Vec<(String, Value)>, ParseError> {
         let mut map = Vec::new();
-        self.skip_space();
         loop {
-            self.skip_space();
+            self.skip_space()?;
             match (self.peek(), close) {
                 (None, None) => return Ok(map),
                 (None, Some(c)) => return Err(self.error(format!("expected `{c}`, found the end"))),
@@ -167,7 +222,7 @@ impl<'a> Parser<'a> {
             self.expect(':')?;
             let value = self.value_after_colon(close)?;
             map.push((key, value));
-            let separated = self.skip_separator();
+            let separated = self.skip_separator()?;
             match (self.peek(), close) {
                 (None, _) => {}
                 (Some(c), Some(want)) if c == want => {}
@@ -181,7 +236,7 @@ impl<'a> Parser<'a> {
 
     fn key(&mut self) -> Result<String, ParseError> {
         match self.peek() {
-            Some(q @ ('"' | '\'')) => {
+            Some(q) if is_quote(q) => {
                 self.pos += 1;
                 self.quoted(q)
             }
@@ -195,7 +250,7 @@ impl<'a> Parser<'a> {
     fn value_after_colon(&mut self, close: Option<char>) -> Result<Value, ParseError> {
         // `a: 1` is allowed, but `a:,b:1` and `a:` at the end mean null.
         let save = self.pos;
-        self.skip_space();
+        self.skip_space()?;
         match self.peek() {
             None | Some(',') => {
                 self.pos = save;
@@ -230,7 +285,7 @@ impl<'a> Parser<'a> {
     }
 
     fn value(&mut self) -> Result<Value, ParseError> {
-        self.skip_space();
+        self.skip_space()?;
         match self.peek() {
             Some('{') => {
                 self.enter()?;
@@ -245,7 +300,7 @@ impl<'a> Parser<'a> {
                 self.pos += 1;
                 let mut items = Vec::new();
                 loop {
-                    self.skip_space();
+                    self.skip_space()?;
                     match self.peek() {
                         Some(']') => {
                             self.pos += 1;
@@ -256,7 +311,7 @@ impl<'a> Parser<'a> {
                         _ => {}
                     }
                     items.push(self.value()?);
-                    if !self.skip_separator() && self.peek() != Some(']') {
+                    if !self.skip_separator()? && self.peek() != Some(']') {
                         let found = self
                             .peek()
                             .map_or("the end".to_owned(), |c| format!("`{c}`"));
@@ -264,7 +319,7 @@ impl<'a> Parser<'a> {
                     }
                 }
             }
-            Some(q @ ('"' | '\'')) => {
+            Some(q) if is_quote(q) => {
                 self.pos += 1;
                 Ok(Value::String(self.quoted(q)?))
             }
@@ -276,7 +331,7 @@ impl<'a> Parser<'a> {
 
     fn bare(&mut self) -> String {
         let start = self.pos;
-        while self.peek().is_some_and(|c| !ends_text(c)) {
+        while !self.ends_bare() {
             self.pos += 1;
         }
         self.chars[start..self.pos].iter().collect()
@@ -298,14 +353,11 @@ impl<'a> Parser<'a> {
                     Some('r') => out.push('\r'),
                     Some('b') => out.push('\u{8}'),
                     Some('f') => out.push('\u{c}'),
-                    Some('u') => {
-                        let hex: String = self.chars.iter().skip(self.pos).take(4).collect();
-                        let code = u32::from_str_radix(&hex, 16)
-                            .ok()
-                            .and_then(char::from_u32)
-                            .ok_or_else(|| self.error("bad `\\u` escape"))?;
-                        self.pos += 4;
-                        out.push(code);
+                    Some('u') => out.push(self.unicode_escape()?),
+                    Some('x') => {
+                        let code = self.hex_digits(2)?;
+                        // Two hex digits are always a valid char.
+                        out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
                     }
                     Some(c) => out.push(c),
                     None => return Err(self.error("unterminated escape")),
@@ -313,6 +365,85 @@ impl<'a> Parser<'a> {
                 Some(c) => out.push(c),
             }
         }
+    }
+
+    /// Exactly `n` hex digits at the cursor, as a number; the cursor moves past them.
+    fn hex_digits(&mut self, n: usize) -> Result<u32, ParseError> {
+        let mut code = 0u32;
+        for i in 0..n {
+            match self.chars.get(self.pos + i).and_then(|c| c.to_digit(16)) {
+                Some(d) => code = code * 16 + d,
+                None => {
+                    self.pos += i;
+                    return Err(self.error(format!("expected {n} hex digits in an escape")));
+                }
+            }
+        }
+        self.pos += n;
+        Ok(code)
+    }
+
+    /// The character of a `\u` escape, the `u` consumed: `\uHHHH`, a surrogate pair
+    /// `\uD83D\uDE00`, or jsonic's `\u{1F600}`. A lone surrogate is an error: a Rust string
+    /// cannot hold one (serde_json refuses it too).
+    fn unicode_escape(&mut self) -> Result<char, ParseError> {
+        let start = self.pos - 2;
+        if self.peek() == Some('{') {
+            self.pos += 1;
+            let mut code = 0u32;
+            let mut digits = 0;
+            while let Some(d) = self.peek().and_then(|c| c.to_digit(16)) {
+                code = code.saturating_mul(16).saturating_add(d);
+                digits += 1;
+                self.pos += 1;
+            }
+            if digits == 0 || self.peek() != Some('}') {
+                return Err(self.error("expected hex digits and `}` in a `\\u{...}` escape"));
+            }
+            self.pos += 1;
+            return char::from_u32(code).ok_or_else(|| {
+                let mut e = self.error(format!("`\\u{{{code:X}}}` is not a Unicode character"));
+                e.column = start + 1;
+                e
+            });
+        }
+        let high = self.hex_digits(4)?;
+        let lone = |p: &Self, code: u32| {
+            let mut e = p.error(format!(
+                "lone surrogate `\\u{code:04x}` in a string: a `\\uD800`-`\\uDBFF` escape must be \
+                 followed by a `\\uDC00`-`\\uDFFF` one"
+            ));
+            e.column = start + 1;
+            e
+        };
+        match high {
+            0xD800..=0xDBFF => {
+                if self.peek() != Some('\\') || self.chars.get(self.pos + 1) != Some(&'u') {
+                    return Err(lone(self, high));
+                }
+                let save = self.pos;
+                self.pos += 2;
+                let low = self.hex_digits(4)?;
+                if !(0xDC00..=0xDFFF).contains(&low) {
+                    self.pos = save;
+                    return Err(lone(self, high));
+                }
+                let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+                Ok(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER))
+            }
+            0xDC00..=0xDFFF => Err(lone(self, high)),
+            code => Ok(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER)),
+        }
+    }
+}
+
+/// What a pattern keeps of `text` read as a bare value: its `String(value)`, or `None` when it
+/// reads as `null` (which drops the key). [`super::Pattern`]'s `Display` quotes a value unless
+/// this gives the value back.
+pub(super) fn bare_value_text(text: &str) -> Option<String> {
+    match bare_value(text.to_owned()) {
+        Value::Null => None,
+        value => Some(super::match_string(Some(&value)).into_owned()),
     }
 }
 
@@ -451,10 +582,19 @@ mod tests {
         let arrays = format!("a:{}", "[".repeat(3000));
         assert!(parse_jsonic(&arrays).unwrap_err().too_deep);
         assert!(crate::pattern::Pattern::parse(&deep).is_err());
-        // 128 levels still parse.
-        let ok = format!("a:{}1{}", "[".repeat(128), "]".repeat(128));
-        assert!(parse_jsonic(&ok).is_ok());
-        let over = format!("a:{}1{}", "[".repeat(129), "]".repeat(129));
+        // 127 levels, the top-level object included, still parse: as deep as serde_json goes,
+        // so the JSON of anything parsed here reads back in serde_json (found by fuzzing: 128
+        // arrays inside the object made JSON that serde_json refused).
+        let ok = format!("a:{}1{}", "[".repeat(126), "]".repeat(126));
+        let parsed = parse_jsonic(&ok).unwrap();
+        let json = serde_json::to_string(&parsed).unwrap();
+        assert!(serde_json::from_str::<Value>(&json).is_ok());
+        let over = format!("a:{}1{}", "[".repeat(127), "]".repeat(127));
+        assert!(parse_jsonic(&over).unwrap_err().too_deep);
+        let ok = format!("{}1{}", "{a:".repeat(127), "}".repeat(127));
+        let json = serde_json::to_string(&parse_jsonic(&ok).unwrap()).unwrap();
+        assert!(serde_json::from_str::<Value>(&json).is_ok());
+        let over = format!("{}1{}", "{a:".repeat(128), "}".repeat(128));
         assert!(parse_jsonic(&over).unwrap_err().too_deep);
     }
 
@@ -475,6 +615,85 @@ mod tests {
         assert_eq!(
             parse_message("cmd:salute,name:World").unwrap(),
             msg(json!({"cmd":"salute","name":"World"}))
+        );
+    }
+
+    /// Issue 14 item 8: jsonic 2.16 reads `#` and `//` as line comments and `/* */` as block
+    /// comments, even straight after bare text (expected values from jsonic 2.16 itself).
+    #[test]
+    fn comments_as_jsonic_reads_them() {
+        for (text, want) in [
+            ("a:1 # c\nb:2", json!({"a":1,"b":2})),
+            ("a:x#y", json!({"a":"x"})),
+            ("a:1 //c\nb:2", json!({"a":1,"b":2})),
+            ("a:1/*c*/b:2", json!({"a":1,"b":2})),
+            ("a:/*c*/1", json!({"a":1})),
+            ("#c\na:1", json!({"a":1})),
+            ("/*a*/a:1 b:/* x */2", json!({"a":1,"b":2})),
+            ("a:x//y", json!({"a":"x"})),
+            ("a:x/*y*/", json!({"a":"x"})),
+            ("{a:1}#x", json!({"a":1})),
+            ("a:1,#x\nb:2", json!({"a":1,"b":2})),
+            ("a:[1,#x\n2]", json!({"a":[1,2]})),
+            ("a:#", json!({"a":null})),
+            ("a:b:#c", json!({"a":{"b":null}})),
+            ("a:http://x/y", json!({"a":{"http":null}})),
+            // Not comments: a lone `/`, `*/`, and anything quoted.
+            ("a:x/y,b:/x,c:*/", json!({"a":"x/y","b":"/x","c":"*/"})),
+            ("a:'#',b:\"//\",c:`/*`", json!({"a":"#","b":"//","c":"/*"})),
+        ] {
+            assert_eq!(parse_jsonic(text).unwrap(), msg(want), "{text:?}");
+        }
+        let e = parse_jsonic("a:1 /* open").unwrap_err();
+        assert!(e.reason.contains("unterminated `/*`"), "{e}");
+        assert_eq!(e.column, 5);
+        let p = crate::pattern::Pattern::parse("role:user # the users\ncmd:*").unwrap();
+        assert_eq!(p.to_string(), "cmd:*,role:user");
+    }
+
+    /// Issue 14 item 8: JSON surrogate-pair escapes decode (they were refused); a lone
+    /// surrogate is refused with an error that says so, as serde_json does.
+    #[test]
+    fn surrogate_pairs_decode_and_lone_ones_are_refused() {
+        assert_eq!(
+            parse_jsonic(r#"a:"\ud83d\ude00",b:'\uD83D\uDE00x'"#).unwrap(),
+            msg(json!({"a":"😀","b":"😀x"}))
+        );
+        assert_eq!(
+            parse_message(r#"{a:"\ud83d\ude00"}"#).unwrap(),
+            msg(json!({"a":"😀"}))
+        );
+        for lone in [
+            r#"a:"\ud83d""#,
+            r#"a:"\ud83dx""#,
+            r#"a:"\ude00""#,
+            r#"a:"\ud83d\u0041""#,
+        ] {
+            let e = parse_jsonic(lone).unwrap_err();
+            assert!(e.reason.contains("lone surrogate"), "{lone}: {e}");
+            assert_eq!(e.column, 4, "{lone}: points at the escape");
+        }
+        // jsonic's other escapes.
+        assert_eq!(
+            parse_jsonic(r#"a:'\u{1F600}',b:"\x41",c:"\u00e9""#).unwrap(),
+            msg(json!({"a":"😀","b":"A","c":"é"}))
+        );
+        for bad in [
+            r#"a:"\u+041""#,
+            r#"a:"\u12""#,
+            r#"a:"\u{110000}""#,
+            r#"a:"\u{}""#,
+            r#"a:"\xg1""#,
+        ] {
+            assert!(parse_jsonic(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backtick_quotes() {
+        assert_eq!(
+            parse_jsonic("`k k`:`x, y`").unwrap(),
+            msg(json!({"k k":"x, y"}))
         );
     }
 }

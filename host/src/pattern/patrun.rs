@@ -70,6 +70,24 @@ impl Lookup for Pattern {
     }
 }
 
+/// What [`Patrun::find_match`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found<'a, D> {
+    /// Data under a pattern with at least one key.
+    Pattern(&'a D),
+    /// Only the catch-all `{}` answers.
+    CatchAll(&'a D),
+}
+
+impl<'a, D> Found<'a, D> {
+    /// The data, whichever it is.
+    pub fn data(self) -> &'a D {
+        match self {
+            Self::Pattern(d) | Self::CatchAll(d) => d,
+        }
+    }
+}
+
 /// patrun 7 with globs on: stores data under patterns and finds the data for a message by the
 /// greedy, alphabetical-key walk of SENECA.md §1.
 #[derive(Debug, Clone)]
@@ -168,9 +186,28 @@ impl<D> Patrun<D> {
         self.slot(pattern).replace(data)
     }
 
-    /// Finds the data for a message (patrun's non-exact `find`, used for dispatch).
+    /// Finds the data for a message (patrun's non-exact `find`, used for dispatch). Data under
+    /// the empty pattern `{}` is the catch-all: it answers when nothing else does. As in patrun
+    /// 7 (and Seneca 3.38, checked), its presence also means the walk never backtracks, since
+    /// it counts as already found: with `{}`, `a:1,b:2,c:3` and `a:1,d:4`, the message
+    /// `{a:1,b:2,d:4}` finds `{}`, not `a:1,d:4`.
     pub fn find<M: Lookup + ?Sized>(&self, msg: &M) -> Option<&D> {
         self.walk(msg, false)
+    }
+
+    /// The data under the empty pattern `{}` (Seneca's catch-all), if any.
+    pub fn catch_all(&self) -> Option<&D> {
+        self.nodes[0].data.as_ref()
+    }
+
+    /// Like [`find`](Self::find), but says whether the answer is the catch-all: a caller that
+    /// has other places to look (peers, remote clients) tries them before settling for `{}`.
+    pub fn find_match<M: Lookup + ?Sized>(&self, msg: &M) -> Option<Found<'_, D>> {
+        let data = self.walk(msg, false)?;
+        Some(match self.catch_all() {
+            Some(root) if std::ptr::eq(root, data) => Found::CatchAll(data),
+            _ => Found::Pattern(data),
+        })
     }
 
     fn walk<M: Lookup + ?Sized>(&self, msg: &M, exact: bool) -> Option<&D> {
@@ -412,5 +449,37 @@ mod tests {
         assert_eq!(r.find(&pat("role:user,cmd:*")).copied(), Some("UC"));
         assert_eq!(r.find(&pat("role:user,cmd:x,z:1")).copied(), Some("UC"));
         assert_eq!(r.find(&pat("role:user,z:1")).copied(), Some("U"));
+    }
+
+    /// Issue 14 item 8: the catch-all `{}` answers only what nothing else does, and a caller
+    /// can tell it apart; with it, the walk does not backtrack (patrun 7.3 and Seneca 3.38
+    /// both answer ROOT for `{a:1,b:2,d:4}` here; checked against them).
+    #[test]
+    fn catch_all_is_the_last_resort_and_says_so() {
+        let r = router(&[("a:1,b:2,c:3", "ABC"), ("a:1,d:4", "AD"), ("x:1", "X")]);
+        assert_eq!(r.catch_all(), None);
+        assert_eq!(find(&r, json!({"zz":1})), None);
+        let mut r = r;
+        r.add(&pat("{}"), "ROOT");
+        assert_eq!(r.catch_all(), Some(&"ROOT"));
+        assert_eq!(find(&r, json!({"zz":1})), Some("ROOT"));
+        assert_eq!(find(&r, json!({})), Some("ROOT"));
+        assert_eq!(find(&r, json!({"a":1,"d":4})), Some("AD"));
+        assert_eq!(find(&r, json!({"x":1,"y":2})), Some("X"));
+        assert_eq!(find(&r, json!({"a":1,"b":2,"d":4})), Some("ROOT"));
+        let found = |m: Value| r.find_match(&msg(m));
+        assert_eq!(found(json!({"zz":1})), Some(Found::CatchAll(&"ROOT")));
+        assert_eq!(found(json!({"x":1})), Some(Found::Pattern(&"X")));
+        assert_eq!(found(json!({"x":1})).map(Found::data), Some(&"X"));
+        // Added first or last, `{}` is the same catch-all.
+        let first = router(&[("", "ROOT"), ("a:1", "A")]);
+        assert_eq!(
+            first.find_match(&msg(json!({"a":1}))),
+            Some(Found::Pattern(&"A"))
+        );
+        assert_eq!(
+            first.find_match(&msg(json!({"a":2}))),
+            Some(Found::CatchAll(&"ROOT"))
+        );
     }
 }
