@@ -312,6 +312,13 @@ impl Inner {
         let resolution = self.registry.with_snapshot(|set| set.resolve(&msg))?;
         let target = match resolution {
             Resolution::Found(target) => target,
+            Resolution::CatchAll(target) => match self.peers.get().map(|peers| {
+                let req = msg.version_req().ok().flatten();
+                peers.for_message(&msg, req.as_ref(), &track(&msg))
+            }) {
+                Some(PeerChoice::Peers(peers)) => return try_in_order(peers, &msg, &ctx).await,
+                _ => target,
+            },
             Resolution::VersionMissing(error) => {
                 return self.forward(&msg, &ctx, Some(error)).await;
             }
@@ -500,6 +507,74 @@ mod tests {
         answer["by"].as_str().unwrap_or("?").to_owned()
     }
 
+    /// A peer answering every message it is sent with `{"by": "peer"}`.
+    struct PeerHost;
+
+    impl crate::remote::Remote for PeerHost {
+        fn act<'a>(
+            &'a self,
+            _msg: &'a Message,
+            _call: crate::remote::RemoteCall<'a>,
+        ) -> BoxFuture<'a, Result<Reply, ActError>> {
+            Box::pin(async { Ok(Reply::from_value(&json!({ "by": "peer" }))) })
+        }
+
+        fn describe(&self) -> String {
+            "peer".into()
+        }
+    }
+
+    /// Peers serving only `cmd:remote`.
+    struct OnePeer;
+
+    impl Peers for OnePeer {
+        fn service(&self) -> &str {
+            "wasmeca"
+        }
+
+        fn for_message(
+            &self,
+            msg: &Message,
+            _req: Option<&semver::VersionReq>,
+            _track: &[String],
+        ) -> PeerChoice {
+            if msg.get("cmd").and_then(Value::as_str) == Some("remote") {
+                PeerChoice::Peers(vec![Arc::new(PeerHost)])
+            } else {
+                PeerChoice::Nobody
+            }
+        }
+
+        fn for_target<'a>(
+            &'a self,
+            _service: &'a str,
+            _track: &'a [String],
+            _wait: Duration,
+        ) -> BoxFuture<'a, Result<Vec<Arc<dyn crate::remote::Remote>>, ActError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn describe(&self) -> Vec<String> {
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_catch_all_answers_last_after_local_patterns_and_peers() {
+        let r = router();
+        add(&r, "any@1.0.0", &[""]);
+        add(&r, "local@1.0.0", &["cmd:local"]);
+        r.set_peers(Arc::new(OnePeer));
+        assert_eq!(by(&r, json!({"cmd": "local"})).await, "local@1.0.0");
+        assert_eq!(
+            by(&r, json!({"cmd": "remote"})).await,
+            "peer",
+            "a peer's real pattern wins"
+        );
+        assert_eq!(by(&r, json!({"cmd": "other"})).await, "any@1.0.0");
+        assert_eq!(by(&r, json!({"x": 1})).await, "any@1.0.0");
+    }
+
     #[tokio::test]
     async fn patrun_precedence_and_load_order_pick_the_action() {
         let r = router();
@@ -621,12 +696,13 @@ mod tests {
             .unwrap_err();
         assert!(e.is(Code::ActDepthLimit), "{e}");
         assert_eq!(e.details.as_deref().unwrap()["limit"], 4);
-        // An action runs with its own plugin named as the caller of what it acts.
+        // A native action sees who asked (here an ingress: nobody), not itself: the data
+        // store's access rules depend on it. (A guest's acts name its plugin: tests/data.rs.)
         add(&r, "echo@1.0.0", &["cmd:echo"]);
         let answer = act(&r, json!({"cmd": "echo"})).await.unwrap();
         assert_eq!(
             (answer["depth"].clone(), answer["caller"].clone()),
-            (json!(0), json!("echo"))
+            (json!(0), Value::Null)
         );
     }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::error::{ActError, Code};
 use crate::message::{Message, Reply};
 use crate::metrics::{Metrics, ObserverMetrics, PatternMetrics};
-use crate::pattern::Patrun;
+use crate::pattern::{Found, Patrun};
 use crate::pattern::{Glob, Pattern, match_string};
 use crate::plugins::{Backend, Plugin};
 use crate::remote::ClientEntry;
@@ -46,10 +46,12 @@ impl Action {
     /// or null) or native code; recorded in the pattern's metrics.
     pub async fn answer(&self, msg: Message, mut ctx: CallCtx) -> Result<Reply, ActError> {
         let started = std::time::Instant::now();
-        ctx.caller = Some(self.caller.clone());
         let tx = ctx.tx.clone();
         let answer = match &self.plugin.backend {
             Backend::Wasm(pool) => {
+                // The guest's own acts are made by this plugin. A native action (the data
+                // store, say) passes its caller through, so it can judge who is asking.
+                ctx.caller = Some(self.caller.clone());
                 let json = msg.to_json();
                 let out = pool
                     .call(
@@ -290,6 +292,9 @@ impl Slot {
 pub enum Resolution {
     /// This target answers.
     Found(Target),
+    /// Only the catch-all `{}` matched: this target answers unless a peer serves the message
+    /// with a real pattern (Seneca's last resort stays the last resort across hosts).
+    CatchAll(Target),
     /// A pattern matched, but no loaded version satisfies the pin.
     VersionMissing(ActError),
     /// No pattern matched.
@@ -433,11 +438,14 @@ impl Snapshot {
 
     /// Which target answers `msg`, honouring a `$version` pin.
     pub fn resolve(&self, msg: &Message) -> Result<Resolution, ActError> {
-        let Some(slot) = self.trie.find(&**msg) else {
-            return Ok(Resolution::NotFound);
+        let (slot, catch_all) = match self.trie.find_match(&**msg) {
+            None => return Ok(Resolution::NotFound),
+            Some(Found::Pattern(slot)) => (slot, false),
+            Some(Found::CatchAll(slot)) => (slot, true),
         };
         let req = msg.version_req()?;
         Ok(match slot.winner(req.as_ref()) {
+            Winner::Found(target) if catch_all => Resolution::CatchAll(target),
             Winner::Found(target) => Resolution::Found(target),
             Winner::Empty => Resolution::NotFound,
             Winner::NoVersion(group) => {

@@ -37,8 +37,9 @@ pub struct CallCtx {
     /// Pools whose instances are held by calls further up the chain (re-entry detection);
     /// inline up to four levels, so a call allocates nothing for it.
     pub held: SmallVec<[u64; 4]>,
-    /// The plugin whose action is running (and so made any act nested in it); `None` for an
-    /// act from an ingress. Native actions decide what a caller may do by it.
+    /// The plugin whose guest code is running (and so made any act nested in it); `None` for
+    /// an act from an ingress. Native actions pass it through unchanged and decide by it what
+    /// the caller may do (the data store's `expose` and `[[plugin]] data` rules).
     pub caller: Option<Arc<Caller>>,
     /// True when the chain started at a network listener rather than in this process
     /// (`wasmeca act`, a plugin's init), so actions not exposed to the network can refuse it.
