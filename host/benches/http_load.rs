@@ -264,6 +264,9 @@ fn main() {
             ])
             .arg(wasmeca_tests::plugin("user"))
             .arg(wasmeca_tests::plugin("math"))
+            // The user plugin keeps its users in the entity store: in memory here, so the
+            // figure is the gateway's and the act's, as Node's seneca-web serves from memory.
+            .env("WASMECA_DATA_URL", "memory://")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

@@ -221,7 +221,7 @@ fn respond(route: &Route, reply: Reply) -> Response {
     if reply.is_null() {
         return StatusCode::NO_CONTENT.into_response();
     }
-    server::json(StatusCode::OK, reply.as_str().to_owned())
+    server::json(StatusCode::OK, reply.into_string())
 }
 
 /// Query values as strings; a repeated key becomes an array of strings.

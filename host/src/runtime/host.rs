@@ -149,7 +149,7 @@ impl State {
             .ctx
             .clone();
         let result = host.act(msg, &parent).await;
-        result.map(|r| r.as_str().to_owned())
+        result.map(Reply::into_string)
     }
 
     /// `prior(msg)`: what the running action overrode.
@@ -159,7 +159,7 @@ impl State {
         let frame = self.frame.as_ref().ok_or_else(|| outside("prior"))?;
         let (ctx, prior) = (frame.ctx.clone(), frame.prior.clone());
         let result = host.prior(prior.as_ref(), msg, &ctx).await;
-        result.map(|r| r.as_str().to_owned())
+        result.map(Reply::into_string)
     }
 
     /// `publish(event)`: an event from the running call.
