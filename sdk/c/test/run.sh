@@ -63,7 +63,7 @@ expect() {
 
 if [[ -x "$host" && -f "$out/salute-math.wasm" && -f "$out/probe.wasm" ]]; then
   sm=salute-math.wasm
-  err400='"seneca":true,"msg":"`left` must be a number, not \"x\"","details":{"field":"left"},"status":400,"statusCode":400,"message":"`left` must be a number, not \"x\"","name":"Error"}'
+  err400='"details":{"field":"left"},"message":"`left` must be a number, not \"x\"","msg":"`left` must be a number, not \"x\"","name":"Error","seneca":true,"status":400,"statusCode":400}'
   inspect="$("$host" inspect "$out/$sm" 2>&1)"
   if [[ "$inspect" == salute-math@1.0.0* && "$inspect" == *"[2] role:math,cmd:product"* ]]; then
     passed=$((passed + 1))
@@ -85,9 +85,9 @@ if [[ -x "$host" && -f "$out/salute-math.wasm" && -f "$out/probe.wasm" ]]; then
   expect 0 '{"answer":3,"checked":true}' $sm probe.wasm 'role:math,cmd:sum,left:1,right:2'
   expect 0 '{"answer":null,"checked":true}' probe.wasm 'role:math,cmd:sum,left:1,right:2'
   expect 0 '{"constructed":true,"options":{}}' probe.wasm 'role:probe,cmd:state'
-  expect 1 '{"code":"not_found","seneca":true,"msg":"no user ghost","details":{"name":"ghost"},"status":404,"statusCode":404,"message":"no user ghost","name":"Error"}' \
+  expect 1 '{"code":"not_found","details":{"name":"ghost"},"message":"no user ghost","msg":"no user ghost","name":"Error","seneca":true,"status":404,"statusCode":404}' \
     probe.wasm 'role:probe,cmd:require,name:ghost'
-  expect 1 '{"code":"invalid_json","seneca":true,"msg":"invalid JSON at byte 1: `{oops}`","details":{},"status":500,"statusCode":500,"message":"invalid JSON at byte 1: `{oops}`","name":"Error"}' \
+  expect 1 '{"code":"invalid_json","details":{},"message":"invalid JSON at byte 1: `{oops}`","msg":"invalid JSON at byte 1: `{oops}`","name":"Error","seneca":true,"status":500,"statusCode":500}' \
     probe.wasm 'role:probe,cmd:bad'
   # Entities and the cache in memory (nothing left behind), and events.
   export WASMECA_DATA_URL=memory:// WASMECA_CACHE_URL=memory://
