@@ -102,6 +102,21 @@ pub fn rss(pid: u32) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// A process's memory that the kernel cannot take back: resident (Rss) less the pages the
+/// allocator has already released with `MADV_FREE` (LazyFree), which still count as resident
+/// until the kernel needs them, in bytes (from /proc/PID/smaps_rollup).
+pub fn held(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    field("Rss:").saturating_sub(field("LazyFree:"))
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
