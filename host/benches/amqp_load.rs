@@ -1,4 +1,4 @@
-//! AMQP load script (not a criterion bench): RPC round trips per second with 16 in flight,
+//! AMQP load script (not a criterion bench): RPC round trips per second with 16 in flight (`IN_FLIGHT`),
 //! through RabbitMQ on 127.0.0.1:5672, side by side in one run, with each listener's CPU per
 //! round trip (from /proc/PID/stat; every listener is its own process):
 //!
@@ -33,7 +33,13 @@ use wasmeca::pattern::Pattern;
 use wasmeca::transport::amqp::{AmqpClient, Sent, routing_key};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const IN_FLIGHT: usize = 16;
+/// Round trips kept in flight by each client (`IN_FLIGHT`, default 16).
+fn in_flight() -> usize {
+    std::env::var("IN_FLIGHT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16)
+}
 
 /// A child process killed on drop.
 struct Server(Child);
@@ -62,7 +68,7 @@ async fn drive(
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..IN_FLIGHT {
+    for _ in 0..in_flight() {
         let (client, msg, key) = (client.clone(), msg.clone(), key.clone());
         let (stop, counting, done, errors) =
             (stop.clone(), counting.clone(), done.clone(), errors.clone());
@@ -266,7 +272,8 @@ fn main() {
     );
     let salute = json!({"cmd": "salute", "name": "Bench"});
     println!(
-        "| path (16 in flight) | round trips/s | answered | errors | listener CPU/round trip |"
+        "| path ({} in flight) | round trips/s | answered | errors | listener CPU/round trip |",
+        in_flight()
     );
     println!("|---|---|---|---|---|");
     rt.block_on(async {
