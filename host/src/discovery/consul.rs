@@ -312,7 +312,11 @@ impl Discovery {
                 .flatten()
                 .filter_map(Value::as_str)
             {
-                if let Ok(pattern) = Pattern::parse(pattern) {
+                // A peer's catch-all `{}` is its own last resort, not an offer: taken as one,
+                // it would win over this host's own catch-all for every unmatched message.
+                if let Ok(pattern) = Pattern::parse(pattern)
+                    && !pattern.is_empty()
+                {
                     trie.slot(&pattern)
                         .get_or_insert_with(Vec::new)
                         .push((name.to_owned(), version.clone()));
