@@ -108,8 +108,8 @@ pub struct History {
 
 /// What one remembered id costs besides its text and answer, in heap bytes: its map slot
 /// (~85 with the table's spare room), its queue slot (~60), the shared cell holding the outcome
-/// (~176 with its `Arc`), and allocation rounding of the two id copies (~32). Counted honestly,
-/// the byte budget is what the process holds (under `/act` load RSS stays under 40 MB).
+/// (~176 with its `Arc`), and allocation rounding of the two id copies (~32): an estimate, so
+/// the byte budget comes close to what the process holds (BENCHMARKS.md: `/act` load, 35 MB).
 const ENTRY_OVERHEAD: usize = 384;
 
 /// One remembered id.

@@ -642,6 +642,32 @@ def _as_error(e: BaseException, pattern: Optional[str], kind: str = "action") ->
     return Error("act_execute", f"seneca: Action {pattern} failed: {text}.", details, status)
 
 
+def _dispatch(plugin: Optional[Plugin], call: str, index: int, text: str, kind: str):
+    """Runs the guest's ``handle`` (``kind`` "action") or ``observe`` (``kind`` "observer") for entry
+    ``index`` of the plugin's actions or observers on the JSON object ``text``; any failure is
+    raised as ``Err(error record)`` naming the entry's pattern."""
+    pattern = f"#{index}"
+    try:
+        if plugin is None:
+            raise Error("not_initialised", f"{call} called before init")
+        entries = plugin.observers if kind == "observer" else plugin.actions
+        if 0 <= index < len(entries):
+            pattern = entries[index].pattern
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            what = "event" if kind == "observer" else "message"
+            raise Error.invalid_input(f"the {what} is not a JSON object")
+        if kind == "observer":
+            plugin.observe_event(index, Msg(data))
+            return None
+        return plugin.handle(index, Msg(data))
+    except BaseException as e:
+        raise Err(_as_error(e, pattern, kind).to_record()) from None
+
+
 def export(setup: Union[Callable[[Msg], Plugin], Plugin]) -> type:
     """Exports a plugin as the ``guest`` interface: ``Guest = export(setup)`` in the app module.
 
@@ -670,39 +696,9 @@ def export(setup: Union[Callable[[Msg], Plugin], Plugin]) -> type:
                 raise Err(_as_error(e, None).to_record()) from None
 
         def handle(self, action: int, msg: str) -> str:
-            plugin = current[0]
-            pattern = f"#{action}"
-            try:
-                if plugin is None:
-                    raise Error("not_initialised", "handle called before init")
-                if 0 <= action < len(plugin.actions):
-                    pattern = plugin.actions[action].pattern
-                try:
-                    data = json.loads(msg)
-                except ValueError:
-                    data = None
-                if not isinstance(data, dict):
-                    raise Error.invalid_input("the message is not a JSON object")
-                return plugin.handle(action, Msg(data))
-            except BaseException as e:
-                raise Err(_as_error(e, pattern).to_record()) from None
+            return _dispatch(current[0], "handle", action, msg, "action")
 
         def observe(self, observer: int, event: str) -> None:
-            plugin = current[0]
-            pattern = f"#{observer}"
-            try:
-                if plugin is None:
-                    raise Error("not_initialised", "observe called before init")
-                if 0 <= observer < len(plugin.observers):
-                    pattern = plugin.observers[observer].pattern
-                try:
-                    data = json.loads(event)
-                except ValueError:
-                    data = None
-                if not isinstance(data, dict):
-                    raise Error.invalid_input("the event is not a JSON object")
-                plugin.observe_event(observer, Msg(data))
-            except BaseException as e:
-                raise Err(_as_error(e, pattern, "observer").to_record()) from None
+            _dispatch(current[0], "observe", observer, event, "observer")
 
     return Guest

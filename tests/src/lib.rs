@@ -92,14 +92,18 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// The `name` line of a /proc file's `text` (`VmRSS:   1234 kB`), in bytes; 0 when absent.
+fn kib_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// A process's resident memory (VmRSS), in bytes.
 pub fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    kib_field(&status, "VmRSS:")
 }
 
 /// A process's memory that the kernel cannot take back: resident (Rss) less the pages the
@@ -107,14 +111,7 @@ pub fn rss(pid: u32) -> u64 {
 /// until the kernel needs them, in bytes (from /proc/PID/smaps_rollup).
 pub fn held(pid: u32) -> u64 {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |name: &str| {
-        rollup
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
-    field("Rss:").saturating_sub(field("LazyFree:"))
+    kib_field(&rollup, "Rss:").saturating_sub(kib_field(&rollup, "LazyFree:"))
 }
 
 /// A port nobody listens on right now.
