@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{PgSchema, Proxy, REDIS, TempDir, unique};
+use support::{PgSchema, Proxy, REDIS, TempDir, redis_conn, unique};
 use wasmeca::{CancellationToken, Config, Host, Message};
 use wasmeca_tests::{Process, SEEDS, free_port, node_client, plugin, wasmeca_command};
 
@@ -715,11 +715,7 @@ async fn stores_down_answer_503_and_resume_when_back() {
 
 /// Deletes Redis keys a test wrote.
 async fn redis_del(keys: &[&str]) {
-    let redis = redis::Client::open(REDIS).expect("the Redis URL");
-    let mut conn = redis
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis on 127.0.0.1:6379");
+    let mut conn = redis_conn().await;
     let _: () = redis::cmd("DEL")
         .arg(keys)
         .query_async(&mut conn)
@@ -756,11 +752,7 @@ async fn redis_cache_shares_seneca_redis_cache_layout() {
         .expect("incr");
     assert_eq!(incr, json!({"value": 15}));
 
-    let redis = redis::Client::open(REDIS).expect("the Redis URL");
-    let mut conn = redis
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis on 127.0.0.1:6379");
+    let mut conn = redis_conn().await;
     let raw: String = redis::cmd("GET")
         .arg(&obj_key)
         .query_async(&mut conn)

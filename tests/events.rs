@@ -8,6 +8,10 @@
 //! observer's event ends in the dead-letter queue with its reason; the CLI publishes. Each
 //! AMQP test uses its own exchange and deletes it, its queues and its Redis keys at the end.
 
+#[allow(dead_code)]
+#[path = "data_stores/support.rs"]
+mod support;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
+use support::REDIS;
 use wasmeca::events::Bus;
 use wasmeca::transport::amqp::{AmqpBus, EventQueue};
 use wasmeca::{CancellationToken, Config, Host, Message};
@@ -165,7 +170,12 @@ async fn users_created_reach_the_audit_plugin() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_in_memory_waits_for_room_then_is_refused_with_events_full() {
-    let (h, stop) = host(&[("chaos", json!({"observe": ["evt:flood"], "record": false}))]).await;
+    // Observers run within the act timeout: long enough here for the flood on a slow machine.
+    let (h, stop) = host_with(
+        "[limits]\ntimeout_ms = 120000\n",
+        &[("chaos", json!({"observe": ["evt:flood"], "record": false}))],
+    )
+    .await;
     let publish = |event: Value| {
         let router = h.router().clone();
         async move {
@@ -173,13 +183,20 @@ async fn a_flood_in_memory_waits_for_room_then_is_refused_with_events_full() {
             router.publish(event).await
         }
     };
-    // The first event holds the plugin's only instance for 2 s; it and the next 63 take the
-    // 64 delivery slots, one more waits for a slot, then the queue's 10,000 places fill. Each
-    // publisher after that waits 100 ms for room. (Timing can free a slot or two meanwhile,
-    // letting a few more in; every accepted event is observed in the end, checked below.)
-    publish(json!({"evt": "flood", "ms": 2000}))
+    // The first event holds the plugin's only instance until the test opens the gate (once it
+    // holds it, so that no later event slips through first); it and
+    // the next 63 take the 64 delivery slots, one more waits for a slot, then the queue's
+    // 10,000 places fill. Each publisher after that waits 100 ms for room and is refused.
+    publish(json!({"evt": "flood", "until": "flood-gate"}))
         .await
         .expect("queued");
+    eventually(
+        &h,
+        "the hold to begin",
+        json!({"role": "cache", "cmd": "get", "key": "flood-gate:held"}),
+        |a| !a["value"].is_null(),
+    )
+    .await;
     let capacity = wasmeca::events::LOCAL_QUEUE + 64;
     let mut accepted = 1;
     let mut refused = Vec::new();
@@ -189,16 +206,18 @@ async fn a_flood_in_memory_waits_for_room_then_is_refused_with_events_full() {
             Err(e) => refused.push(e.code),
         }
     }
-    assert!(
-        (capacity + 1..capacity + 6).contains(&accepted),
-        "the queue and the delivery slots hold {} (and a freed slot or two): {accepted}",
+    assert_eq!(
+        accepted,
+        capacity + 1,
+        "the queue and the delivery slots hold {}",
         capacity + 1
     );
-    assert_eq!(accepted + refused.len(), capacity + 6);
-    assert!(
-        !refused.is_empty() && refused.iter().all(|code| code == "events_full"),
-        "{refused:?}"
-    );
+    assert_eq!(refused, vec!["events_full"; 5]);
+    act(
+        &h,
+        json!({"role": "cache", "cmd": "set", "key": "flood-gate", "val": true}),
+    )
+    .await;
     // Nothing accepted is lost: the observer handles every one once the instance is free.
     eventually(
         &h,
@@ -236,7 +255,6 @@ async fn a_plugin_built_against_0_1_0_still_loads_next_to_0_2_0_ones() {
 // ---- Across hosts, over RabbitMQ ----
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const REDIS: &str = "redis://127.0.0.1:6379/";
 
 /// The names one AMQP test uses (exchange, groups, Redis key prefix), deleted when it ends.
 struct Broker {
@@ -348,7 +366,7 @@ impl Broker {
         }
         let keys = redis_keys(&format!("{}*", self.id)).await;
         if !keys.is_empty() {
-            let mut redis = redis_connection().await;
+            let mut redis = support::redis_conn().await;
             for chunk in keys.chunks(1000) {
                 let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut redis).await;
             }
@@ -356,17 +374,9 @@ impl Broker {
     }
 }
 
-async fn redis_connection() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(REDIS)
-        .expect("redis URL")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis on 127.0.0.1:6379")
-}
-
 /// Every Redis key matching `pattern`.
 async fn redis_keys(pattern: &str) -> Vec<String> {
-    let mut redis = redis_connection().await;
+    let mut redis = support::redis_conn().await;
     let mut keys = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -539,7 +549,7 @@ async fn a_plain_amqplib_publisher_reaches_wasmeca_observers() {
     // publisher's tx where it gave one.
     let handled = wait_for_keys(&format!("{mark}:*"), 2, Duration::from_secs(30)).await;
     assert_eq!(handled, 2);
-    let mut redis = redis_connection().await;
+    let mut redis = support::redis_conn().await;
     let tx: Option<String> = redis::cmd("GET")
         .arg(format!("{mark}:node-2"))
         .query_async(&mut redis)

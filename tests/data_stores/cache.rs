@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use wasmeca::data::{CacheStore, cache, open_cache};
 
-use super::support::{Proxy, REDIS, unique};
+use super::support::{Proxy, REDIS, redis_conn, unique};
 
 fn obj(v: Value) -> Map<String, Value> {
     v.as_object().expect("an object").clone()
@@ -140,8 +140,7 @@ async fn cache_memory_and_redis() {
     cache_script(&*redis, &prefix).await;
 
     // The layout @seneca/redis-cache uses: raw key, JSON text, EX.
-    let client = redis::Client::open(REDIS).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn().await;
     let raw: String = redis::cmd("GET")
         .arg(format!("{prefix}k2"))
         .query_async(&mut conn)
@@ -240,8 +239,7 @@ async fn redis_incr_and_add_are_atomic() {
         winners += usize::from(a.await.unwrap());
     }
     assert_eq!(winners, 1);
-    let client = redis::Client::open(REDIS).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn().await;
     let _: () = redis::cmd("DEL")
         .arg(format!("{prefix}ctr"))
         .arg(format!("{prefix}once"))

@@ -14,6 +14,20 @@ pub const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Redis on this machine.
 pub const REDIS: &str = "redis://127.0.0.1:6379/";
 
+/// A connection to [`REDIS`] that may take 10 s to connect and to answer: redis-rs's shorter
+/// defaults are overrun on a loaded 2-core CI machine (seen on a `SCAN`).
+pub async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    let patience = Some(std::time::Duration::from_secs(10));
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(patience)
+        .set_response_timeout(patience);
+    redis::Client::open(REDIS)
+        .expect("the Redis URL")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("Redis on 127.0.0.1:6379")
+}
+
 /// A name no other test or run uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);

@@ -4,7 +4,8 @@
 //! that does not parse; `{"observe": ["evt:x", ...]}` adds observers, which count the events
 //! they get, record each in the host's cache under `<mark>:<event id>` (`mark` defaults to the
 //! name, with the event's `tx$` as the value; not with `{"record": false}`), spin for the
-//! event's `ms`, and fail on an event with `fail: true`;
+//! event's `ms` (and, with `until: KEY`, after setting `KEY:held` in the host's cache, until it holds `KEY`), and fail on an
+//! event with `fail: true`;
 //! `chaos:observed` answers the count, and `chaos:publish` publishes its `event`.
 
 use std::time::{Duration, Instant};
@@ -134,6 +135,22 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
             let ms = event.f64("ms").unwrap_or(0.0) as u64;
             while start.elapsed() < Duration::from_millis(ms) {
                 std::hint::black_box(start);
+            }
+            if let Some(gate) = event.str("until") {
+                // Held until a test sets the cache key `gate`: a hold that ends when the test
+                // says so, not after a time a slow machine may overrun. `<gate>:held` tells the
+                // test the hold has begun.
+                let held = format!("{gate}:held");
+                wasmeca_sdk::act(json!({ "role": "cache", "cmd": "set", "key": held, "val": true }))?;
+                while wasmeca_sdk::act(json!({ "role": "cache", "cmd": "get", "key": gate }))?
+                    ["value"]
+                    .is_null()
+                {
+                    let pause = Instant::now();
+                    while pause.elapsed() < Duration::from_millis(5) {
+                        std::hint::black_box(pause);
+                    }
+                }
             }
             if record {
                 let id = event.str("event$").unwrap_or("-").to_owned();
