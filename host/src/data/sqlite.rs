@@ -16,18 +16,26 @@
 //! `skip$` and `limit$` are pushed too; when a condition or sort key cannot be, SQL narrows with
 //! what it can and the rest runs in Rust.
 //!
-//! Threading: rusqlite is blocking, so one dedicated thread owns the connection and runs jobs
-//! sent over a channel. SQLite has one writer at a time anyway; a single owner needs no pool or
-//! lock, keeps its prepared-statement cache warm, and serialises read-modify-write saves without
-//! races. Durability: WAL with `synchronous=NORMAL` — a commit's WAL frames are written before the
+//! Threading: rusqlite is blocking, so one dedicated thread owns the writing connection and runs
+//! jobs sent over a channel. SQLite has one writer at a time anyway; a single owner needs no pool
+//! or lock, keeps its prepared-statement cache warm, and serialises read-modify-write saves
+//! without races. Loads by id (at most [`INLINE_IDS`] ids) skip that hand-off, which costs more
+//! than the lookup itself: they run on the caller's thread on a read-only connection from a small
+//! pool. A lookup by the unique `id` index is one B-tree probe, as short as a contended lock; a
+//! WAL reader never waits for the writer, and a reader that meets a lock (busy timeout zero) or
+//! any other SQL error hands the load to the worker instead. Each read sees every save answered
+//! before it (WAL, autocommit). A private `:memory:` database has no second connection, so there
+//! the worker does everything. Durability: WAL with `synchronous=NORMAL` — a commit's WAL frames are written before the
 //! save is answered, so an answered save survives `kill -9` of the process (not a power loss).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::{Value as Sql, ValueRef};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params_from_iter};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter,
+};
 use serde_json::{Number, Value};
 
 use super::entity::{EntityStore, Kind, Record, SaveOp};
@@ -40,11 +48,38 @@ pub const MAX_AUTO_INDEXES: usize = 16;
 /// A unit of work for the worker thread.
 type Job = Box<dyn FnOnce(&mut Db) + Send>;
 
+/// The most ids a load reads on the caller's thread; longer id lists go to the worker, so the
+/// caller's thread is never held for long.
+pub const INLINE_IDS: usize = 16;
+
+/// The most idle read-only connections kept (one per thread that loads at the same time).
+const IDLE_READERS: usize = 8;
+
 /// The SQLite store: a handle to the worker thread that owns the connection.
 #[derive(Debug)]
 pub struct SqliteStore {
     /// Sends jobs to the worker; the worker stops when the last handle is dropped.
     jobs: mpsc::Sender<Job>,
+    /// Read-only connections for loads by id on the caller's thread; `None` for `:memory:`.
+    readers: Option<Readers>,
+}
+
+/// The pool of read-only connections loads by id use.
+#[derive(Debug)]
+struct Readers {
+    /// The database file they open.
+    path: String,
+    /// Connections not in use: a load takes one (or opens one) and puts it back.
+    idle: Mutex<Vec<Reader>>,
+}
+
+/// One read-only connection.
+#[derive(Debug)]
+struct Reader {
+    /// The connection (busy timeout zero: it never waits on the caller's thread).
+    conn: Connection,
+    /// Table numbers it has looked up (only hits: a kind may get its table later).
+    tables: HashMap<Kind, i64>,
 }
 
 /// The worker thread's state.
@@ -82,10 +117,11 @@ impl SqliteStore {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, opened) = tokio::sync::oneshot::channel();
         let path = path.to_string();
+        let db_path = path.clone();
         std::thread::Builder::new()
             .name("wasmeca-sqlite".into())
             .spawn(move || {
-                let mut db = match Db::open(&path) {
+                let mut db = match Db::open(&db_path) {
                     Ok(db) => {
                         let _ = ready.send(Ok(()));
                         db
@@ -104,7 +140,12 @@ impl SqliteStore {
         opened
             .await
             .map_err(|_| failed("the sqlite thread died while opening"))??;
-        Ok(SqliteStore { jobs })
+        let private = path.is_empty() || path.starts_with(':') || path.contains("mode=memory");
+        let readers = (!private).then(|| Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(SqliteStore { jobs, readers })
     }
 
     /// Runs `f` on the worker thread and awaits its result.
@@ -120,6 +161,93 @@ impl SqliteStore {
             .send(job)
             .map_err(|_| failed("the sqlite thread has stopped"))?;
         rx.await.map_err(|_| failed("the sqlite job panicked"))?
+    }
+}
+
+impl Readers {
+    /// The records with `ids` in `kind`, read on this thread; `None` when the read met a lock or
+    /// an SQL error, for the worker to answer instead.
+    fn by_ids(&self, kind: &Kind, ids: &[Value]) -> Option<Result<Vec<(i64, Record)>, DataError>> {
+        let idle = || self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = idle().pop();
+        let mut reader = match taken {
+            Some(reader) => reader,
+            None => Reader::open(&self.path).ok()?,
+        };
+        let found = reader.by_ids(kind, ids).ok()?;
+        let mut idle = idle();
+        if idle.len() < IDLE_READERS {
+            idle.push(reader);
+        }
+        Some(found)
+    }
+}
+
+impl Reader {
+    fn open(path: &str) -> rusqlite::Result<Reader> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(Duration::ZERO)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(Reader {
+            conn,
+            tables: HashMap::new(),
+        })
+    }
+
+    /// The rows with `ids`: SQL errors apart (the caller falls back), record errors inside.
+    fn by_ids(
+        &mut self,
+        kind: &Kind,
+        ids: &[Value],
+    ) -> rusqlite::Result<Result<Vec<(i64, Record)>, DataError>> {
+        let t = match self.tables.get(kind) {
+            Some(t) => *t,
+            None => match find_table(&self.conn, kind)? {
+                Some(t) => *self.tables.entry(kind.clone()).or_insert(t),
+                None => return Ok(Ok(Vec::new())),
+            },
+        };
+        rows_by_id(&self.conn, t, ids)
+    }
+}
+
+/// The table number of `kind` in the catalog, if it has one.
+fn find_table(conn: &Connection, kind: &Kind) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT tbl FROM wasmeca_kind WHERE base = ?1 AND name = ?2")?
+        .query_row((kind.base.as_str(), kind.name.as_str()), |r| r.get(0))
+        .optional()
+}
+
+/// The rows of table `t` with these ids, in their order, misses skipped: SQL errors outside,
+/// a record that does not read inside.
+fn rows_by_id(
+    conn: &Connection,
+    t: i64,
+    ids: &[Value],
+) -> rusqlite::Result<Result<Vec<(i64, Record)>, DataError>> {
+    let sql = format!("SELECT seq, id, data FROM wasmeca_e{t} WHERE id = ?1");
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        match st.query_row([id_param(id)], read_row).optional()? {
+            Some(Ok(row)) => out.push(row),
+            Some(Err(e)) => return Ok(Err(e)),
+            None => {}
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// The ids a query looks up through the unique index: an id list, or a lone scalar `id`
+/// equality (the load-by-id path).
+fn id_lookup(q: &Query) -> Option<&[Value]> {
+    match &q.select {
+        Select::Ids(ids) => Some(ids.as_slice()),
+        Select::Where(_) => q
+            .lone_id()
+            .filter(|id| !id.is_null() && query::is_scalar(id))
+            .map(std::slice::from_ref),
     }
 }
 
@@ -172,13 +300,8 @@ impl Db {
         if let Some(t) = self.tables.get(kind) {
             return Ok(Some(*t));
         }
-        let find = "SELECT tbl FROM wasmeca_kind WHERE base = ?1 AND name = ?2";
         let args = (kind.base.as_str(), kind.name.as_str());
-        let mut tbl: Option<i64> = self
-            .conn
-            .query_row(find, args, |r| r.get(0))
-            .optional()
-            .map_err(sql_error)?;
+        let mut tbl = find_table(&self.conn, kind).map_err(sql_error)?;
         if tbl.is_none() && create {
             let tx = self
                 .conn
@@ -189,7 +312,9 @@ impl Db {
                 args,
             )
             .map_err(sql_error)?;
-            let t: i64 = tx.query_row(find, args, |r| r.get(0)).map_err(sql_error)?;
+            let t = find_table(&tx, kind)
+                .map_err(sql_error)?
+                .ok_or_else(|| failed("the catalog lost a row it just inserted"))?;
             tx.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS wasmeca_e{t} (seq INTEGER PRIMARY KEY, id UNIQUE NOT NULL, data TEXT NOT NULL)"
             ))
@@ -235,29 +360,8 @@ impl Db {
     /// Runs a query; returns `(seq, record)` pairs, sorted and paged.
     fn select(&mut self, t: i64, q: &Query) -> Result<Vec<(i64, Record)>, DataError> {
         let table = format!("wasmeca_e{t}");
-        // Ids (an id list, or a lone `id` equality: the load-by-id path) use the unique index.
-        let ids = match &q.select {
-            Select::Ids(ids) => Some(ids.as_slice()),
-            Select::Where(_) => q
-                .lone_id()
-                .filter(|id| !id.is_null() && query::is_scalar(id))
-                .map(std::slice::from_ref),
-        };
-        if let Some(ids) = ids {
-            let mut st = self
-                .conn
-                .prepare_cached(&format!("SELECT seq, id, data FROM {table} WHERE id = ?1"))
-                .map_err(sql_error)?;
-            let mut out = Vec::new();
-            for id in ids {
-                if let Some(row) = st
-                    .query_row([id_param(id)], read_row)
-                    .optional()
-                    .map_err(sql_error)?
-                {
-                    out.push(row?);
-                }
-            }
+        if let Some(ids) = id_lookup(q) {
+            let out = rows_by_id(&self.conn, t, ids).map_err(sql_error)??;
             return Ok(query::page(out, q.skip, q.limit));
         }
         let mut plan = Plan::default();
@@ -354,14 +458,9 @@ impl Db {
                 db.write(t, id, data, found)
             }),
             SaveOp::Update { id, data } => self.in_tx(|db| {
-                let sql = format!("SELECT seq, id, data FROM wasmeca_e{t} WHERE id = ?1");
-                let mut st = db.conn.prepare_cached(&sql).map_err(sql_error)?;
-                let found = st
-                    .query_row([id_param(&id)], read_row)
-                    .optional()
-                    .map_err(sql_error)?
-                    .transpose()?;
-                drop(st);
+                let found = rows_by_id(&db.conn, t, std::slice::from_ref(&id))
+                    .map_err(sql_error)??
+                    .pop();
                 db.write(t, id, data, found)
             }),
         }
@@ -586,6 +685,17 @@ impl EntityStore for SqliteStore {
         kind: &'a Kind,
         q: &'a Query,
     ) -> BoxFuture<'a, Result<Vec<Record>, DataError>> {
+        let inline = id_lookup(q).filter(|ids| ids.len() <= INLINE_IDS);
+        if let (Some(readers), Some(ids)) = (&self.readers, inline)
+            && let Some(found) = readers.by_ids(kind, ids)
+        {
+            let page = |rows| {
+                query::page(rows, q.skip, q.limit)
+                    .into_iter()
+                    .map(|(_, r)| r)
+            };
+            return Box::pin(std::future::ready(found.map(|rows| page(rows).collect())));
+        }
         let (kind, q) = (kind.clone(), q.clone());
         Box::pin(self.call(move |db| match db.table(&kind, false)? {
             Some(t) => Ok(db.select(t, &q)?.into_iter().map(|(_, r)| r).collect()),
