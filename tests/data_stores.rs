@@ -205,6 +205,41 @@ async fn pushdown_uses_indexes() {
     );
 }
 
+/// Loads by id run on the caller's thread on read-only connections: they see every answered
+/// save, this store's and another writer's.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_loads_by_id_see_every_answered_save() {
+    let dir = TempDir::new();
+    let path = dir.file("r.db");
+    let store = open_store(&format!("sqlite://{path}")).await.unwrap();
+    let load = |store: std::sync::Arc<dyn EntityStore>| async move {
+        call(
+            &*store,
+            json!({"cmd": "load", "base": "b", "name": "r", "q": {"id": "a"}}),
+        )
+        .await
+        .unwrap()["v"]
+            .clone()
+    };
+    let save =
+        |v: i64| json!({"cmd": "save", "base": "b", "name": "r", "ent": {"id": "a", "v": v}});
+    call(&*store, save(1)).await.unwrap();
+    assert_eq!(load(store.clone()).await, 1);
+    for v in 2..50 {
+        call(&*store, save(v)).await.unwrap();
+        assert_eq!(load(store.clone()).await, v, "the load after save {v}");
+    }
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch(r#"UPDATE wasmeca_e1 SET data = '{"v":"other"}' WHERE id = 'a'"#)
+        .unwrap();
+    assert_eq!(
+        load(store.clone()).await,
+        "other",
+        "another writer's commit"
+    );
+}
+
 /// Child side of the kill -9 test: saves records, reporting each one only after it is answered.
 #[tokio::test]
 async fn kill9_child() {
