@@ -107,26 +107,41 @@ async fn host(names: &Names, pins: &[&str], name: &str, extra: &str) -> (Host, C
 }
 
 async fn wait_for_queues(names: &Names, pins: &[&str]) {
+    for pin in pins {
+        wait_for_consumers(names, pin, 0).await;
+    }
+}
+
+/// Waits (up to 60 s, else fails) until the queue of `pin` exists with more than `more_than`
+/// consumers.
+async fn wait_for_consumers(names: &Names, pin: &str, more_than: u32) {
+    let queue = queue_name(&names.prefix, &[pin]).expect("pin");
+    wait_for_queue(&queue, more_than).await;
+}
+
+/// Waits (up to 60 s, else fails) until `queue` exists with more than `more_than` consumers.
+async fn wait_for_queue(queue: &str, more_than: u32) {
     let conn = Connection::connect(URL, ConnectionProperties::default())
         .await
         .expect("broker");
-    for pin in pins {
-        let queue = queue_name(&names.prefix, &[pin]).expect("pin");
-        for _ in 0..200 {
-            let channel = conn.create_channel().await.expect("channel");
-            let passive = lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            if channel
-                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let channel = conn.create_channel().await.expect("channel");
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await;
+        if declared.is_ok_and(|q| q.consumer_count() > more_than) {
+            return;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{queue} has no more than {more_than} consumers after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -203,6 +218,7 @@ async fn two_hosts_share_the_load_and_stopping_one_loses_nothing() {
     names.queue("chaos:whoami");
     let (a, stop_a) = host(&names, &["chaos:whoami"], "a", "").await;
     let (_b, stop_b) = host(&names, &["chaos:whoami"], "b", "").await;
+    wait_for_consumers(&names, "chaos:whoami", 1).await;
     let c = client(&names);
     let send = |from: i64, to: i64| {
         (from..to)
@@ -777,10 +793,12 @@ async fn a_huge_command_is_dead_lettered_without_echo_and_replies_keep_persisten
 async fn a_silent_broker_hangs_neither_the_client_nor_the_listener() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
+    let (accepted, accepts) = std::sync::mpsc::channel();
     let held = std::thread::spawn(move || {
         let mut kept = Vec::new();
         while let Ok((stream, _)) = silent.accept() {
             kept.push(stream);
+            let _ = accepted.send(());
             if kept.len() > 20 {
                 break;
             }
@@ -809,6 +827,7 @@ async fn a_silent_broker_hangs_neither_the_client_nor_the_listener() {
         plugin("salute")
     );
     std::fs::write(&config, toml).expect("write config");
+    while accepts.try_recv().is_ok() {} // the act's connection
     let mut host = wasmeca_tests::wasmeca_command!()
         .arg("serve")
         .arg(&config)
@@ -816,7 +835,11 @@ async fn a_silent_broker_hangs_neither_the_client_nor_the_listener() {
         .stderr(Stdio::null())
         .spawn()
         .expect("wasmeca starts");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Once the host has connected to the silent broker it is past installing its signal
+    // handlers (a SIGTERM before that would kill it by default, not test it).
+    accepts
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the host connects to the silent broker");
     Command::new("kill")
         .args(["-TERM", &host.id().to_string()])
         .status()
@@ -932,7 +955,7 @@ async fn node_seneca_amqp_transport_interoperates_both_ways() {
     config.cache_dir = Some(wasmeca_tests::cache_dir());
     let stop = CancellationToken::new();
     let host = Host::start(&config, stop.clone()).await.expect("host");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_queue(&wasmeca_queue, 0).await;
     let msgs = json!([
         {"role": "math", "cmd": "sum", "left": 1, "right": 2},
         {"cmd": "salute", "name": "Zoë"},

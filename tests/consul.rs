@@ -13,7 +13,7 @@ use wasmeca_tests::{ConsulAgent, Process, free_port, plugin};
 fn config_toml(consul: &str, service: &str, plugins: &[&str], http_port: u16) -> String {
     let mut toml = format!(
         "[rest]\nlisten = \"off\"\n[[listen]]\ntype = \"http\"\nport = {http_port}\n\
-         [consul]\naddress = {consul:?}\nservice = {service:?}\ncheck_interval_ms = 1000\ncheck_timeout_ms = 500\npeers = [\"wasmeca\"]\n"
+         [consul]\naddress = {consul:?}\nservice = {service:?}\ncheck_interval_ms = 1000\ncheck_timeout_ms = 5000\npeers = [\"wasmeca\"]\n"
     );
     for p in plugins {
         toml.push_str(&format!("[[plugin]]\npath = {:?}\n", plugin(p)));

@@ -501,7 +501,7 @@ async fn a_caller_cannot_lift_the_deadline() {
         let took = started.elapsed();
         assert_eq!(e.code, Code::ActionTimeout.as_str(), "{asked}: {e}");
         assert!(
-            took < Duration::from_millis(1_500),
+            took < Duration::from_secs(10),
             "timeout$ {asked} held the call for {took:?}"
         );
         let expected = if asked.as_f64().is_some_and(|f| f > 0.0) {
@@ -585,19 +585,20 @@ async fn a_looping_plugin_does_not_starve_the_others() {
     for _ in 0..8 {
         let r = r.clone();
         loops.push(tokio::spawn(async move {
-            err(&r, json!({"chaos": "loop", "timeout$": 1_500})).await
+            err(&r, json!({"chaos": "loop", "timeout$": 5_000})).await
         }));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut slowest = Duration::ZERO;
+    // Starved, the salutes would wait for the loops' deadline; they all answer while every
+    // loop still runs (a condition, not a latency a loaded machine could overrun).
+    let started = std::time::Instant::now();
     for _ in 0..50 {
-        let started = std::time::Instant::now();
         ok(&r, json!({"cmd": "salute", "name": "x"})).await;
-        slowest = slowest.max(started.elapsed());
     }
     assert!(
-        slowest < Duration::from_millis(250),
-        "salute took {slowest:?} while chaos looped"
+        loops.iter().all(|task| !task.is_finished()),
+        "the salutes ({:?}) waited for the loops' deadline",
+        started.elapsed()
     );
     for task in loops {
         let e = task.await.expect("the loop task");
@@ -634,7 +635,7 @@ async fn a_slow_plugin_does_not_stall_other_plugins_even_on_one_thread() {
     .await;
     let slow = {
         let r = r.clone();
-        tokio::spawn(async move { r.act(msg(json!({"chaos": "slow", "ms": 1500}))).await })
+        tokio::spawn(async move { r.act(msg(json!({"chaos": "slow", "ms": 5000}))).await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..20 {
@@ -648,7 +649,7 @@ async fn a_slow_plugin_does_not_stall_other_plugins_even_on_one_thread() {
         "the salutes had to wait for the slow call"
     );
     let slow = slow.await.expect("task runs").expect("slow call answers");
-    assert_eq!(slow.to_value()["slept"], 1500);
+    assert_eq!(slow.to_value()["slept"], 5000);
 }
 
 #[tokio::test]
@@ -658,18 +659,18 @@ async fn a_pool_serves_calls_in_parallel() {
     let calls: Vec<_> = (0..4)
         .map(|_| {
             let r = r.clone();
-            tokio::spawn(async move { r.act(msg(json!({"chaos": "slow", "ms": 400}))).await })
+            tokio::spawn(async move { r.act(msg(json!({"chaos": "slow", "ms": 1000}))).await })
         })
         .collect();
     for call in calls {
         assert_eq!(
             call.await.expect("task runs").expect("answers").to_value()["slept"],
-            400
+            1000
         );
     }
-    // Serially this is 1.6 s; with four instances the calls overlap.
+    // Serially this is 4 s; with four instances the calls overlap.
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_millis(3500),
         "took {:?}",
         started.elapsed()
     );
@@ -682,7 +683,9 @@ async fn shutdown_waits_for_in_flight_acts_and_refuses_new_ones() {
         let r = r.clone();
         tokio::spawn(async move { r.act(msg(json!({"chaos": "slow", "ms": 300}))).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    while r.in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(r.in_flight(), 1);
     r.close();
     assert_eq!(

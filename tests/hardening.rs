@@ -77,27 +77,22 @@ fn post(port: u16, msg: &Value) -> std::io::Result<(u16, Value)> {
     Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
-/// The 99th percentile of `samples`.
-fn p99(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
-}
-
-/// Times `n` salutes one after the other.
-fn salutes(port: u16, n: usize) -> Vec<Duration> {
-    (0..n)
-        .map(|i| {
-            let started = Instant::now();
-            let (status, body) = post(port, &json!({"cmd": "salute", "name": i})).expect("salute");
-            assert_eq!((status, body["message"].is_string()), (200, true), "{body}");
-            started.elapsed()
-        })
-        .collect()
+/// How long `n` salutes take, one after the other.
+fn salutes(port: u16, n: usize) -> Duration {
+    let started = Instant::now();
+    for i in 0..n {
+        let (status, body) = post(port, &json!({"cmd": "salute", "name": i})).expect("salute");
+        assert_eq!((status, body["message"].is_string()), (200, true), "{body}");
+    }
+    started.elapsed()
 }
 
 /// Regression (fault run): with 8 instances of a plugin looping until their deadline, an
-/// unrelated plugin's p99 went from 3.7 ms to 307 ms. Long guest calls now move off the async
-/// workers, so the listener keeps answering the other plugin promptly.
+/// unrelated plugin's p99 went from 3.7 ms to 307 ms and its throughput from 4,659/s to 20/s.
+/// Long guest calls now move off the async workers, so the listener keeps answering the other
+/// plugin promptly. (The p99 target is measured by `benches/fairness.rs`; here, what a loaded
+/// test machine cannot blur: 100 salutes during the loops take about as long as idle, where
+/// starved they took seconds, and they all finish while every loop still runs.)
 #[test]
 fn a_plugin_looping_on_every_instance_does_not_starve_another() {
     let scratch = Scratch::new();
@@ -109,16 +104,17 @@ fn a_plugin_looping_on_every_instance_does_not_starve_another() {
         plugin("salute")
     ));
     let _host = serve(&config, port);
-    let idle = p99(salutes(port, 100));
+    let idle = salutes(port, 100);
     let loops: Vec<_> = (0..8)
         .map(|_| {
             std::thread::spawn(move || {
-                post(port, &json!({"chaos": "loop", "timeout$": 4_000})).expect("loop answers")
+                post(port, &json!({"chaos": "loop", "timeout$": 6_000})).expect("loop answers")
             })
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let storm = p99(salutes(port, 100));
+    let storm = salutes(port, 100);
+    let running = loops.iter().all(|t| !t.is_finished());
     for answer in loops {
         let (status, body) = answer.join().expect("loop thread");
         assert_eq!(
@@ -127,12 +123,16 @@ fn a_plugin_looping_on_every_instance_does_not_starve_another() {
             "{body}"
         );
     }
-    eprintln!("salute p99: {idle:?} idle, {storm:?} while chaos loops");
-    // Within 5× of idle (with a floor for this debug build's own noise).
-    let allowed = (idle * 5).max(Duration::from_millis(60));
+    eprintln!("100 salutes: {idle:?} idle, {storm:?} while chaos loops");
+    assert!(
+        running,
+        "the salutes ({storm:?}) waited for the loops' deadline"
+    );
+    // Within 5× of idle, with a floor for this debug build's own noise.
+    let allowed = (idle * 5).max(Duration::from_secs(2));
     assert!(
         storm <= allowed,
-        "salute p99 {storm:?} during the loops, {idle:?} idle"
+        "100 salutes took {storm:?} during the loops, {idle:?} idle"
     );
 }
 
@@ -168,13 +168,16 @@ fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
 #[test]
 fn slow_idle_and_surplus_connections_are_closed() {
     let scratch = Scratch::new();
-    let port = free_port();
-    let config = scratch.config(&format!(
-        "[rest]\nlisten = \"off\"\n[http]\nheader_timeout_ms = 600\nidle_timeout_ms = 600\nmax_connections = 20\n\
-         [[listen]]\ntype = \"http\"\nport = {port}\n[[plugin]]\npath = {:?}\n",
-        plugin("salute")
-    ));
-    let _host = serve(&config, port);
+    let host = |timeout_ms: u64| {
+        let port = free_port();
+        let config = scratch.config(&format!(
+            "[rest]\nlisten = \"off\"\n[http]\nheader_timeout_ms = {timeout_ms}\nidle_timeout_ms = {timeout_ms}\n\
+             max_connections = 20\n[[listen]]\ntype = \"http\"\nport = {port}\n[[plugin]]\npath = {:?}\n",
+            plugin("salute")
+        ));
+        (serve(&config, port), port)
+    };
+    let (_host, port) = host(600);
 
     // Slowloris: a header byte every 100 ms never finishes; the header timeout ends it.
     let mut slow = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -196,7 +199,9 @@ fn slow_idle_and_surplus_connections_are_closed() {
         started.elapsed()
     );
 
-    // Idle keep-alive: one request, then silence; the idle timeout closes it.
+    // Idle keep-alive: one request, then silence; the idle timeout closes it. (The clock starts
+    // before the request, so a test thread held up meanwhile cannot make it look early.)
+    let quiet = Instant::now();
     let mut idle = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let body = r#"{"cmd":"salute"}"#;
     write!(
@@ -210,7 +215,6 @@ fn slow_idle_and_surplus_connections_are_closed() {
         .expect("timeout");
     let n = idle.read(&mut buf).expect("a response");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let quiet = Instant::now();
     assert!(
         closed_within(&mut idle, Duration::from_secs(3)),
         "the idle connection was still open"
@@ -220,14 +224,16 @@ fn slow_idle_and_surplus_connections_are_closed() {
         "closed too early"
     );
 
-    // The connection limit: 20 open connections; the 21st is closed at once.
+    // The connection limit: 20 open connections; the 21st is closed at once. (On a host whose
+    // timeouts are long, so that only the limit can close anything here.)
+    let (_host, port) = host(60_000);
     let mut held: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
         .collect();
     std::thread::sleep(Duration::from_millis(100));
     let mut surplus = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     assert!(
-        closed_within(&mut surplus, Duration::from_millis(400)),
+        closed_within(&mut surplus, Duration::from_secs(5)),
         "a connection over the limit stayed open"
     );
     assert!(

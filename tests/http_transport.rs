@@ -184,7 +184,7 @@ async fn wasmeca_calls_a_node_listener_through_a_client_pin() {
 async fn two_wasmeca_hosts_call_each_other_and_keep_the_transaction() {
     let b = TestHost::start(&["chaos"], "").await;
     let client = format!(
-        "[[client]]\ntype = \"http\"\nport = {}\npin = \"chaos:*\"\ntimeout_ms = 300\n",
+        "[[client]]\ntype = \"http\"\nport = {}\npin = \"chaos:*\"\ntimeout_ms = 3000\n",
         b.http.port()
     );
     let a = TestHost::start(&["math"], &client).await;
@@ -205,7 +205,7 @@ async fn two_wasmeca_hosts_call_each_other_and_keep_the_transaction() {
     );
     // The client's timeout ends in action_timeout.
     let slow = a
-        .act(json!({"chaos": "slow", "ms": 1000}))
+        .act(json!({"chaos": "slow", "ms": 20000}))
         .await
         .unwrap_err();
     assert_eq!(slow.code, "action_timeout");

@@ -233,7 +233,7 @@ async fn routes_send_the_seneca_web_message_shape() {
 async fn statuses_follow_the_error() {
     let routes = r#"
         [limits]
-        timeout_ms = 400
+        timeout_ms = 3000
         [rest]
         listen = "127.0.0.1:0"
         body_limit = 64
@@ -289,7 +289,7 @@ async fn statuses_follow_the_error() {
         (missing.status, missing.json()["code"].clone()),
         (404, json!("act_not_found"))
     );
-    let slow = get(&u("/slow?ms=1000")).await;
+    let slow = get(&u("/slow?ms=20000")).await;
     assert_eq!(slow.status, 504, "{}", slow.text);
     assert_eq!(
         (slow.status, slow.json()["code"].clone()),
@@ -525,7 +525,9 @@ async fn shutdown_finishes_requests_in_flight() {
     let h = TestHost::start(&["chaos"], routes).await;
     let url = h.url("/slow?ms=500");
     let slow = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    while h.host.as_ref().expect("running").router().in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut h = h;
     let host = h.host.take().expect("running");
     h.stop.cancel();
