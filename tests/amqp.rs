@@ -7,6 +7,8 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::options::{
@@ -121,6 +123,13 @@ async fn wait_for_consumers(names: &Names, pin: &str, more_than: u32) {
 
 /// Waits (up to 60 s, else fails) until `queue` exists with more than `more_than` consumers.
 async fn wait_for_queue(queue: &str, more_than: u32) {
+    let what = format!("more than {more_than} consumers");
+    wait_until(queue, &what, |_, consumers| consumers > more_than).await;
+}
+
+/// Waits (up to 60 s, else fails, saying `what` it waited for) until `queue` exists and
+/// `holds(ready messages, consumers)`.
+async fn wait_until(queue: &str, what: &str, holds: impl Fn(u32, u32) -> bool) {
     let conn = Connection::connect(URL, ConnectionProperties::default())
         .await
         .expect("broker");
@@ -134,12 +143,12 @@ async fn wait_for_queue(queue: &str, more_than: u32) {
         let declared = channel
             .queue_declare(queue.into(), passive, FieldTable::default())
             .await;
-        if declared.is_ok_and(|q| q.consumer_count() > more_than) {
+        if declared.is_ok_and(|q| holds(q.message_count(), q.consumer_count())) {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{queue} has no more than {more_than} consumers after 60 s"
+            "{queue}: no {what} after 60 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -289,19 +298,33 @@ async fn a_sigkilled_host_loses_no_command() {
     let (_survivor, stop) = host(&names, &["chaos:whoami"], "survivor", "").await;
     let c = client(&names);
     let mut tasks = Vec::new();
+    let answered_by_killed = Arc::new(AtomicUsize::new(0));
     for n in 0..150 {
         let c = c.clone();
+        let answered_by_killed = answered_by_killed.clone();
         tasks.push(tokio::spawn(async move {
-            act(
+            let answer = act(
                 &c,
                 "chaos:whoami",
                 json!({"chaos": "whoami", "n": n, "ms": 20}),
                 90,
             )
-            .await
+            .await;
+            if answer.as_ref().is_ok_and(|a| a["name"] == "killed") {
+                answered_by_killed.fetch_add(1, Ordering::Relaxed);
+            }
+            answer
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // SIGKILL once the host has answered some commands, with more of them in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while answered_by_killed.load(Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host to be killed never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Command::new("kill")
         .args(["-KILL", &killed.id().to_string()])
         .status()
@@ -366,8 +389,9 @@ async fn sigterm_during_a_looping_command_exits_within_the_drain_timeout_and_ret
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let sent = c.send(&msg, "looptx", &key, deadline, false).await;
     assert!(matches!(sent, Ok(Sent::Routed(None))), "published");
-    // Let the host take it and start looping.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Let the host take it (nothing left ready in the queue) and start looping.
+    wait_until(&queue, "its command taken", |ready, _| ready == 0).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let signalled = std::time::Instant::now();
     Command::new("kill")
         .args(["-TERM", &host.id().to_string()])
@@ -378,7 +402,7 @@ async fn sigterm_during_a_looping_command_exits_within_the_drain_timeout_and_ret
             break status;
         }
         assert!(
-            signalled.elapsed() < Duration::from_secs(6),
+            signalled.elapsed() < Duration::from_secs(20),
             "the host did not exit within the drain timeout"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
