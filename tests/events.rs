@@ -201,7 +201,9 @@ async fn a_flood_in_memory_waits_for_room_then_is_refused_with_events_full() {
     let mut accepted = 1;
     let mut refused = Vec::new();
     for n in 0..capacity + 5 {
-        match publish(json!({"evt": "flood", "n": n, "timeout$": 100})).await {
+        // Room for the first `capacity` however slowly the bus task runs; none for the rest.
+        let wait = if n < capacity { 60_000 } else { 100 };
+        match publish(json!({"evt": "flood", "n": n, "timeout$": wait})).await {
             Ok(_) => accepted += 1,
             Err(e) => refused.push(e.code),
         }
@@ -309,16 +311,23 @@ impl Broker {
 
     /// Waits (up to 60 s) until `group`'s queue has `consumers` consumers.
     async fn wait_for_consumers(&self, group: &str, consumers: u32) {
+        self.wait_for_consumer_count(group, |count| count >= consumers)
+            .await;
+    }
+
+    /// Waits (up to 60 s, else fails) until the group's queue exists and its consumer count
+    /// passes `check`.
+    async fn wait_for_consumer_count(&self, group: &str, check: impl Fn(u32) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some((_, count)) = self.queue_counts(group).await
-                && count >= consumers
+                && check(count)
             {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{group} never had {consumers} consumers"
+                "{group}'s consumers never reached the count awaited"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -511,7 +520,9 @@ async fn a_group_that_was_down_handles_the_events_published_meanwhile() {
     broker.wait_for_consumers(&group, 1).await;
     stop.cancel();
     h.wait().await.expect("stopped");
-    assert_eq!(broker.queue_counts(&group).await.map(|c| c.1), Some(0));
+    broker
+        .wait_for_consumer_count(&group, |count| count == 0)
+        .await;
     publish_all(
         Arc::new(broker.bus()),
         (0..500).map(|n| json!({"evt": "missed", "n": n})),
