@@ -399,15 +399,18 @@ async fn thousand_concurrent_saves_answered_before_kill_9_are_kept() {
 
 /// Who may reach the store: not the network without `[data] expose`; plugins always (in the
 /// bases their `[[plugin]] data` allows, `entity_forbidden` naming plugin and base otherwise);
-/// a plugin overriding `sys:entity` for a base validates, then stores with `prior`.
+/// a plugin overriding `sys:entity` for a base validates, then stores with `prior`, which
+/// goes on with the rights of whoever sent the message (so not for the network).
 #[tokio::test(flavor = "multi_thread")]
 async fn network_refused_without_expose_plugins_limited_to_their_bases_and_prior() {
     let h = TestHost::start(&["chaos data=shop", "guard"], "memory://", "").await;
     let http = client();
     let save = json!({"sys": "entity", "cmd": "save", "base": "shop", "name": "item",
                       "ent": {"entity$": "-/shop/item", "name": "apple", "price": 1}});
-    // (A save in `shop` would reach the guard: an override is a plugin action like any other.)
+    // A save in `shop` reaches the guard's override, whose `prior` goes on for the network
+    // caller: refused all the same.
     for msg in [
+        save.clone(),
         json!({"sys": "entity", "cmd": "save", "base": "plain", "name": "item", "ent": {"a": 1}}),
         json!({"sys": "entity", "cmd": "list", "base": "shop", "name": "item"}),
         json!({"role": "entity", "cmd": "load", "base": "shop", "name": "item", "id": "x"}),

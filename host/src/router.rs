@@ -233,8 +233,10 @@ impl Host for Inner {
             self.check_depth(depth, &parent.tx)?;
             msg.strip_hidden();
             msg.insert(message::TX.to_owned(), Value::String(parent.tx.to_string()));
+            // The same message, going on for whoever sent it to the overriding action.
             let ctx = CallCtx {
                 depth,
+                caller: parent.sender.clone(),
                 ..parent.clone()
             };
             prior.call(msg, ctx).await
@@ -293,6 +295,7 @@ impl Inner {
             timeout,
             held: parent.map(|p| p.held.clone()).unwrap_or_default(),
             caller: parent.and_then(|p| p.caller.clone()),
+            sender: None,
             remote,
         };
         if has_meta && let Some(service) = msg.target() {

@@ -49,9 +49,10 @@ impl Action {
         let tx = ctx.tx.clone();
         let answer = match &self.plugin.backend {
             Backend::Wasm(pool) => {
-                // The guest's own acts are made by this plugin. A native action (the data
-                // store, say) passes its caller through, so it can judge who is asking.
-                ctx.caller = Some(self.caller.clone());
+                // The guest's own acts are made by this plugin; its `prior` goes on for
+                // whoever sent this message. A native action (the data store, say) passes its
+                // caller through, so it can judge who is asking.
+                ctx.sender = ctx.caller.replace(self.caller.clone());
                 let json = msg.to_json();
                 let out = pool
                     .call(

@@ -41,6 +41,10 @@ pub struct CallCtx {
     /// an act from an ingress. Native actions pass it through unchanged and decide by it what
     /// the caller may do (the data store's `expose` and `[[plugin]] data` rules).
     pub caller: Option<Arc<Caller>>,
+    /// Who sent the message the running plugin action answers (the `caller` it was called
+    /// with): its `prior` passes that same message on for them, so what lies behind an
+    /// override (the data store, say) judges the sender, not the override.
+    pub sender: Option<Arc<Caller>>,
     /// True when the chain started at a network listener rather than in this process
     /// (`wasmeca act`, a plugin's init), so actions not exposed to the network can refuse it.
     pub remote: bool,
@@ -57,6 +61,7 @@ impl CallCtx {
             timeout,
             held: SmallVec::new(),
             caller: None,
+            sender: None,
             remote: false,
         }
     }
