@@ -185,7 +185,9 @@ impl Readers {
 
 impl Reader {
     fn open(path: &str) -> rusqlite::Result<Reader> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(Duration::ZERO)?;
         conn.set_prepared_statement_cache_capacity(64);
