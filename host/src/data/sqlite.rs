@@ -1,4 +1,4 @@
-//! The SQLite entity store (the default): one table per (base, name), JSON text, one worker thread.
+//! The SQLite entity store (the default): one table per (base, name), JSON text, one writer thread.
 //!
 //! Layout: a catalog `wasmeca_kind(tbl, base, name)` maps each entity type to a table
 //! `wasmeca_e<tbl>(seq INTEGER PRIMARY KEY, id UNIQUE NOT NULL, data TEXT)`. `seq` (the rowid) is
@@ -25,8 +25,10 @@
 //! WAL reader never waits for the writer, and a reader that meets a lock (busy timeout zero) or
 //! any other SQL error hands the load to the worker instead. Each read sees every save answered
 //! before it (WAL, autocommit). A private `:memory:` database has no second connection, so there
-//! the worker does everything. Durability: WAL with `synchronous=NORMAL` — a commit's WAL frames are written before the
-//! save is answered, so an answered save survives `kill -9` of the process (not a power loss).
+//! the worker does everything.
+//!
+//! Durability: WAL with `synchronous=NORMAL` — a commit's WAL frames are written before the save
+//! is answered, so an answered save survives `kill -9` of the process (not a power loss).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError, mpsc};
@@ -55,7 +57,8 @@ pub const INLINE_IDS: usize = 16;
 /// The most idle read-only connections kept (one per thread that loads at the same time).
 const IDLE_READERS: usize = 8;
 
-/// The SQLite store: a handle to the worker thread that owns the connection.
+/// The SQLite store: a handle to the worker thread that owns the writing connection, and the
+/// read-only connections loads by id use.
 #[derive(Debug)]
 pub struct SqliteStore {
     /// Sends jobs to the worker; the worker stops when the last handle is dropped.
