@@ -4,9 +4,9 @@
 //! that does not parse; `{"observe": ["evt:x", ...]}` adds observers, which count the events
 //! they get, record each in the host's cache under `<mark>:<event id>` (`mark` defaults to the
 //! name, with the event's `tx$` as the value; not with `{"record": false}`), spin for the
-//! event's `ms` (and, with `until: KEY`, after setting `KEY:held` in the host's cache, until it holds `KEY`), and fail on an
-//! event with `fail: true`;
-//! `chaos:observed` answers the count, and `chaos:publish` publishes its `event`.
+//! event's `ms` (and, with `until: KEY`, after setting `KEY:held` in the host's cache, until
+//! the cache holds `KEY`), and fail on an event with `fail: true`; `chaos:observed` answers
+//! the count, and `chaos:publish` publishes its `event`.
 
 use std::time::{Duration, Instant};
 
