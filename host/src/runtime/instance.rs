@@ -99,6 +99,8 @@ struct Instance {
     plugin: Exports,
     /// The turn to run long its current call holds, if it ran past an epoch tick.
     turn: Turn,
+    /// Whose epoch thread must tick while this instance's guest code runs.
+    runtime: Runtime,
 }
 
 /// A plugin's turn to run long, held by an instance's call from its first epoch tick to its
@@ -191,6 +193,7 @@ impl Instance {
             ))
         });
         store.set_epoch_deadline(1);
+        let _running = runtime.running();
         let plugin = match &compiled.pre {
             Pre::Current(pre) => Exports::Current(pre.instantiate_async(&mut store).await?),
             Pre::V0_1(pre) => Exports::V0_1(pre.instantiate_async(&mut store).await?),
@@ -199,6 +202,7 @@ impl Instance {
             store,
             plugin,
             turn,
+            runtime: runtime.clone(),
         })
     }
 
@@ -210,6 +214,7 @@ impl Instance {
     ) -> wasmtime::Result<Result<Manifest, ActError>> {
         self.store.data_mut().frame = Some(Frame { ctx, prior: None });
         self.store.set_epoch_deadline(1);
+        let _running = self.runtime.running();
         let out = match &self.plugin {
             Exports::Current(p) => p
                 .wasmeca_plugin_guest()
@@ -234,6 +239,7 @@ impl Instance {
         state.panic = None;
         state.out_of_memory = false;
         self.store.set_epoch_deadline(1);
+        let _running = self.runtime.running();
         let out = match (&self.plugin, call) {
             (Exports::Current(p), Call::Handle(action)) => p
                 .wasmeca_plugin_guest()

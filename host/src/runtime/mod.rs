@@ -10,8 +10,8 @@ mod instance;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -31,6 +31,9 @@ use instance::State;
 /// yields to the async runtime (behind the work already waiting there) so other requests keep
 /// flowing.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Ticks without a guest call running after which the epoch thread sleeps (until one starts).
+const IDLE_TICKS: u32 = 50;
 
 /// Why a plugin file could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -228,15 +231,78 @@ impl fmt::Debug for Compiled {
     }
 }
 
-/// Stops the epoch thread when the runtime is dropped.
-struct Ticker {
-    /// Set on drop; the thread checks it every tick.
-    stop: Arc<AtomicBool>,
+/// What the epoch thread and the guest calls share. The thread advances the engine's epoch
+/// every [`EPOCH_TICK`] while guest code runs (so long calls yield), and sleeps once none has
+/// run for [`IDLE_TICKS`] ticks, so an idle host is not woken 500 times a second.
+#[derive(Default)]
+struct Clock {
+    /// Set when the runtime is dropped: the thread ends.
+    stop: AtomicBool,
+    /// Guest calls running now, each counted by a [`Running`] it holds.
+    running: AtomicUsize,
+    /// True while the thread sleeps, so a call that starts knows to wake it.
+    asleep: AtomicBool,
+    /// Guards the sleep, so a wake-up between the thread's last look and its wait is not lost.
+    lock: Mutex<()>,
+    /// What the sleeping thread waits on.
+    wake: Condvar,
+    /// Ticks made so far: shows (to the tests) whether the thread sleeps.
+    ticks: AtomicU64,
 }
+
+impl Clock {
+    /// Wakes the thread if it sleeps (after `running` went up, or `stop` was set).
+    fn nudge(&self) {
+        if self.asleep.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst) {
+            let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The epoch thread's loop: tick while calls run, sleep when idle, end on `stop`.
+    fn run(&self, engine: &Engine) {
+        let mut idle = 0;
+        while !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+            if self.running.load(Ordering::SeqCst) > 0 {
+                idle = 0;
+                continue;
+            }
+            idle += 1;
+            if idle < IDLE_TICKS {
+                continue;
+            }
+            let mut held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            // Announced before the last look at `running`: a call that starts after the look
+            // sees `asleep` and wakes the thread (both sides use SeqCst).
+            self.asleep.store(true, Ordering::SeqCst);
+            while self.running.load(Ordering::SeqCst) == 0 && !self.stop.load(Ordering::SeqCst) {
+                held = self.wake.wait(held).unwrap_or_else(PoisonError::into_inner);
+            }
+            self.asleep.store(false, Ordering::SeqCst);
+            idle = 0;
+        }
+    }
+}
+
+/// A guest call running: keeps the epoch thread ticking until dropped.
+pub(crate) struct Running(Arc<Clock>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Stops the epoch thread when the runtime is dropped.
+struct Ticker(Arc<Clock>);
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.0.stop.store(true, Ordering::SeqCst);
+        self.0.nudge();
     }
 }
 
@@ -258,8 +324,9 @@ struct Inner {
     /// Cancelled when the host gives up waiting for calls in flight (shutdown's drain
     /// timeout): every guest call still running ends at its next epoch tick with `closed`.
     interrupt: tokio_util::sync::CancellationToken,
-    /// Keeps the epoch thread alive exactly as long as the runtime.
-    _ticker: Ticker,
+    /// Keeps the epoch thread alive exactly as long as the runtime, and ticking while guest
+    /// code runs.
+    ticker: Ticker,
 }
 
 /// The wasmtime side of the host; cheap to clone.
@@ -313,17 +380,11 @@ impl Runtime {
             None => None,
         };
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticking = engine.clone();
-        let stopped = stop.clone();
+        let clock = Arc::new(Clock::default());
+        let (ticking, ticked) = (engine.clone(), clock.clone());
         std::thread::Builder::new()
             .name("wasmeca-epoch".into())
-            .spawn(move || {
-                while !stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
-                }
-            })
+            .spawn(move || ticked.run(&ticking))
             .map_err(|e| RuntimeError(format!("epoch thread: {e}")))?;
 
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
@@ -336,7 +397,7 @@ impl Runtime {
             cache,
             memory_limit,
             max_result,
-            _ticker: Ticker { stop },
+            ticker: Ticker(clock),
         })))
     }
 
@@ -374,6 +435,15 @@ impl Runtime {
     /// True once [`Runtime::interrupt`] was called.
     pub(crate) fn is_interrupted(&self) -> bool {
         self.0.interrupt.is_cancelled()
+    }
+
+    /// Marks guest code as running until the guard is dropped: the epoch thread ticks (so the
+    /// guest yields at every tick) and wakes first if it slept.
+    pub(crate) fn running(&self) -> Running {
+        let clock = &self.0.ticker.0;
+        clock.running.fetch_add(1, Ordering::SeqCst);
+        clock.nudge();
+        Running(clock.clone())
     }
 
     /// How many calls of one plugin may run long at once.
@@ -435,5 +505,47 @@ impl Runtime {
             hash: hash.into(),
             pre,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits up to 5 s for `check`, else fails saying `what`.
+    fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(EPOCH_TICK);
+        }
+    }
+
+    #[test]
+    fn the_epoch_thread_sleeps_while_no_guest_runs_and_ticks_while_one_does() {
+        let runtime = Runtime::new(None, 1 << 20).expect("runtime");
+        let clock = runtime.0.ticker.0.clone();
+        let ticks = || clock.ticks.load(Ordering::Relaxed);
+        let asleep = || clock.asleep.load(Ordering::SeqCst);
+        until("the idle thread falls asleep", asleep);
+        let slept_at = ticks();
+        std::thread::sleep(EPOCH_TICK * 20);
+        assert_eq!(ticks(), slept_at, "no ticks while asleep");
+
+        let running = runtime.running();
+        until("a running guest wakes it", || ticks() >= slept_at + 5);
+        std::thread::sleep(EPOCH_TICK * (IDLE_TICKS + 20));
+        assert!(!asleep(), "it keeps ticking as long as a guest runs");
+        let nested = runtime.running();
+        drop(running);
+        std::thread::sleep(EPOCH_TICK * (IDLE_TICKS + 20));
+        assert!(!asleep(), "one guest still runs");
+        drop(nested);
+        until("it falls asleep again once none runs", asleep);
+        // Dropping the runtime wakes the sleeping thread, which then ends.
+        drop(runtime);
+        until("the dropped runtime's thread ends", || {
+            Arc::strong_count(&clock) == 1
+        });
     }
 }
