@@ -528,6 +528,41 @@ async fn network_refused_without_expose_plugins_limited_to_their_bases_and_prior
     assert_eq!(plain["entity$"], "-/other/item");
 }
 
+/// `prior` goes on for the sender *through* the override: the store allows only what the
+/// sender and every override on the way may do.
+#[tokio::test(flavor = "multi_thread")]
+async fn prior_allows_only_what_the_sender_and_the_override_may_do() {
+    let h = TestHost::start(&["chaos data=other", "guard data=other"], "memory://", "").await;
+    let save = json!({"sys": "entity", "cmd": "save", "base": "shop", "name": "item",
+                      "ent": {"name": "apple", "price": 1}});
+    // From this process (no sender limit): the guard's own bases refuse `shop`.
+    let err = h.act(save.clone()).await.unwrap_err();
+    assert_eq!(err.code, "entity_forbidden", "{err}");
+    assert!(
+        err.message.contains("plugin guard") && err.message.contains("base shop"),
+        "{err}"
+    );
+    // From a plugin limited to `other`, through the guard: the sender's bases refuse it first.
+    let err = h
+        .act(json!({"chaos": "relay", "inner": save}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "entity_forbidden", "{err}");
+    assert!(
+        err.message.contains("plugin chaos") && err.message.contains("base shop"),
+        "{err}"
+    );
+    // Within both: saved.
+    let ok = h
+        .act(
+            json!({"chaos": "relay", "inner": {"sys": "entity", "cmd": "save", "base": "other",
+                                                 "name": "item", "ent": {"name": "plain"}}}),
+        )
+        .await
+        .expect("a save in other");
+    assert_eq!(ok["inner"]["name"], "plain");
+}
+
 /// With `expose = true` the network reaches the store over `/act`; bad input and unknown
 /// commands are refused with codes naming what is wrong.
 #[tokio::test(flavor = "multi_thread")]

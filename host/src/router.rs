@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -233,10 +234,14 @@ impl Host for Inner {
             self.check_depth(depth, &parent.tx)?;
             msg.strip_hidden();
             msg.insert(message::TX.to_owned(), Value::String(parent.tx.to_string()));
-            // The same message, going on for whoever sent it to the overriding action.
+            // The same message, going on for whoever sent it to the overriding action, and
+            // through the override.
+            let mut via = parent.via.clone();
+            via.extend(parent.caller.clone());
             let ctx = CallCtx {
                 depth,
                 caller: parent.sender.clone(),
+                via,
                 ..parent.clone()
             };
             prior.call(msg, ctx).await
@@ -296,6 +301,7 @@ impl Inner {
             held: parent.map(|p| p.held.clone()).unwrap_or_default(),
             caller: parent.and_then(|p| p.caller.clone()),
             sender: None,
+            via: SmallVec::new(),
             remote,
         };
         if has_meta && let Some(service) = msg.target() {

@@ -125,34 +125,39 @@ impl Action {
             Api::Entity => "entity",
             Api::Cache => "cache",
         };
-        let Some(caller) = &ctx.caller else {
-            if ctx.remote && !self.stores.settings.expose {
-                return Err(ActError::host(
-                    Code::EntityForbidden,
-                    format!(
-                        "the {what} store is not exposed to the network; plugins reach it with act \
-                         (set [data] expose = true to let network callers in)"
-                    ),
-                ));
-            }
-            return Ok(());
-        };
-        let (Api::Entity, Some(bases)) = (self.api, &caller.data) else {
-            return Ok(());
-        };
-        let base = canon(msg, self.cmd).ok().and_then(|c| c.base);
-        if base.as_ref().is_some_and(|b| bases.contains(b)) {
+        if ctx.caller.is_none() && ctx.remote && !self.stores.settings.expose {
+            return Err(ActError::host(
+                Code::EntityForbidden,
+                format!(
+                    "the {what} store is not exposed to the network; plugins reach it with act \
+                     (set [data] expose = true to let network callers in)"
+                ),
+            ));
+        }
+        if self.api != Api::Entity {
             return Ok(());
         }
-        Err(ActError::host(
-            Code::EntityForbidden,
-            format!(
-                "plugin {} may not use entity base {} (its [[plugin]] data allows {})",
-                caller.name,
-                base.as_deref().unwrap_or("- (none)"),
-                bases.join(", ")
-            ),
-        ))
+        // The sender, and every override the message came through, must allow the base.
+        let mut base = None;
+        for caller in ctx.caller.iter().chain(&ctx.via) {
+            let Some(bases) = &caller.data else {
+                continue;
+            };
+            let base = base.get_or_insert_with(|| canon(msg, self.cmd).ok().and_then(|c| c.base));
+            if base.as_ref().is_some_and(|b| bases.contains(b)) {
+                continue;
+            }
+            return Err(ActError::host(
+                Code::EntityForbidden,
+                format!(
+                    "plugin {} may not use entity base {} (its [[plugin]] data allows {})",
+                    caller.name,
+                    base.as_deref().unwrap_or("- (none)"),
+                    bases.join(", ")
+                ),
+            ));
+        }
+        Ok(())
     }
 
     async fn answer(&self, msg: Message) -> Result<Value, DataError> {

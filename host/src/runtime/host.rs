@@ -45,6 +45,10 @@ pub struct CallCtx {
     /// with): its `prior` passes that same message on for them, so what lies behind an
     /// override (the data store, say) judges the sender, not the override.
     pub sender: Option<Arc<Caller>>,
+    /// The plugins whose overriding actions passed this message on with `prior`: what lies
+    /// behind them allows only what each of them may do as well as the sender (a guard
+    /// limited to some bases cannot `prior` a save into another).
+    pub via: SmallVec<[Arc<Caller>; 1]>,
     /// True when the chain started at a network listener rather than in this process
     /// (`wasmeca act`, a plugin's init), so actions not exposed to the network can refuse it.
     pub remote: bool,
@@ -62,6 +66,7 @@ impl CallCtx {
             held: SmallVec::new(),
             caller: None,
             sender: None,
+            via: SmallVec::new(),
             remote: false,
         }
     }
