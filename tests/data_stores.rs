@@ -212,6 +212,12 @@ async fn sqlite_loads_by_id_see_every_answered_save() {
     let dir = TempDir::new();
     let path = dir.file("r.db");
     let store = open_store(&format!("sqlite://{path}")).await.unwrap();
+    let missing = json!({"cmd": "load", "base": "b", "name": "r", "q": {"id": "a"}});
+    assert_eq!(
+        call(&*store, missing).await.unwrap(),
+        Value::Null,
+        "before the first save"
+    );
     let load = |store: std::sync::Arc<dyn EntityStore>| async move {
         call(
             &*store,
@@ -238,6 +244,32 @@ async fn sqlite_loads_by_id_see_every_answered_save() {
         "other",
         "another writer's commit"
     );
+    // An id list, read in one transaction, in the order asked, misses skipped.
+    call(
+        &*store,
+        json!({"cmd": "save", "base": "b", "name": "r", "ent": {"id": 7, "v": 7}}),
+    )
+    .await
+    .unwrap();
+    let both = call(
+        &*store,
+        json!({"cmd": "list", "base": "b", "name": "r", "q": [7, "nope", "a"]}),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<Value> = both
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(7), json!("a")]);
+    // Databases a read-only connection cannot share are served by the writer alone.
+    for url in ["sqlite://:memory:", "sqlite://file::memory:"] {
+        let private = open_store(url).await.unwrap();
+        call(&*private, save(1)).await.unwrap();
+        assert_eq!(load(private.clone()).await, 1, "{url}");
+    }
 }
 
 /// Child side of the kill -9 test: saves records, reporting each one only after it is answered.

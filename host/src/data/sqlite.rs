@@ -24,8 +24,9 @@
 //! pool. A lookup by the unique `id` index is one B-tree probe, as short as a contended lock; a
 //! WAL reader never waits for the writer, and a reader that meets a lock (busy timeout zero) or
 //! any other SQL error hands the load to the worker instead. Each read sees every save answered
-//! before it (WAL, autocommit). A private `:memory:` database has no second connection, so there
-//! the worker does everything.
+//! before it (WAL, autocommit; several ids in one read transaction). A database a second
+//! connection cannot see or open read-only (a private `:memory:` one, a `mode=rw` URI) is found
+//! out at open, and there the worker does everything.
 //!
 //! Durability: WAL with `synchronous=NORMAL` — a commit's WAL frames are written before the save
 //! is answered, so an answered save survives `kill -9` of the process (not a power loss).
@@ -72,6 +73,9 @@ pub struct SqliteStore {
 struct Readers {
     /// The database file they open.
     path: String,
+    /// The file the writer opened (device, inode): a reader that would open another one (the
+    /// path renamed over, say) is not opened, and the worker answers instead.
+    file: Option<(u64, u64)>,
     /// Connections not in use: a load takes one (or opens one) and puts it back.
     idle: Mutex<Vec<Reader>>,
 }
@@ -143,12 +147,10 @@ impl SqliteStore {
         opened
             .await
             .map_err(|_| failed("the sqlite thread died while opening"))??;
-        let private = path.is_empty() || path.starts_with(':') || path.contains("mode=memory");
-        let readers = (!private).then(|| Readers {
-            path,
-            idle: Mutex::new(Vec::new()),
-        });
-        Ok(SqliteStore { jobs, readers })
+        Ok(SqliteStore {
+            jobs,
+            readers: Readers::open(path),
+        })
     }
 
     /// Runs `f` on the worker thread and awaits its result.
@@ -167,7 +169,48 @@ impl SqliteStore {
     }
 }
 
+/// The file at `path` as (device, inode), where the platform has them.
+fn file_id(path: &str) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 impl Readers {
+    /// Readers for the database the writer opened at `path`, if a first one opens and reads the
+    /// catalog there; `None` for a database only the writer can see (`:memory:`, a
+    /// `mode=memory` URI) or open (a `mode=rw` URI), so loads never try in vain.
+    fn open(path: String) -> Option<Readers> {
+        let readers = Readers {
+            file: file_id(&path),
+            path,
+            idle: Mutex::new(Vec::new()),
+        };
+        let first = readers.reader().ok()?;
+        first
+            .conn
+            .query_row("SELECT count(*) FROM wasmeca_kind", [], |_| Ok(()))
+            .ok()?;
+        readers.idle.lock().ok()?.push(first);
+        Some(readers)
+    }
+
+    /// A new read-only connection to the writer's file.
+    fn reader(&self) -> rusqlite::Result<Reader> {
+        let reader = Reader::open(&self.path)?;
+        if file_id(&self.path) != self.file {
+            return Err(rusqlite::Error::InvalidPath(self.path.clone().into()));
+        }
+        Ok(reader)
+    }
+
     /// The records with `ids` in `kind`, read on this thread; `None` when the read met a lock or
     /// an SQL error, for the worker to answer instead.
     fn by_ids(&self, kind: &Kind, ids: &[Value]) -> Option<Result<Vec<(i64, Record)>, DataError>> {
@@ -175,7 +218,7 @@ impl Readers {
         let taken = idle().pop();
         let mut reader = match taken {
             Some(reader) => reader,
-            None => Reader::open(&self.path).ok()?,
+            None => self.reader().ok()?,
         };
         let found = reader.by_ids(kind, ids).ok()?;
         let mut idle = idle();
@@ -201,19 +244,30 @@ impl Reader {
     }
 
     /// The rows with `ids`: SQL errors apart (the caller falls back), record errors inside.
+    /// Several ids are read in one transaction, so they come from one state of the database.
     fn by_ids(
         &mut self,
         kind: &Kind,
         ids: &[Value],
     ) -> rusqlite::Result<Result<Vec<(i64, Record)>, DataError>> {
-        let t = match self.tables.get(kind) {
+        let Reader { conn, tables } = self;
+        let snapshot = if ids.len() > 1 {
+            Some(conn.unchecked_transaction()?)
+        } else {
+            None
+        };
+        let t = match tables.get(kind) {
             Some(t) => *t,
-            None => match find_table(&self.conn, kind)? {
-                Some(t) => *self.tables.entry(kind.clone()).or_insert(t),
+            None => match find_table(conn, kind)? {
+                Some(t) => *tables.entry(kind.clone()).or_insert(t),
                 None => return Ok(Ok(Vec::new())),
             },
         };
-        rows_by_id(&self.conn, t, ids)
+        let rows = rows_by_id(conn, t, ids)?;
+        if let Some(snapshot) = snapshot {
+            snapshot.commit()?;
+        }
+        Ok(rows)
     }
 }
 
