@@ -264,7 +264,7 @@ async fn sqlite_loads_by_id_see_every_answered_save() {
         .map(|r| r["id"].clone())
         .collect();
     assert_eq!(ids, [json!(7), json!("a")]);
-    // Databases a read-only connection cannot share are served by the writer alone.
+    // Databases a read-only connection cannot share still answer (the writer serves them).
     for url in ["sqlite://:memory:", "sqlite://file::memory:"] {
         let private = open_store(url).await.unwrap();
         call(&*private, save(1)).await.unwrap();

@@ -252,11 +252,9 @@ struct Clock {
 
 impl Clock {
     /// Wakes the thread if it sleeps (after `running` went up, or `stop` was set).
-    fn nudge(&self) {
-        if self.asleep.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst) {
-            let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-            self.wake.notify_one();
-        }
+    fn wake_up(&self) {
+        let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.wake.notify_one();
     }
 
     /// The epoch thread's loop: tick while calls run, sleep when idle, end on `stop`.
@@ -288,9 +286,9 @@ impl Clock {
 }
 
 /// A guest call running: keeps the epoch thread ticking until dropped.
-pub(crate) struct Running(Arc<Clock>);
+pub(crate) struct Running<'a>(&'a Clock);
 
-impl Drop for Running {
+impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
@@ -302,7 +300,7 @@ struct Ticker(Arc<Clock>);
 impl Drop for Ticker {
     fn drop(&mut self) {
         self.0.stop.store(true, Ordering::SeqCst);
-        self.0.nudge();
+        self.0.wake_up();
     }
 }
 
@@ -439,11 +437,13 @@ impl Runtime {
 
     /// Marks guest code as running until the guard is dropped: the epoch thread ticks (so the
     /// guest yields at every tick) and wakes first if it slept.
-    pub(crate) fn running(&self) -> Running {
-        let clock = &self.0.ticker.0;
+    pub(crate) fn running(&self) -> Running<'_> {
+        let clock = &*self.0.ticker.0;
         clock.running.fetch_add(1, Ordering::SeqCst);
-        clock.nudge();
-        Running(clock.clone())
+        if clock.asleep.load(Ordering::SeqCst) {
+            clock.wake_up();
+        }
+        Running(clock)
     }
 
     /// How many calls of one plugin may run long at once.
