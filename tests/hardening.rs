@@ -248,3 +248,138 @@ fn slow_idle_and_surplus_connections_are_closed() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Everything the server answered on `stream` until it closed it (or `wait` passed), and how
+/// long that took.
+fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> (String, Duration) {
+    stream.set_read_timeout(Some(wait)).expect("read timeout");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < wait {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// Regression (fault run, hardening issue item 1): complete headers announcing a 1 MB body, 10
+/// bytes of it, then silence, held 50 connections open for 70 s on `/act` and REST alike (the
+/// connection counted as busy from its headers on). A body has its own deadline: 408 with the
+/// listener's error JSON, then the connection closes. A body announced over the limit is 413
+/// JSON at once; a kept-alive connection waits for its next request by the idle timeout, not
+/// the header timeout (item 3).
+#[test]
+fn slow_bodies_get_408_and_kept_alive_connections_wait_the_idle_timeout() {
+    let scratch = Scratch::new();
+    let (http, rest) = (free_port(), free_port());
+    let config = scratch.config(&format!(
+        "[rest]\nlisten = \"127.0.0.1:{rest}\"\n[http]\nheader_timeout_ms = 1000\nbody_timeout_ms = 1500\n\
+         idle_timeout_ms = 5000\n[[listen]]\ntype = \"http\"\nport = {http}\n[[plugin]]\npath = {:?}\n",
+        plugin("user")
+    ));
+    let _host = serve(&config, http);
+
+    // Slow POSTs, several at once on both listeners: each answered 408 once its body is late.
+    let started = Instant::now();
+    let mut slow: Vec<(u16, &str, TcpStream)> = [(http, "/act"), (rest, "/user")]
+        .iter()
+        .flat_map(|&(port, path)| (0..5).map(move |_| (port, path)))
+        .map(|(port, path)| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            write!(
+                s,
+                "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                 content-length: 1000000\r\n\r\n{{\"name\":\"a"
+            )
+            .expect("write the headers and 10 bytes");
+            (port, path, s)
+        })
+        .collect();
+    for (port, path, stream) in &mut slow {
+        let (answer, _) = read_until_closed(stream, Duration::from_secs(20));
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "{path} on {port}: {answer:?}"
+        );
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let error: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        assert_eq!(error["code"], "body_timeout", "{path}: {answer}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "408 before the body timeout: {took:?}"
+    );
+    // The listeners still answer.
+    assert_eq!(
+        post(http, &json!({"role": "seneca", "cmd": "ping"}))
+            .unwrap()
+            .0,
+        200
+    );
+
+    // A body announced over the limit: 413 as JSON, without reading it.
+    let mut big = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    write!(
+        big,
+        "POST /act HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999\r\n\r\n{{"
+    )
+    .expect("write");
+    let (answer, took) = read_until_closed(&mut big, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    assert!(answer.contains("\"code\":\"body_too_large\""), "{answer}");
+    assert!(took < Duration::from_secs(5), "413 took {took:?}");
+
+    // Bad JSON is the caller's fault: 400, not Node's 500.
+    let (status, error) = {
+        let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+        write!(
+            s,
+            "POST /act HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nconnection: close\r\n\r\n{{nope"
+        )
+        .expect("write");
+        let (answer, _) = read_until_closed(&mut s, Duration::from_secs(10));
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
+        (answer.get(9..12).unwrap_or("").to_owned(), body)
+    };
+    assert_eq!(status, "400", "{error}");
+    assert!(error.contains("invalid_json"), "{error}");
+
+    // Kept alive after a request: open past the header timeout, closed by the idle timeout.
+    let mut kept = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    let body = r#"{"role":"seneca","cmd":"ping"}"#;
+    write!(
+        kept,
+        "POST /act HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    kept.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    let n = kept.read(&mut buf).expect("a response");
+    let answered = Instant::now();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(
+        !closed_within(&mut kept, Duration::from_millis(2500)),
+        "a kept-alive connection was closed by the 1 s header timeout"
+    );
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(10)),
+        "the idle connection was still open"
+    );
+    assert!(
+        answered.elapsed() >= Duration::from_millis(4500),
+        "closed before the idle timeout: {:?}",
+        answered.elapsed()
+    );
+}

@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Declares [`Code`]: each variant with its wire code, its HTTP status, and whether it is one of
-/// Seneca's own codes (Seneca's HTTP transport answers those with 500, as Node does).
+/// Declares [`Code`]: each variant with its wire code, its HTTP status, and whether Seneca's HTTP
+/// transport answers it with 500 as Node does (Seneca's own codes, except where the caller is at
+/// fault: those are a 4xx on every ingress).
 macro_rules! codes {
     ($($(#[$doc:meta])* $variant:ident = $code:literal, $status:literal, $seneca:literal;)*) => {
         /// The codes of the errors the host itself answers with; plugins choose their own.
@@ -37,7 +38,7 @@ macro_rules! codes {
                 }
             }
 
-            /// True for Seneca's own codes: its HTTP transport answers them with 500.
+            /// True where Seneca's HTTP transport answers with 500, as Node does.
             const fn seneca(self) -> bool {
                 match self {
                     $(Code::$variant => $seneca,)*
@@ -58,12 +59,13 @@ codes! {
     ResultNotObjarr = "result_not_objarr", 500, true;
     /// A remote action failed without a code of its own (Seneca's wrapper code).
     ActExecute = "act_execute", 500, true;
-    /// A body or envelope that is not the JSON expected (Seneca).
-    InvalidJson = "invalid_json", 400, true;
+    /// A body or envelope that is not the JSON expected (Seneca's code; the caller's fault, so
+    /// 400 on every ingress where Node's HTTP transport answers 500).
+    InvalidJson = "invalid_json", 400, false;
     /// The message came back to a host it already went through (Seneca).
     MessageLoop = "message_loop", 500, true;
     /// An AMQP envelope whose `kind` is not `act` (seneca-amqp-transport).
-    InvalidKindAct = "invalid_kind_act", 400, true;
+    InvalidKindAct = "invalid_kind_act", 400, false;
     /// An AMQP envelope without an `act` object.
     InvalidAct = "invalid_act", 400, false;
     /// Nested acts went deeper than the limit.
@@ -104,6 +106,10 @@ codes! {
     EntityForbidden = "entity_forbidden", 403, false;
     /// A request body over the configured limit.
     BodyTooLarge = "body_too_large", 413, false;
+    /// A request body that did not arrive within `[http] body_timeout_ms` of its headers.
+    BodyTimeout = "body_timeout", 408, false;
+    /// A request body that broke off (the client went away, or sent a malformed chunk).
+    InvalidBody = "invalid_body", 400, false;
     /// An AMQP command over the listener's `max_message_bytes`.
     MessageTooLarge = "message_too_large", 413, false;
     /// A request body of a type the gateway cannot read.

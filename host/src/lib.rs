@@ -268,9 +268,12 @@ impl Host {
             registry.load_all(&config.plugin_sources()?).await?;
         }
         let routes = Routes::new(registry.clone(), config.rest.route.clone());
+        let ms = std::time::Duration::from_millis;
         let http_limits = gateway::server::HttpLimits {
-            header_timeout: std::time::Duration::from_millis(config.http.header_timeout_ms),
-            idle_timeout: std::time::Duration::from_millis(config.http.idle_timeout_ms),
+            header_timeout: ms(config.http.header_timeout_ms),
+            body_timeout: ms(config.http.body_timeout_ms),
+            idle_timeout: ms(config.http.idle_timeout_ms),
+            body_limit: config.http.body_limit,
             max_connections: config.http.max_connections,
         };
         let history = Arc::new(History::new(HISTORY, HISTORY_BYTES));
@@ -287,8 +290,10 @@ impl Host {
                 listener,
                 Ingress::new(router.clone(), history.clone(), "rest"),
                 routes.clone(),
-                config.rest.body_limit,
-                http_limits,
+                gateway::server::HttpLimits {
+                    body_limit: config.rest.body_limit.unwrap_or(config.http.body_limit),
+                    ..http_limits
+                },
                 shutdown.clone(),
             );
             tasks.push(("the REST gateway", tokio::spawn(task)));

@@ -298,9 +298,16 @@ impl Config {
         if self.limits.timeout_ms == 0 {
             return Err(invalid("limits.timeout_ms must be above 0".into()));
         }
-        if self.http.max_connections == 0 || self.http.header_timeout_ms == 0 {
+        let http = &self.http;
+        if http.max_connections == 0
+            || http.header_timeout_ms == 0
+            || http.body_timeout_ms == 0
+            || http.idle_timeout_ms == 0
+        {
             return Err(invalid(
-                "http.max_connections and http.header_timeout_ms must be above 0".into(),
+                "http.max_connections, http.header_timeout_ms, http.body_timeout_ms and \
+                 http.idle_timeout_ms must be above 0"
+                    .into(),
             ));
         }
         if self.limits.memory_mib < 1 {

@@ -36,8 +36,9 @@ impl<'de> Deserialize<'de> for ListenAddr {
 pub struct Rest {
     /// Where the gateway listens (with `/health`, `/metrics` and `/plugins`); `"off"` turns it off.
     pub listen: ListenAddr,
-    /// The largest request body accepted, in bytes; larger bodies get 413.
-    pub body_limit: usize,
+    /// The largest request body a route accepts, in bytes (larger ones get 413); default
+    /// `[http] body_limit`.
+    pub body_limit: Option<usize>,
     /// seneca-web route sets for patterns served elsewhere (by `[[client]]`s or peers).
     pub route: Vec<Value>,
 }
@@ -46,7 +47,7 @@ impl Default for Rest {
     fn default() -> Self {
         Self {
             listen: ListenAddr(Some(SocketAddr::from(([127, 0, 0, 1], 3000)))),
-            body_limit: 1 << 20,
+            body_limit: None,
             route: Vec::new(),
         }
     }
@@ -57,11 +58,18 @@ impl Default for Rest {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
-    /// How long a client may take to send a request's headers, in ms.
+    /// How long a client may take to send a request's headers, from their first byte, in ms
+    /// (a slowloris client sends them a byte at a time).
     pub header_timeout_ms: u64,
-    /// How long a kept-alive connection may stay idle (no request in flight, no bytes moving)
+    /// How long a client may take to send a request's body once its headers are in, in ms; it
+    /// is answered 408 after that (a slow-POST client announces a body and never sends it).
+    pub body_timeout_ms: u64,
+    /// How long a kept-alive connection may wait for its next request with no bytes moving
     /// before it is closed, in ms.
     pub idle_timeout_ms: u64,
+    /// The largest request body read, in bytes (larger ones get 413 unread); `[rest]
+    /// body_limit` sets the REST gateway's own.
+    pub body_limit: usize,
     /// How many connections each listener keeps open at most.
     pub max_connections: usize,
 }
@@ -70,7 +78,9 @@ impl Default for Http {
     fn default() -> Self {
         Self {
             header_timeout_ms: 10_000,
+            body_timeout_ms: 20_000,
             idle_timeout_ms: 60_000,
+            body_limit: 1 << 20,
             max_connections: 10_000,
         }
     }
@@ -505,6 +515,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.rest.listen.0, Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!((c.rest.body_limit, c.http.body_limit), (Some(10), 1 << 20));
         assert_eq!(c.rest.route[0]["map"]["config"], serde_json::json!(true));
         assert_eq!(
             c.listeners(),

@@ -33,8 +33,6 @@ struct Gateway {
     ingress: Ingress,
     /// The route table, following the plugin set.
     routes: Arc<Routes>,
-    /// The largest body accepted.
-    body_limit: usize,
 }
 
 /// An error answered as JSON `{code, message, details?}` with the status its code (or the
@@ -60,6 +58,11 @@ impl IntoResponse for RestError {
     }
 }
 
+/// The errors the server answers itself (a body too slow or too large), as REST writes errors.
+fn error_page(e: ActError) -> Response {
+    RestError(e).into_response()
+}
+
 /// Binds the gateway's address.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -71,7 +74,6 @@ pub async fn run(
     listener: TcpListener,
     ingress: Ingress,
     routes: Arc<Routes>,
-    body_limit: usize,
     limits: server::HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -89,18 +91,14 @@ pub async fn run(
             }
         }
     });
-    let gateway = Gateway {
-        ingress,
-        routes,
-        body_limit,
-    };
+    let gateway = Gateway { ingress, routes };
     let app = axum::Router::new()
         .route("/health", axum::routing::get(health))
         .route("/metrics", axum::routing::get(metrics))
         .route("/plugins", axum::routing::get(plugins))
         .fallback(route)
         .with_state(gateway);
-    server::serve(listener, app, limits, shutdown).await
+    server::serve(listener, app, limits, Arc::new(error_page), shutdown).await
 }
 
 async fn health(State(g): State<Gateway>) -> Response {
@@ -176,7 +174,7 @@ async fn serve_route(
 ) -> Result<Response, RestError> {
     let route = &entry.route;
     let query = parse_query(uri.query().unwrap_or(""));
-    let body = read_body(method, headers, body, g.body_limit).await?;
+    let body = read_body(method, headers, body).await?;
     // The pattern's keys win over `args`, as in seneca-web.
     let mut msg = Map::new();
     msg.insert(
@@ -241,22 +239,15 @@ fn parse_query(query: &str) -> Map<String, Value> {
 }
 
 /// The body as seneca-web passes it: `{}` except for POST, PUT and PATCH, where JSON,
-/// urlencoded forms and text are parsed by content type.
-async fn read_body(
-    method: &Method,
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Value, RestError> {
-    let bytes: Bytes = http_body_util::Limited::new(body, limit)
-        .collect_bytes()
-        .await
-        .map_err(|_| {
-            ActError::host(
-                Code::BodyTooLarge,
-                format!("the body is over the {limit}-byte limit"),
-            )
-        })?;
+/// urlencoded forms and text are parsed by content type. The server has read it already,
+/// within its time and size limits.
+async fn read_body(method: &Method, headers: &HeaderMap, body: Body) -> Result<Value, RestError> {
+    let bytes: Bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
+        ActError::host(
+            Code::InvalidBody,
+            format!("the body could not be read: {e}"),
+        )
+    })?;
     if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) || bytes.is_empty() {
         return Ok(Value::Object(Map::new()));
     }
@@ -291,18 +282,6 @@ async fn read_body(
         Code::UnsupportedMediaType,
         format!("bodies of type `{mime}` are not understood; send JSON, a urlencoded form or text"),
     )))
-}
-
-/// `collect()` with a byte limit, as one call.
-trait CollectBytes {
-    async fn collect_bytes(self) -> Result<Bytes, ()>;
-}
-
-impl CollectBytes for http_body_util::Limited<Body> {
-    async fn collect_bytes(self) -> Result<Bytes, ()> {
-        use http_body_util::BodyExt;
-        self.collect().await.map(|c| c.to_bytes()).map_err(|_| ())
-    }
 }
 
 #[cfg(test)]

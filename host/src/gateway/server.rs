@@ -1,15 +1,20 @@
 //! The HTTP server both HTTP listeners run on (the REST gateway and Seneca's HTTP transport):
-//! HTTP/1.1 with a header-read timeout (slowloris), an idle keep-alive timeout, a connection
-//! limit, and a graceful shutdown that finishes the requests in flight; and the JSON response
-//! both write.
+//! HTTP/1.1 where each phase of a connection has a clock of its own — a request's headers
+//! (`header_timeout`: slowloris), its body (`body_timeout`, answered 408: slow POST), its act
+//! (bounded by the act's own deadline) and the wait for the next request on a kept-alive
+//! connection (`idle_timeout`) — a body limit (413), a connection limit, and a graceful
+//! shutdown that finishes the requests in flight; and the JSON response both write.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,15 +25,24 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{ActError, Code};
+
 /// What an HTTP listener allows its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// How long a client may take to send a request's headers before its connection is closed
-    /// (a slowloris client sends them a byte at a time).
+    /// How long a client may take to send a request's headers, from its first byte (or from
+    /// the connection's opening, for the first request), before its connection is closed: a
+    /// slowloris client sends them a byte at a time.
     pub header_timeout: Duration,
-    /// How long a kept-alive connection may stay with no request in flight and no bytes moving
+    /// How long a client may take to send a request's body once its headers are in, before it
+    /// is answered 408 and its connection closed: a slow-POST client announces a large body
+    /// and sends it a byte at a time, or never.
+    pub body_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request, with no bytes moving,
     /// before it is closed.
     pub idle_timeout: Duration,
+    /// The largest request body read; a larger one is answered 413 without being read.
+    pub body_limit: usize,
     /// How many connections may be open at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
 }
@@ -37,26 +51,34 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
+            body_limit: 1 << 20,
             max_connections: 10_000,
         }
     }
 }
 
+/// How a listener writes an error the server answers itself (a body too slow or too large),
+/// in the listener's own error shape.
+pub type ErrorPage = Arc<dyn Fn(ActError) -> Response + Send + Sync>;
+
 /// Serves `app` on `listener` until `shutdown`, then stops accepting and finishes the requests
-/// in flight (idle connections are closed at once).
+/// in flight (idle connections are closed at once). `app` gets each request with its whole
+/// body already read, within `limits`; the errors of reading it are written by `error_page`.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: HttpLimits,
+    error_page: ErrorPage,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .keep_alive(true);
+    // No `header_read_timeout`: hyper starts it whenever it waits for a request head, so it
+    // would also close kept-alive connections that are merely idle. `Phases` keeps the clocks.
+    http.timer(TokioTimer::new()).keep_alive(true);
     let service = TowerToHyperService::new(app);
     loop {
         let stream = tokio::select! {
@@ -76,28 +98,39 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Activity::default();
+        let phases = Phases::new();
         let io = TokioIo::new(Tracked {
             stream,
-            activity: activity.clone(),
+            phases: phases.clone(),
         });
-        let (service, counting) = (service.clone(), activity.clone());
-        let counted = hyper::service::service_fn(move |request| {
-            let busy = counting.begin();
-            let service = service.clone();
+        let (service, tracking, error_page) = (service.clone(), phases.clone(), error_page.clone());
+        let whole = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let (service, phases) = (service.clone(), tracking.clone());
+            let error_page = error_page.clone();
             async move {
-                let _busy = busy;
-                hyper::service::Service::call(&service, request).await
+                // The headers are in: from here the body's clock, then the act's, apply.
+                let request_phase = phases.request();
+                let (parts, body) = request.into_parts();
+                let body = match read_body(body, &limits).await {
+                    Ok(body) => body,
+                    Err(e) => return Ok(error_page(e)),
+                };
+                let answer = hyper::service::Service::call(
+                    &service,
+                    Request::from_parts(parts, Body::from(body)),
+                )
+                .await;
+                drop(request_phase);
+                answer
             }
         });
-        let connection = graceful.watch(http.serve_connection(io, counted));
-        let idle = limits.idle_timeout;
+        let connection = graceful.watch(http.serve_connection(io, whole));
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
                 _ = connection => {}
                 // Dropping the connection closes the socket.
-                () = activity.idle_for(idle) => {}
+                () = phases.expired(&limits) => {}
             }
         });
     }
@@ -106,71 +139,141 @@ pub async fn serve(
     Ok(())
 }
 
-/// What a connection is doing, for its idle timeout.
-#[derive(Clone, Default)]
-struct Activity(Arc<ActivityState>);
-
-/// [`Activity`]'s counters.
-#[derive(Default)]
-struct ActivityState {
-    /// When bytes last moved, in ms since `START`.
-    last: AtomicU64,
-    /// Requests in flight on the connection (an act may take long without moving a byte).
-    busy: AtomicUsize,
+/// The whole body of a request, if it arrives within `limits.body_timeout` and is no larger
+/// than `limits.body_limit`.
+async fn read_body(body: Incoming, limits: &HttpLimits) -> Result<Bytes, ActError> {
+    let limit = limits.body_limit;
+    let too_large = || {
+        ActError::host(
+            Code::BodyTooLarge,
+            format!("the body is over the {limit}-byte limit"),
+        )
+    };
+    // A `Content-Length` over the limit is refused before a byte of the body is read.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let read = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(ActError::host(
+            Code::InvalidBody,
+            format!("the body could not be read: {e}"),
+        )),
+        Err(_) => Err(ActError::host(
+            Code::BodyTimeout,
+            format!(
+                "the body did not arrive within {} ms of the headers",
+                limits.body_timeout.as_millis()
+            ),
+        )),
+    }
 }
 
-/// The clock `last` counts from.
+/// Where a connection is, for the clock that closes it: waiting for a request, reading one's
+/// headers, or busy with a request (whose body and act have clocks of their own).
+#[derive(Clone)]
+struct Phases(Arc<PhaseState>);
+
+/// [`Phases`]' state.
+struct PhaseState {
+    /// [`WAITING`], [`HEADERS`] or [`REQUEST`].
+    phase: AtomicU8,
+    /// When the phase began, in ms since `START`; while waiting, when bytes last moved (a
+    /// response still being written is not idleness).
+    since: AtomicU64,
+}
+
+/// Waiting for the next request's first byte (the idle timeout runs).
+const WAITING: u8 = 0;
+/// Reading a request's headers (the header timeout runs).
+const HEADERS: u8 = 1;
+/// A request's headers are in: its body and act are bounded by their own clocks.
+const REQUEST: u8 = 2;
+
+/// The clock `since` counts from.
 static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
-impl Activity {
-    fn now() -> u64 {
-        START.elapsed().as_millis() as u64
+fn now_ms() -> u64 {
+    START.elapsed().as_millis() as u64
+}
+
+impl Phases {
+    /// A new connection: its first request's headers are due within the header timeout.
+    fn new() -> Self {
+        Self(Arc::new(PhaseState {
+            phase: AtomicU8::new(HEADERS),
+            since: AtomicU64::new(now_ms()),
+        }))
     }
 
-    /// Bytes moved.
-    fn touch(&self) {
-        self.0.last.store(Self::now(), Ordering::Relaxed);
+    /// Bytes came in: while waiting, they are the next request's first.
+    fn read(&self) {
+        let state = &self.0;
+        if state
+            .phase
+            .compare_exchange(WAITING, HEADERS, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            state.since.store(now_ms(), Ordering::Relaxed);
+        }
     }
 
-    /// A request started; it counts until the guard is dropped.
-    fn begin(&self) -> Busy {
-        self.0.busy.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-        Busy(self.clone())
+    /// Bytes went out: while waiting, a response is still being written.
+    fn wrote(&self) {
+        if self.0.phase.load(Ordering::Relaxed) == WAITING {
+            self.0.since.store(now_ms(), Ordering::Relaxed);
+        }
     }
 
-    /// Resolves once the connection has had no request in flight and no bytes moving for
-    /// `timeout`.
-    async fn idle_for(&self, timeout: Duration) {
-        self.touch();
+    /// A request's headers are in; the connection waits again once the guard is dropped.
+    fn request(&self) -> RequestPhase {
+        self.0.phase.store(REQUEST, Ordering::Relaxed);
+        RequestPhase(self.clone())
+    }
+
+    /// Resolves once the connection has waited for a request longer than the idle timeout, or
+    /// for a request's headers longer than the header timeout.
+    async fn expired(&self, limits: &HttpLimits) {
         loop {
-            let last = self.0.last.load(Ordering::Relaxed);
-            let quiet = Duration::from_millis(Self::now().saturating_sub(last));
-            if quiet >= timeout && self.0.busy.load(Ordering::Relaxed) == 0 {
+            let phase = self.0.phase.load(Ordering::Relaxed);
+            let since = self.0.since.load(Ordering::Relaxed);
+            let limit = match phase {
+                WAITING => limits.idle_timeout,
+                HEADERS => limits.header_timeout,
+                // A request's own clocks bound it; look again later.
+                _ => {
+                    tokio::time::sleep(limits.header_timeout.min(limits.idle_timeout)).await;
+                    continue;
+                }
+            };
+            let elapsed = Duration::from_millis(now_ms().saturating_sub(since));
+            if elapsed >= limit {
                 return;
             }
-            let wait = timeout.saturating_sub(quiet).max(Duration::from_millis(10));
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep((limit - elapsed).max(Duration::from_millis(10))).await;
         }
     }
 }
 
 /// A request in flight on a connection.
-struct Busy(Activity);
+struct RequestPhase(Phases);
 
-impl Drop for Busy {
+impl Drop for RequestPhase {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.0.busy.fetch_sub(1, Ordering::Relaxed);
+        let state = &self.0.0;
+        state.since.store(now_ms(), Ordering::Relaxed);
+        state.phase.store(WAITING, Ordering::Relaxed);
     }
 }
 
-/// A TCP stream that records when bytes move.
+/// A TCP stream that tells its [`Phases`] when bytes move.
 struct Tracked {
     /// The connection.
     stream: TcpStream,
     /// Where the moments go.
-    activity: Activity,
+    phases: Phases,
 }
 
 impl AsyncRead for Tracked {
@@ -182,7 +285,7 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.phases.read();
         }
         polled
     }
@@ -196,7 +299,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<std::io::Result<usize>> {
         let polled = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.phases.wrote();
         }
         polled
     }
@@ -222,7 +325,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<std::io::Result<usize>> {
         let polled = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.phases.wrote();
         }
         polled
     }

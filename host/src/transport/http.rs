@@ -70,13 +70,20 @@ pub async fn run(
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let me: Arc<str> = ingress.router().instance_id().into();
+    // The errors the server answers itself (a body too slow or too large), as Seneca's error JSON.
+    let error_page: server::ErrorPage = Arc::new(move |e| respond(Err(e), None, None, &[], &me));
     let state = Listener {
         ingress,
         routes,
         path: path.into(),
     };
-    let app = axum::Router::new().fallback(act).with_state(state);
-    server::serve(listener, app, limits, shutdown).await
+    let app = axum::Router::new()
+        .fallback(act)
+        .with_state(state)
+        // The server has read the body already, within `limits.body_limit`.
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    server::serve(listener, app, limits, error_page, shutdown).await
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -298,7 +305,9 @@ impl HttpClient {
         let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Well under wasmeca's 60 s server idle timeout: a pooled connection is dropped
+            // here before the server closes it, so a request does not race the server's close.
+            .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
             .no_proxy()
             .build()?;
