@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{PgSchema, Proxy, REDIS, TempDir, redis_conn, unique};
-use wasmeca::{CancellationToken, Config, Host, Message};
+use wasmeca::{CancellationToken, Host, Message};
 use wasmeca_tests::{Process, SEEDS, free_port, node_client, plugin, wasmeca_command};
 
 /// An HTTP answer: status and JSON body (`null` when the body is not JSON).
@@ -169,12 +169,8 @@ impl TestHost {
                 toml.push_str(&format!("data = [{}]\n", list.join(", ")));
             }
         }
-        let mut config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        config.cache_dir = Some(wasmeca_tests::cache_dir());
+        let mut config = wasmeca_tests::test_config!(toml);
         config.data.url = Some(data_url.to_owned());
-        if config.cache.url.is_none() {
-            config.cache.url = Some("memory://".to_owned());
-        }
         let stop = CancellationToken::new();
         let host = Host::start(&config, stop.clone())
             .await
@@ -749,6 +745,97 @@ async fn stores_down_answer_503_and_resume_when_back() {
     let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(ids, ["\"a\"", "\"c\""], "the refused save wrote nothing");
     redis_del(&[&key]).await;
+}
+
+/// Regression (fault run, hardening issue item 2): behind a proxy that keeps its connections
+/// open but answers nothing (a partition, a hung server), entity calls waited past every
+/// deadline (40 s and more; `timeout$` did not help). Each call now answers by its deadline,
+/// and once the proxy forwards again the store serves again with no stuck pooled connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_muted_postgres_holds_no_call_past_its_deadline_and_the_pool_heals() {
+    let schema = PgSchema::new("").await;
+    let pg = Proxy::start("127.0.0.1:5432").await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/test?schema={}",
+        pg.port, schema.name
+    );
+    let extra = "[data]\nexpose = true\n[limits]\ntimeout_ms = 2000\n";
+    let h = TestHost::start(&["salute"], &url, extra).await;
+    let http = client();
+    let save =
+        json!({"sys": "entity", "cmd": "save", "base": "m", "name": "muted", "ent": {"id$": "a"}});
+    let list = json!({"sys": "entity", "cmd": "list", "base": "m", "name": "muted"});
+    let listed = json!([{"entity$": "-/m/muted", "id": "a"}]);
+    assert_eq!(post_act(&http, h.http, &save).await.0, 200);
+    // Several pooled connections, all of which the partition will catch.
+    let calls = |msgs: Vec<Value>| {
+        msgs.into_iter()
+            .map(|msg| {
+                let (http, addr) = (http.clone(), h.http);
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let answer = post_act(&http, addr, &msg).await;
+                    (msg, answer, started.elapsed())
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    for call in calls(vec![list.clone(); 8]) {
+        let (_, (status, body), _) = call.await.expect("a call");
+        assert_eq!((status, &body), (200, &listed));
+    }
+
+    pg.mute();
+    let mut msgs = vec![list.clone(); 6];
+    msgs.extend(vec![json!({"sys": "entity", "cmd": "load", "base": "m", "name": "muted", "id": "a", "timeout$": 1000}); 6]);
+    // A save cut off by its deadline may still land once the partition heals (its statement
+    // was on the wire), as with any database: it creates `b`, which later lists may show.
+    msgs.push(
+        json!({"sys": "entity", "cmd": "save", "base": "m", "name": "muted", "ent": {"id$": "b"}}),
+    );
+    for call in calls(msgs) {
+        let (msg, (status, body), took) = call.await.expect("a call");
+        let limit = Duration::from_millis(msg["timeout$"].as_u64().unwrap_or(2000));
+        assert!(
+            // Seneca's transport answers action_timeout with 500, as Node does.
+            matches!(
+                (status, body["code"].as_str()),
+                (500, Some("action_timeout")) | (503, Some("store_unavailable"))
+            ),
+            "{msg} → {status} {body}"
+        );
+        assert!(
+            took < limit + Duration::from_millis(1500),
+            "{msg} answered after {took:?}, its deadline was {limit:?}"
+        );
+    }
+    // The host itself never waited on the store.
+    let (status, body) = post_act(&http, h.http, &json!({"cmd": "salute", "name": "x"})).await;
+    assert_eq!(status, 200, "{body}");
+
+    pg.unmute();
+    let healed = Instant::now();
+    loop {
+        let (status, body) = post_act(&http, h.http, &list).await;
+        if status == 200 {
+            assert_eq!(body[0], listed[0]);
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(20),
+            "the store did not serve again after the partition healed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // No connection that was cut off mid-call is handed out again.
+    for call in calls(vec![list.clone(); 16]) {
+        let (_, (status, body), _) = call.await.expect("a call");
+        assert_eq!(
+            (status, &body[0]),
+            (200, &listed[0]),
+            "after healing: {body}"
+        );
+    }
 }
 
 /// Deletes Redis keys a test wrote.

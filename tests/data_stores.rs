@@ -6,6 +6,7 @@
 mod cache_api;
 #[path = "data_stores/cases.rs"]
 mod cases;
+#[allow(dead_code)] // shared with tests/data.rs, which uses all of it
 #[path = "data_stores/support.rs"]
 mod support;
 

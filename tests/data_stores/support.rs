@@ -1,12 +1,15 @@
 //! Test support: unique names, a PostgreSQL schema per test, temp dirs, and a TCP proxy that can
-//! be cut and restored to simulate a store going down and coming back.
+//! be cut and restored (a store going down and coming back) or muted and unmuted (a store that
+//! stops answering while its connections stay open: a partition, a hung server).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 /// PostgreSQL on this machine (trust auth).
@@ -129,7 +132,9 @@ impl Drop for TempDir {
 }
 
 /// A TCP proxy on 127.0.0.1 to a real service; [`Proxy::cut`] drops it and every connection
-/// through it (the service looks down), [`Proxy::restore`] listens again on the same port.
+/// through it (the service looks down), [`Proxy::restore`] listens again on the same port;
+/// [`Proxy::mute`] keeps every connection open and accepts new ones but moves no byte either
+/// way until [`Proxy::unmute`], which delivers what was held, as a healed partition does.
 pub struct Proxy {
     /// The port clients connect to.
     pub port: u16,
@@ -137,6 +142,8 @@ pub struct Proxy {
     target: SocketAddr,
     /// The accept loop and every forwarding task, to abort on cut.
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    /// True while muted; every forwarding task follows it.
+    muted: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -149,24 +156,42 @@ impl Proxy {
             port,
             target,
             tasks: Arc::default(),
+            muted: watch::Sender::new(false),
         };
         proxy.serve(listener);
         proxy
     }
 
     fn serve(&self, listener: TcpListener) {
-        let (tasks, target) = (self.tasks.clone(), self.target);
+        let (tasks, target, muted) = (self.tasks.clone(), self.target, self.muted.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (up, down) = (muted.subscribe(), muted.subscribe());
                 let conn = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(target).await {
+                        let (from_client, to_client) = inbound.into_split();
+                        let (from_server, to_server) = outbound.into_split();
+                        // Either side closing ends both (once unmuted, as a network would).
+                        tokio::select! {
+                            () = pump(from_client, to_server, up) => {}
+                            () = pump(from_server, to_client, down) => {}
+                        }
                     }
                 });
                 tasks.lock().expect("lock").push(conn.abort_handle());
             }
         });
         self.tasks.lock().expect("lock").push(accept.abort_handle());
+    }
+
+    /// Holds every byte, both ways, on every connection (new ones too) until [`Proxy::unmute`].
+    pub fn mute(&self) {
+        self.muted.send_replace(true);
+    }
+
+    /// Delivers what was held and forwards again.
+    pub fn unmute(&self) {
+        self.muted.send_replace(false);
     }
 
     /// Stops listening and drops every connection.
@@ -191,6 +216,31 @@ impl Proxy {
             }
         };
         self.serve(listener);
+    }
+}
+
+/// Forwards `from` to `to`, holding everything while `muted` says so.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut muted: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if muted.wait_for(|m| !*m).await.is_err() {
+            return;
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            // Muted mid-read: look again (a read that has not completed took nothing).
+            _ = muted.changed() => continue,
+        };
+        if muted.wait_for(|m| !*m).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

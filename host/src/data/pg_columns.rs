@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use deadpool_postgres::Object;
 use serde_json::Value;
 
 use super::entity::{Kind, Record, SaveOp};
@@ -311,7 +312,12 @@ impl Columns {
     }
 
     /// The description of a kind's table, read from the catalog on first use.
-    async fn table(&self, store: &PgStore, kind: &Kind) -> Result<Arc<Table>, DataError> {
+    async fn table(
+        &self,
+        store: &PgStore,
+        client: &Object,
+        kind: &Kind,
+    ) -> Result<Arc<Table>, DataError> {
         if let Some(t) = self.lock().get(kind) {
             return Ok(t.clone());
         }
@@ -320,7 +326,6 @@ impl Columns {
         } else {
             format!("{}_{}", kind.base, kind.name)
         };
-        let client = store.client().await?;
         let rows = client
             .query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, t.typcategory::text
@@ -385,10 +390,11 @@ impl Columns {
     pub(crate) async fn list(
         &self,
         store: &PgStore,
+        client: &Object,
         kind: &Kind,
         q: &Query,
     ) -> Result<Vec<Record>, DataError> {
-        let table = self.table(store, kind).await?;
+        let table = self.table(store, client, kind).await?;
         let mut plan = Plan::new(&table);
         plan.query(q);
         let sql = format!(
@@ -398,7 +404,6 @@ impl Columns {
             plan.order_sql(),
             sql_page(q)
         );
-        let client = store.client().await?;
         let rows = client
             .query(&sql, &plan.refs())
             .await
@@ -410,11 +415,12 @@ impl Columns {
     pub(crate) async fn remove(
         &self,
         store: &PgStore,
+        client: &Object,
         kind: &Kind,
         q: &Query,
         all: bool,
     ) -> Result<Option<Record>, DataError> {
-        let table = self.table(store, kind).await?;
+        let table = self.table(store, client, kind).await?;
         let mut q = q.clone();
         if !all {
             q.limit = Some(1);
@@ -429,7 +435,6 @@ impl Columns {
             plan.order_sql(),
             sql_page(&q)
         );
-        let client = store.client().await?;
         let rows = client
             .query(&sql, &plan.refs())
             .await
@@ -444,10 +449,11 @@ impl Columns {
     pub(crate) async fn save(
         &self,
         store: &PgStore,
+        client: &mut Object,
         kind: &Kind,
         op: SaveOp,
     ) -> Result<Record, DataError> {
-        let table = self.table(store, kind).await?;
+        let table = self.table(store, client, kind).await?;
         let (id, data, upsert, update) = match op {
             SaveOp::Create { id, data, upsert } => (id, data, upsert, false),
             SaveOp::Update { id, data } => (id, data, Vec::new(), true),
@@ -470,7 +476,6 @@ impl Columns {
                 store: "postgres",
                 reason: format!("table {} has no id column", clip(&table.label)),
             })?;
-        let mut client = store.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let t = &table.sql;
         // The record to merge into: by id (update), or the first upsert match.

@@ -22,6 +22,11 @@
 //!
 //! Availability: the pool connects lazily and replaces broken connections, so a server that is
 //! down makes each call fail fast with `store_unavailable`, and calls succeed again once it is back.
+//! A server that stops answering without closing (a partition, a hung host) holds a call no longer
+//! than the act's deadline (the router bounds every native call: `action_timeout`); a connection
+//! whose call was cut off that way is closed rather than pooled ([`Lease`]), sockets carry TCP
+//! keepalives and a user timeout, and statements a `statement_timeout` of the longest act
+//! deadline, so the pool heals by itself when the partition does.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -72,6 +77,35 @@ impl std::fmt::Debug for PgStore {
             .field("layout", &self.layout)
             .field("schema", &self.schema)
             .finish()
+    }
+}
+
+/// A pooled connection lent to one store call ([`PgStore::lease`]).
+struct Lease(Option<Object>);
+
+impl Lease {
+    /// The connection.
+    fn client(&mut self) -> &mut Object {
+        // Only `settle` and `drop` take it out.
+        self.0
+            .as_mut()
+            .expect("a lease holds its connection until settled")
+    }
+
+    /// The call ended (with an answer or an error from the server): the connection may be
+    /// reused.
+    fn settle(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            // Dropped mid-call: its reply may still come. Closing the connection (by dropping
+            // the client) is the only way to be sure the next user does not read it.
+            drop(Object::take(object));
+        }
     }
 }
 
@@ -140,8 +174,32 @@ impl PgStore {
         };
         let mut config =
             tokio_postgres::Config::from_str(&pg_url).map_err(|e| bad(e.to_string()))?;
+        let given = |key: &str| rest.iter().any(|kv| kv.split('=').next() == Some(key));
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
+        }
+        // A server that goes silent (a partition, a hung host) must not keep a connection
+        // forever: keepalives find a peer that is gone, and the user timeout drops a
+        // connection whose sent data stays unacknowledged.
+        if !given("keepalives_idle") {
+            config.keepalives_idle(Duration::from_secs(10));
+        }
+        if !given("keepalives_interval") {
+            config.keepalives_interval(Duration::from_secs(5));
+        }
+        if !given("keepalives_retries") {
+            config.keepalives_retries(3);
+        }
+        if !given("tcp_user_timeout") {
+            config.tcp_user_timeout(Duration::from_secs(20));
+        }
+        // No statement outlives the longest deadline an act may have: past it, nobody waits
+        // for the answer, and the server should stop working on it.
+        if !given("options") {
+            config.options(format!(
+                "-c statement_timeout={}",
+                crate::message::MAX_TIMEOUT_MS
+            ));
         }
         let manager = Manager::from_config(
             config,
@@ -173,15 +231,19 @@ impl PgStore {
         self.layout
     }
 
-    /// A pooled connection.
-    pub(crate) async fn client(&self) -> Result<Object, DataError> {
-        self.pool.get().await.map_err(|e| match e {
+    /// A pooled connection for one store call: if the call is dropped before it settles the
+    /// lease (its deadline passed while the server said nothing), the connection leaves the
+    /// pool instead of going back with a query still in flight, so a partition that heals
+    /// leaves no stuck connection behind.
+    async fn lease(&self) -> Result<Lease, DataError> {
+        let object = self.pool.get().await.map_err(|e| match e {
             PoolError::Backend(e) => pg_error(e),
             other => DataError::Unavailable {
                 store: "postgres",
                 reason: other.to_string(),
             },
-        })
+        })?;
+        Ok(Lease(Some(object)))
     }
 
     /// The document table, qualified.
@@ -189,9 +251,8 @@ impl PgStore {
         format!("{}wasmeca_entity", self.schema)
     }
 
-    /// A connection, after making sure the document table exists.
-    async fn doc_client(&self) -> Result<Object, DataError> {
-        let client = self.client().await?;
+    /// Makes sure the document table exists (once per store).
+    async fn ensure_table(&self, client: &Object) -> Result<(), DataError> {
         self.ready
             .get_or_try_init(|| async {
                 let t = self.table();
@@ -214,11 +275,16 @@ impl PgStore {
                 done
             })
             .await?;
-        Ok(client)
+        Ok(())
     }
 
-    async fn doc_save(&self, kind: &Kind, op: SaveOp) -> Result<Record, DataError> {
-        let mut client = self.doc_client().await?;
+    async fn doc_save(
+        &self,
+        client: &mut Object,
+        kind: &Kind,
+        op: SaveOp,
+    ) -> Result<Record, DataError> {
+        self.ensure_table(client).await?;
         let t = self.table();
         let (base, name) = (kind.base.clone(), kind.name.clone());
         match op {
@@ -235,7 +301,7 @@ impl PgStore {
                 Ok(with_id(id, object(row.get(0))))
             }
             SaveOp::Create { id, data, upsert } if upsert.is_empty() => {
-                insert(&client, &t, kind, id, data).await
+                insert(&*client, &t, kind, id, data).await
             }
             SaveOp::Create { id, data, upsert } => {
                 // Upsert: find the first match and merge into it, else insert; serialised per kind.
@@ -267,8 +333,13 @@ impl PgStore {
         }
     }
 
-    async fn doc_list(&self, kind: &Kind, q: &Query) -> Result<Vec<Record>, DataError> {
-        let client = self.doc_client().await?;
+    async fn doc_list(
+        &self,
+        client: &Object,
+        kind: &Kind,
+        q: &Query,
+    ) -> Result<Vec<Record>, DataError> {
+        self.ensure_table(client).await?;
         let mut plan = DocPlan::new(kind);
         plan.query(q);
         let sql = format!(
@@ -288,11 +359,12 @@ impl PgStore {
 
     async fn doc_remove(
         &self,
+        client: &Object,
         kind: &Kind,
         q: &Query,
         all: bool,
     ) -> Result<Option<Record>, DataError> {
-        let client = self.doc_client().await?;
+        self.ensure_table(client).await?;
         let mut q = q.clone();
         if !all {
             q.limit = Some(1);
@@ -518,10 +590,14 @@ impl EntityStore for PgStore {
 
     fn save<'a>(&'a self, kind: &'a Kind, op: SaveOp) -> BoxFuture<'a, Result<Record, DataError>> {
         Box::pin(async move {
-            match self.layout {
-                PgLayout::Document => self.doc_save(kind, op).await,
-                PgLayout::Columns => self.columns.save(self, kind, op).await,
-            }
+            let mut lease = self.lease().await?;
+            let client = lease.client();
+            let saved = match self.layout {
+                PgLayout::Document => self.doc_save(client, kind, op).await,
+                PgLayout::Columns => self.columns.save(self, client, kind, op).await,
+            };
+            lease.settle();
+            saved
         })
     }
 
@@ -531,10 +607,14 @@ impl EntityStore for PgStore {
         q: &'a Query,
     ) -> BoxFuture<'a, Result<Vec<Record>, DataError>> {
         Box::pin(async move {
-            match self.layout {
-                PgLayout::Document => self.doc_list(kind, q).await,
-                PgLayout::Columns => self.columns.list(self, kind, q).await,
-            }
+            let mut lease = self.lease().await?;
+            let client = lease.client();
+            let listed = match self.layout {
+                PgLayout::Document => self.doc_list(client, kind, q).await,
+                PgLayout::Columns => self.columns.list(self, client, kind, q).await,
+            };
+            lease.settle();
+            listed
         })
     }
 
@@ -545,10 +625,14 @@ impl EntityStore for PgStore {
         all: bool,
     ) -> BoxFuture<'a, Result<Option<Record>, DataError>> {
         Box::pin(async move {
-            match self.layout {
-                PgLayout::Document => self.doc_remove(kind, q, all).await,
-                PgLayout::Columns => self.columns.remove(self, kind, q, all).await,
-            }
+            let mut lease = self.lease().await?;
+            let client = lease.client();
+            let removed = match self.layout {
+                PgLayout::Document => self.doc_remove(client, kind, q, all).await,
+                PgLayout::Columns => self.columns.remove(self, client, kind, q, all).await,
+            };
+            lease.settle();
+            removed
         })
     }
 }

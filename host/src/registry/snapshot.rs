@@ -77,7 +77,15 @@ impl Action {
                 })
             }
             Backend::Native(handlers) => match handlers.get(self.index as usize) {
-                Some(handler) => handler.call(msg, ctx).await,
+                // Native code waits on sockets (a store, a peer): the act's deadline bounds
+                // it, so a dependency that stops answering cannot hold the caller past it.
+                Some(handler) => {
+                    let (deadline, timeout) = (ctx.deadline, ctx.timeout);
+                    match tokio::time::timeout_at(deadline, handler.call(msg, ctx)).await {
+                        Ok(answer) => answer,
+                        Err(_) => Err(ActError::timeout(&self.pattern, timeout)),
+                    }
+                }
                 None => Err(ActError::host(
                     Code::PluginTrap,
                     format!("{} has no native handler {}", self.plugin.key(), self.index),
