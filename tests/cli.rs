@@ -1,7 +1,7 @@
 //! The `wasmeca` binary as a user runs it: `act`, `inspect`, `serve` and its errors.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -360,4 +360,119 @@ fn logs_are_plain_in_a_pipe_and_json_on_request() {
     assert_eq!(said["plugin"], "chaos@1.0.0", "{said}");
     assert_eq!(said["tx"].as_str().map(str::len), Some(12), "{said}");
     assert_eq!(said["level"], "INFO");
+}
+
+/// One HTTP/1.1 request on a fresh connection: the status and the body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_owned()))
+}
+
+/// `wasmeca serve` in `project` (its `wasmeca.toml`, REST on `rest`), with `home` as `$HOME`
+/// and no data setting of any kind, as a user starts it; waits until `GET /user/2` answers.
+fn serve_project(project: &std::path::Path, home: &std::path::Path, rest: &str) -> Child {
+    let child = wasmeca_tests::wasmeca_command!()
+        .arg("serve")
+        .current_dir(project)
+        .env("HOME", home)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("WASMECA_DATA_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(http(rest, "GET", "/user/2", ""), Ok((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "the project's host did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// SIGTERM, as Ctrl-C in the README: the host drains and exits 0.
+fn stop(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    assert!(child.wait().expect("exits").success());
+}
+
+/// Issue 25: the README's Quickstart (serve the demo, `PUT /user/2 {"name":"Bob"}`, stop)
+/// changed what the test suite's hosts saw, because every host on the machine shared one SQLite
+/// file under `~/.local/share`. A project's default store is now `.wasmeca/data.sqlite` beside
+/// its `wasmeca.toml`: the Quickstart's edit stays in that project (and survives its restart),
+/// nothing is written under `$HOME`, and another project, or a test host, starts from the seeds.
+#[test]
+fn the_quickstart_keeps_its_data_in_its_project_and_the_suite_never_meets_it() {
+    let scratch = std::env::temp_dir().join(format!(
+        "wasmeca-quickstart-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let (demo, other, home) = (
+        scratch.join("demo"),
+        scratch.join("other"),
+        scratch.join("home"),
+    );
+    for dir in [&demo, &other, &home] {
+        std::fs::create_dir_all(dir).expect("a folder");
+    }
+    let project = |dir: &std::path::Path| {
+        let rest = format!("127.0.0.1:{}", wasmeca_tests::free_port());
+        let toml = format!(
+            "listen = []\n[rest]\nlisten = \"{rest}\"\n[[plugin]]\npath = {:?}\n",
+            plugin("user")
+        );
+        std::fs::write(dir.join("wasmeca.toml"), toml).expect("write the config");
+        rest
+    };
+    let demo_rest = project(&demo);
+    let host = serve_project(&demo, &home, &demo_rest);
+    let (status, body) = http(&demo_rest, "PUT", "/user/2", r#"{"name":"Bob"}"#).expect("PUT");
+    assert_eq!((status, body.as_str()), (200, r#"{"id":2,"name":"Bob"}"#));
+    stop(host);
+    assert!(
+        demo.join(".wasmeca/data.sqlite").is_file(),
+        "the project's store is in the project"
+    );
+    let under_home: Vec<_> = std::fs::read_dir(&home).expect("home").collect();
+    assert!(under_home.is_empty(), "written under $HOME: {under_home:?}");
+
+    // Another project on the same machine, same $HOME: the seeds, not Bob.
+    let other_rest = project(&other);
+    let host = serve_project(&other, &home, &other_rest);
+    let (status, body) = http(&other_rest, "GET", "/user/2", "").expect("GET");
+    assert_eq!((status, body.as_str()), (200, r#"{"id":2,"name":"乙"}"#));
+    stop(host);
+
+    // A test host as the suite starts one: the seeds too.
+    let out = wasmeca(&["act", &path(plugin("user")), "module:user,if:load,id:2"]);
+    assert_eq!(
+        stdout_json(&out),
+        serde_json::json!({"id": 2, "name": "乙"})
+    );
+
+    // The demo project again: its edit is still there.
+    let host = serve_project(&demo, &home, &demo_rest);
+    let (status, body) = http(&demo_rest, "GET", "/user/2", "").expect("GET");
+    assert_eq!((status, body.as_str()), (200, r#"{"id":2,"name":"Bob"}"#));
+    stop(host);
+    let _ = std::fs::remove_dir_all(&scratch);
 }

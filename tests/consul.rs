@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wasmeca::{ActError, CancellationToken, Config, Host, Message};
+use wasmeca::{ActError, CancellationToken, Host, Message};
 use wasmeca_tests::{ConsulAgent, Process, free_port, plugin};
 
 fn config_toml(consul: &str, service: &str, plugins: &[&str], http_port: u16) -> String {
@@ -24,8 +24,7 @@ fn config_toml(consul: &str, service: &str, plugins: &[&str], http_port: u16) ->
 /// A host in this process.
 async fn host(consul: &str, service: &str, plugins: &[&str]) -> (Host, CancellationToken) {
     let toml = config_toml(consul, service, plugins, 0);
-    let mut config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     let host = Host::start(&config, stop.clone())
         .await
@@ -325,8 +324,7 @@ async fn another_service_at_the_same_address_and_port_is_refused() {
     assert!(put.expect("consul answers").status().is_success());
     // A host on that very port: it serves, but does not register over the other service.
     let toml = config_toml(&agent.addr, "wasmeca", &["salute"], port);
-    let mut config = Config::from_toml(&toml).expect("config");
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     let h = Host::start(&config, stop.clone()).await.expect("host");
     tokio::time::sleep(Duration::from_secs(2)).await;

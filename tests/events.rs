@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use support::REDIS;
 use wasmeca::events::Bus;
 use wasmeca::transport::amqp::{AmqpBus, EventQueue};
-use wasmeca::{CancellationToken, Config, Host, Message};
+use wasmeca::{CancellationToken, Host, Message};
 use wasmeca_tests::{NodeProcess, Process, plugin};
 
 /// An in-process host (no listener) serving `plugins`, each `(name, options)`.
@@ -46,12 +46,7 @@ async fn host_with(extra: &str, plugins: &[(&str, Value)]) -> (Host, Cancellatio
             plugin(name)
         ));
     }
-    let mut config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
-    config.data.url = Some("memory://".into());
-    if config.cache.url.is_none() {
-        config.cache.url = Some("memory://".into());
-    }
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     let host = Host::start(&config, stop.clone())
         .await

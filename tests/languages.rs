@@ -59,10 +59,7 @@ async fn host_of(files: &[&Path]) -> (Host, CancellationToken) {
     for file in files {
         toml.push_str(&format!("[[plugin]]\npath = {file:?}\n"));
     }
-    let mut config = Config::from_toml(&toml).expect("config");
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
-    config.data.url = Some("memory://".into());
-    config.cache.url = Some("memory://".into());
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     (
         Host::start(&config, stop.clone())

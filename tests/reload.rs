@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wasmeca::config::AmqpClient as ClientConfig;
 use wasmeca::transport::amqp::{AmqpClient, Sent, routing_key};
-use wasmeca::{CancellationToken, Config, Host, Message};
+use wasmeca::{CancellationToken, Host, Message};
 use wasmeca_tests::plugin;
 
 /// A watched folder in the temp dir, removed at the end.
@@ -49,8 +49,7 @@ async fn host(folder: &Folder, listen: &str) -> (Host, CancellationToken) {
          {listen}[[plugin]]\npath = {:?}\n",
         folder.0
     );
-    let mut config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     let host = Host::start(&config, stop.clone())
         .await
@@ -397,8 +396,7 @@ async fn a_manifest_with_a_deeply_nested_pattern_is_refused() {
         "watch = true\nlisten = []\n[rest]\nlisten = \"off\"\n[[plugin]]\npath = {:?}\noptions = {{ pattern = {deep:?} }}\n",
         folder.0
     );
-    let mut config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}"));
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     let h = Host::start(&config, stop.clone())
         .await

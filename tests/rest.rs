@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wasmeca::{CancellationToken, Config, Host};
+use wasmeca::{CancellationToken, Host};
 use wasmeca_tests::plugin;
 
 /// A host serving `plugins` with the REST gateway on a free port; stopped on drop.
@@ -26,9 +26,7 @@ impl TestHost {
         for name in plugins {
             toml.push_str(&format!("[[plugin]]\npath = {:?}\n", plugin(name)));
         }
-        let mut config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        config.cache_dir = Some(wasmeca_tests::cache_dir());
-        config.data.url = Some("memory://".into());
+        let config = wasmeca_tests::test_config!(toml);
         let stop = CancellationToken::new();
         let host = Host::start(&config, stop.clone())
             .await
@@ -252,8 +250,7 @@ async fn statuses_follow_the_error() {
         plugin("chaos"),
         plugin("salute")
     ));
-    let mut config = Config::from_toml(&toml).unwrap();
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     let host = Host::start(&config, stop.clone()).await.unwrap();
     let base = format!("http://{}", host.rest_addr().unwrap());

@@ -26,7 +26,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{Value, json};
-use wasmeca::{CancellationToken, Config, Host, Message};
+use wasmeca::{CancellationToken, Host, Message};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -41,9 +41,7 @@ async fn host(events: &str) -> (Host, CancellationToken) {
         "listen = []\n[rest]\nlisten = \"off\"\n[cache]\nurl = \"memory://\"\n{events}[[plugin]]\npath = {:?}\noptions = {{ observe = [\"evt:bench\"], record = false }}\n",
         wasmeca_tests::plugin("chaos")
     );
-    let mut config = Config::from_toml(&toml).expect("config");
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
-    config.data.url = Some("memory://".into());
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     let host = Host::start(&config, stop.clone()).await.expect("host");
     (host, stop)

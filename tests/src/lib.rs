@@ -57,6 +57,29 @@ macro_rules! wasmeca_command {
     }};
 }
 
+/// A host configuration for an in-process test host, from TOML text: the shared compile cache
+/// ([`cache_dir`]), and the entity store and the cache in memory unless the TOML names its own,
+/// so no test host reads or writes a user's data, a project's `.wasmeca/`, or another test's.
+/// A macro because only the calling test crate links `wasmeca`.
+#[macro_export]
+macro_rules! test_config {
+    ($toml:expr) => {{
+        let toml: &str = &$toml;
+        let mut config =
+            ::wasmeca::Config::from_toml(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        config.cache_dir = Some($crate::cache_dir());
+        config
+            .data
+            .url
+            .get_or_insert_with(|| "memory://".to_owned());
+        config
+            .cache
+            .url
+            .get_or_insert_with(|| "memory://".to_owned());
+        config
+    }};
+}
+
 /// A child process (a `wasmeca serve`, say), killed on drop so a failing test leaves nothing
 /// running.
 pub struct Process(pub Child);

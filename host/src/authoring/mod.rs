@@ -130,7 +130,7 @@ fn template(language: Language, name: &str, sdk: &Path) -> Vec<(String, String)>
                 "wasmeca.toml",
                 include_str!("../../templates/rust/wasmeca.toml"),
             ),
-            (".gitignore", "/target\n"),
+            (".gitignore", "/target\n/.wasmeca/\n"),
         ],
         Language::Js => vec![
             (
@@ -141,7 +141,7 @@ fn template(language: Language, name: &str, sdk: &Path) -> Vec<(String, String)>
                 "wasmeca.toml",
                 include_str!("../../templates/js/wasmeca.toml"),
             ),
-            (".gitignore", "/dist\n"),
+            (".gitignore", "/dist\n/.wasmeca/\n"),
         ],
         Language::Python => vec![
             (
@@ -152,7 +152,7 @@ fn template(language: Language, name: &str, sdk: &Path) -> Vec<(String, String)>
                 "wasmeca.toml",
                 include_str!("../../templates/python/wasmeca.toml"),
             ),
-            (".gitignore", "/dist\n__pycache__/\n"),
+            (".gitignore", "/dist\n/.wasmeca/\n__pycache__/\n"),
         ],
         Language::C => vec![
             ("{{name}}.c", include_str!("../../templates/c/plugin.c")),
@@ -160,7 +160,7 @@ fn template(language: Language, name: &str, sdk: &Path) -> Vec<(String, String)>
                 "wasmeca.toml",
                 include_str!("../../templates/c/wasmeca.toml"),
             ),
-            (".gitignore", "/dist\n"),
+            (".gitignore", "/dist\n/.wasmeca/\n"),
         ],
     };
     files

@@ -375,7 +375,7 @@ impl Config {
             .url
             .clone()
             .or_else(|| env("DATABASE_URL"))
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir().join("wasmeca.sqlite").display()));
+            .unwrap_or_else(|| format!("sqlite://{}", self.default_store().display()));
         let cache = self
             .cache
             .url
@@ -508,22 +508,25 @@ impl DataSettings {
     }
 }
 
-/// The folder the default SQLite store lives in: `$WASMECA_DATA_DIR`, else
-/// `$XDG_DATA_HOME/wasmeca`, else `~/.local/share/wasmeca`, else a folder in the temp dir.
-pub fn data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("WASMECA_DATA_DIR") {
-        return dir.into();
+/// Where a project keeps its default SQLite store, inside the folder of its `wasmeca.toml`.
+pub const PROJECT_STORE: &str = ".wasmeca/data.sqlite";
+
+impl Config {
+    /// The default SQLite store: `$WASMECA_DATA_DIR/wasmeca.sqlite` when that is set, else the
+    /// project's own, [`PROJECT_STORE`] in the folder of the `wasmeca.toml` served (the current
+    /// folder when there is none), so two projects on one machine never share their entities.
+    pub fn default_store(&self) -> PathBuf {
+        if let Some(dir) = std::env::var_os("WASMECA_DATA_DIR").filter(|d| !d.is_empty()) {
+            return Path::new(&dir).join("wasmeca.sqlite");
+        }
+        let project = if self.base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &self.base
+        };
+        let store = project.join(PROJECT_STORE);
+        std::path::absolute(&store).unwrap_or(store)
     }
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
-        return Path::new(&dir).join("wasmeca");
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        return Path::new(&home)
-            .join(".local")
-            .join("share")
-            .join("wasmeca");
-    }
-    std::env::temp_dir().join("wasmeca-data")
 }
 
 /// The `*.wasm` files directly in `dir`, sorted by name.
@@ -643,5 +646,31 @@ mod tests {
         let c = Config::from_paths(&["/nonexistent/zzz.wasm".into()]);
         let e = c.plugin_sources().unwrap_err().to_string();
         assert_eq!(e, "plugin path /nonexistent/zzz.wasm does not exist");
+    }
+
+    #[test]
+    fn the_default_store_belongs_to_the_project() {
+        if std::env::var_os("WASMECA_DATA_DIR").is_some() {
+            return; // the override wins; nothing project-specific to see
+        }
+        let a = Config {
+            base: "/srv/a".into(),
+            ..Config::default()
+        };
+        let b = Config {
+            base: "/srv/b".into(),
+            ..Config::default()
+        };
+        assert_eq!(a.default_store(), Path::new("/srv/a/.wasmeca/data.sqlite"));
+        assert_ne!(a.default_store(), b.default_store());
+        let here = Config::default().default_store();
+        assert!(
+            here.is_absolute() && here.ends_with(PROJECT_STORE),
+            "{here:?}"
+        );
+        assert_eq!(
+            a.data_settings().store.starts_with("sqlite:///srv/a/"),
+            std::env::var_os("DATABASE_URL").is_none()
+        );
     }
 }

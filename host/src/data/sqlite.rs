@@ -329,7 +329,7 @@ fn next_job(queue: &mpsc::Receiver<Job>) -> Option<Job> {
 
 impl Db {
     fn open(path: &str) -> Result<Db, DataError> {
-        // The folder may not exist yet (a new user's data folder, ~/.local/share/wasmeca).
+        // The folder may not exist yet (a project's .wasmeca/ on its first save).
         let parent = std::path::Path::new(path).parent();
         if let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty() && !path.starts_with(':')) {
             std::fs::create_dir_all(dir)
