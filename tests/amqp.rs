@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::options::{
-    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ExchangeDeleteOptions,
-    QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -21,7 +20,7 @@ use serde_json::{Value, json};
 use wasmeca::config::AmqpClient as ClientConfig;
 use wasmeca::pattern::Pattern;
 use wasmeca::transport::amqp::{AmqpClient, Sent, queue_name, routing_key};
-use wasmeca::{CancellationToken, Config, Host, Message};
+use wasmeca::{CancellationToken, Host, Message};
 use wasmeca_tests::{NodeProcess, node_client, plugin};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -36,6 +35,11 @@ struct Names {
     exchange: String,
     /// The listener's queue prefix.
     prefix: String,
+    /// The listener's dead-letter exchange: the test's own, never the broker's shared
+    /// `seneca.dlx`, whose queue holds whatever every earlier run dead-lettered.
+    dlx: String,
+    /// The listener's dead-letter queue, the test's own.
+    dlq: String,
     /// Queues to delete at the end.
     queues: Vec<String>,
 }
@@ -43,10 +47,13 @@ struct Names {
 impl Names {
     fn new() -> Self {
         let id = unique();
+        let dlq = format!("test.{id}.dlq");
         Self {
             exchange: format!("test.{id}.topic"),
             prefix: format!("test.{id}.add"),
-            queues: Vec::new(),
+            dlx: format!("test.{id}.dlx"),
+            queues: vec![dlq.clone()],
+            dlq,
         }
     }
 
@@ -68,22 +75,53 @@ impl Names {
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
-        let _ = channel
-            .exchange_delete(
-                self.exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
+        for exchange in [&self.exchange, &self.dlx]
+            .into_iter()
+            .filter(|e| !e.is_empty())
+        {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+}
+
+impl Drop for Names {
+    /// Deletes the test's queues and exchanges also when it fails (a panic skips the
+    /// `cleanup().await` at its end).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let names = Names {
+            exchange: self.exchange.clone(),
+            prefix: self.prefix.clone(),
+            dlx: self.dlx.clone(),
+            dlq: self.dlq.clone(),
+            queues: std::mem::take(&mut self.queues),
+        };
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(names.cleanup());
+            }
+        })
+        .join();
     }
 }
 
 fn listen_toml(names: &Names, pins: &[&str]) -> String {
     let pins: Vec<String> = pins.iter().map(|p| format!("{p:?}")).collect();
     format!(
-        "[[listen]]\ntype = \"amqp\"\nexchange = {:?}\nqueue_prefix = {:?}\npins = [{}]\nprefetch = 32\n",
+        "[[listen]]\ntype = \"amqp\"\nexchange = {:?}\nqueue_prefix = {:?}\npins = [{}]\nprefetch = 32\n\
+         dead_letter_exchange = {:?}\ndead_letter_queue = {:?}\n",
         names.exchange,
         names.prefix,
-        pins.join(", ")
+        pins.join(", "),
+        names.dlx,
+        names.dlq
     )
 }
 
@@ -97,8 +135,7 @@ async fn host(names: &Names, pins: &[&str], name: &str, extra: &str) -> (Host, C
         plugin("chaos")
     ));
     toml.push_str(&format!("[[plugin]]\npath = {:?}\n", plugin("salute")));
-    let mut config = Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     let host = Host::start(&config, stop.clone())
         .await
@@ -588,42 +625,31 @@ async fn bad_input_is_answered_with_an_error_and_dead_lettered_and_the_host_keep
     codes.sort();
     assert_eq!(codes, ["invalid_act", "invalid_json", "invalid_kind_act"]);
 
-    // The three are in seneca.dlq (looked at and put back: the DLQ keeps them).
+    // The three are in the listener's dead-letter queue (the test's own).
     let mut found = HashSet::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        let mut fetched = Vec::new();
-        while let Some(m) = channel
-            .basic_get("seneca.dlq".into(), BasicGetOptions { no_ack: false })
+    while found.len() < 3 && std::time::Instant::now() < deadline {
+        match channel
+            .basic_get(names.dlq.as_str().into(), BasicGetOptions { no_ack: true })
             .await
             .expect("get")
         {
-            let id = m
-                .delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default();
-            if id.starts_with(&marker) {
+            Some(m) => {
+                let id = m
+                    .delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default();
+                assert!(
+                    id.starts_with(&marker),
+                    "a stranger in this test's DLQ: {id}"
+                );
                 found.insert(id);
             }
-            fetched.push(m);
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-        for m in fetched {
-            m.delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await
-                .expect("put back");
-        }
-        if found.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(found.len(), 3, "{found:?}");
     assert!(!found.contains(&format!("{marker}-noreply")), "{found:?}");
@@ -662,16 +688,11 @@ async fn bad_input_is_answered_with_an_error_and_dead_lettered_and_the_host_keep
 async fn a_huge_command_is_dead_lettered_without_echo_and_replies_keep_persistence() {
     let mut names = Names::new();
     names.queue("chaos:echo");
-    let dlx = format!("test.{}.dlx", unique());
-    let dlq = format!("test.{}.dlq", unique());
-    names.queues.push(dlq.clone());
+    let dlq = names.dlq.clone();
     let dir = std::env::temp_dir().join(format!("wasmeca-amqp-{}", unique()));
     std::fs::create_dir_all(&dir).expect("dir");
     let config: PathBuf = dir.join("wasmeca.toml");
-    let listen = listen_toml(&names, &["chaos:echo"]).replace(
-        "prefetch = 32\n",
-        &format!("prefetch = 32\ndead_letter_exchange = {dlx:?}\ndead_letter_queue = {dlq:?}\n"),
-    );
+    let listen = listen_toml(&names, &["chaos:echo"]);
     let toml = format!(
         "[rest]\nlisten = \"off\"\n{listen}[[plugin]]\npath = {:?}\n",
         plugin("chaos")
@@ -811,13 +832,6 @@ async fn a_huge_command_is_dead_lettered_without_echo_and_replies_keep_persisten
         resident >> 20
     );
     assert!(resident < 100 << 20, "host holds {} MB", resident >> 20);
-    let conn = Connection::connect(URL, ConnectionProperties::default())
-        .await
-        .expect("broker");
-    let cleanup = conn.create_channel().await.expect("channel");
-    let _ = cleanup
-        .exchange_delete(dlx.as_str().into(), ExchangeDeleteOptions::default())
-        .await;
     let _ = std::fs::remove_dir_all(&dir);
     names.cleanup().await;
 }
@@ -974,6 +988,8 @@ async fn node_seneca_amqp_transport_interoperates_both_ways() {
     let mut cleanup = Names {
         exchange: String::new(),
         prefix: String::new(),
+        dlx: String::new(),
+        dlq: String::new(),
         queues: Vec::new(),
     };
 
@@ -986,8 +1002,7 @@ async fn node_seneca_amqp_transport_interoperates_both_ways() {
         plugin("math"),
         plugin("salute")
     );
-    let mut config = Config::from_toml(&toml).expect("config");
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     let host = Host::start(&config, stop.clone()).await.expect("host");
     wait_for_queue(&wasmeca_queue, 0).await;
@@ -1043,8 +1058,7 @@ async fn node_seneca_amqp_transport_interoperates_both_ways() {
     .expect("node");
     assert_eq!(ready["ready"], true);
     let toml = "listen = []\n[rest]\nlisten = \"off\"\n[[client]]\ntype = \"amqp\"\npin = \"role:math,cmd:*\"\n";
-    let mut config = Config::from_toml(toml).expect("config");
-    config.cache_dir = Some(wasmeca_tests::cache_dir());
+    let config = wasmeca_tests::test_config!(toml);
     let stop = CancellationToken::new();
     let caller = Host::start(&config, stop.clone()).await.expect("host");
     let answer = caller
@@ -1086,6 +1100,8 @@ async fn the_cli_serves_with_amqp_and_acts_over_amqp() {
     let seneca = Names {
         exchange: "seneca.topic".into(),
         prefix: "seneca.add".into(),
+        dlx: String::new(),
+        dlq: String::new(),
         queues: Vec::new(),
     };
     wait_for_queues(&seneca, &["chaos:whoami", "chaos:fail"]).await;
