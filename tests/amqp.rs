@@ -1155,3 +1155,153 @@ async fn the_cli_serves_with_amqp_and_acts_over_amqp() {
         .collect();
     cleanup.cleanup().await;
 }
+
+/// The type of each queue on the broker, by name (`rabbitmqctl list_queues name type`).
+fn queue_types() -> std::collections::HashMap<String, String> {
+    let out = Command::new("rabbitmqctl")
+        .args(["list_queues", "name", "type", "-q", "--no-table-headers"])
+        .output()
+        .expect("rabbitmqctl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(name, kind)| (name.to_owned(), kind.trim().to_owned()))
+        .collect()
+}
+
+/// Issue 18 item 1: with `[amqp] queue_type = "quorum"` the command queue and the dead-letter
+/// queue are quorum queues; an unchanged Node seneca-amqp-transport listener given the quorum
+/// arguments (tests/node/common.js, `amqpOptions`) consumes the same command queue beside
+/// wasmeca, and a Node client given the dead-letter queue's is answered by both. A queue that
+/// already exists as a classic one stops the host with an error that names it and both types,
+/// instead of reconnecting forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn quorum_queues_are_shared_with_node_and_a_type_mismatch_stops_the_host() {
+    let mut names = Names::new();
+    let queue = format!("{}.cmd:salute", names.prefix);
+    names.queues.push(queue.clone());
+    let toml = format!(
+        "[rest]\nlisten = \"off\"\n[amqp]\nqueue_type = \"quorum\"\n[[listen]]\ntype = \"amqp\"\n\
+         name = {queue:?}\nexchange = {:?}\ndead_letter_exchange = {:?}\ndead_letter_queue = {:?}\n\
+         pins = [\"cmd:salute\"]\n[[plugin]]\npath = {:?}\n",
+        names.exchange,
+        names.dlx,
+        names.dlq,
+        plugin("salute")
+    );
+    let config = wasmeca_tests::test_config!(toml);
+    let stop = CancellationToken::new();
+    let host = Host::start(&config, stop.clone()).await.expect("host");
+    wait_for_queue(&queue, 0).await;
+    let types = tokio::task::spawn_blocking(queue_types)
+        .await
+        .expect("types");
+    assert_eq!(
+        types.get(&queue).map(String::as_str),
+        Some("quorum"),
+        "{types:?}"
+    );
+    assert_eq!(
+        types.get(&names.dlq).map(String::as_str),
+        Some("quorum"),
+        "{types:?}"
+    );
+
+    let shared = [
+        "--url",
+        URL,
+        "--exchange",
+        &names.exchange,
+        "--dlx",
+        &names.dlx,
+        "--dlq",
+        &names.dlq,
+        "--quorum",
+        "true",
+    ];
+    let mut listen_args = shared.to_vec();
+    listen_args.extend(["--pin", "cmd:salute", "--name", &queue]);
+    let (node_listener, ready) =
+        tokio::task::block_in_place(|| NodeProcess::start("amqp-listen.js", &listen_args));
+    assert_eq!(ready["ready"], true, "{ready}");
+    wait_for_queue(&queue, 1).await;
+    let msgs: Vec<Value> = (0..40)
+        .map(|i| json!({"cmd": "salute", "name": format!("q{i}")}))
+        .collect();
+    let msgs = Value::Array(msgs).to_string();
+    let mut client_args: Vec<String> = shared.iter().map(|s| (*s).to_owned()).collect();
+    client_args
+        .extend(["--pin", "cmd:salute", "--concurrency", "8", "--msgs", &msgs].map(str::to_owned));
+    let lines = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = client_args.iter().map(String::as_str).collect();
+        node_client("amqp-client.js", &args)
+    })
+    .await
+    .expect("node client");
+    assert_eq!(lines.len(), 40, "{lines:?}");
+    let answers: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l["ok"], true, "{l}");
+            l["result"]["message"].as_str().unwrap_or("")
+        })
+        .collect();
+    let by_node = answers.iter().filter(|a| a.ends_with("from Node!")).count();
+    assert!(
+        by_node > 0 && by_node < 40,
+        "both listeners share the quorum queue: {by_node} of 40 answered by Node"
+    );
+    drop(node_listener);
+    stop.cancel();
+    host.wait().await.expect("the host stops cleanly");
+
+    // A classic queue where the configuration asks for a quorum one: as a Node listener
+    // declared it before the cluster moved to quorum queues (its arguments, no type).
+    let classic = format!("{}.classic", names.prefix);
+    let mut node_args = FieldTable::default();
+    node_args.insert(
+        "x-dead-letter-exchange".into(),
+        lapin::types::AMQPValue::LongString(names.dlx.as_str().into()),
+    );
+    node_args.insert(
+        "x-message-ttl".into(),
+        lapin::types::AMQPValue::LongInt(60_000),
+    );
+    names.queues.push(classic.clone());
+    let conn = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            classic.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            node_args,
+        )
+        .await
+        .expect("a classic queue");
+    let toml = format!(
+        "[rest]\nlisten = \"off\"\n[amqp]\nqueue_type = \"quorum\"\n[[listen]]\ntype = \"amqp\"\n\
+         name = {classic:?}\nexchange = {:?}\ndead_letter_exchange = {:?}\ndead_letter_queue = {:?}\n\
+         pins = [\"cmd:salute\"]\n[[plugin]]\npath = {:?}\n",
+        names.exchange,
+        names.dlx,
+        names.dlq,
+        plugin("salute")
+    );
+    let config = wasmeca_tests::test_config!(toml);
+    let host = Host::start(&config, CancellationToken::new())
+        .await
+        .expect("host");
+    let ended = tokio::time::timeout(Duration::from_secs(30), host.wait())
+        .await
+        .expect("the host stops by itself instead of reconnecting");
+    let error = ended.expect_err("it stops with an error").to_string();
+    for word in [classic.as_str(), "quorum", "classic", "queue_type"] {
+        assert!(error.contains(word), "`{word}` missing from: {error}");
+    }
+    names.cleanup().await;
+}

@@ -295,7 +295,8 @@ impl Broker {
     /// A publisher to the test's exchange.
     fn bus(&self) -> AmqpBus {
         AmqpBus::new(EventQueue {
-            url: AMQP.into(),
+            url: wasmeca::config::Urls::parse(AMQP),
+            queue_type: Default::default(),
             exchange: self.exchange.clone(),
             group: String::new(),
             retry: Default::default(),

@@ -150,11 +150,38 @@ pub struct Host {
     /// The REST routes of the plugins and the configuration.
     routes: Arc<Routes>,
     /// The servers, each finishing its in-flight requests when `shutdown` is cancelled.
-    tasks: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
+    tasks: Tasks,
     /// How long the ingresses may take to finish their work before it is interrupted.
     drain_timeout: std::time::Duration,
     /// Stops everything.
     shutdown: CancellationToken,
+}
+
+/// The servers of a host, each named, finishing its in-flight work when the shutdown token is
+/// cancelled.
+type Tasks = Vec<(&'static str, JoinHandle<std::io::Result<()>>)>;
+
+/// Spawns one of the host's servers. One that stops with an error before the host shuts down
+/// (a broker whose queue disagrees with the configuration, say) shuts the host down with that
+/// error, so a scheduler sees it exit and says why, instead of a host that half serves.
+fn serve_task(
+    tasks: &mut Tasks,
+    what: &'static str,
+    shutdown: &CancellationToken,
+    task: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+) {
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let ended = task.await;
+        if let Err(e) = &ended
+            && !stop.is_cancelled()
+        {
+            tracing::error!("{what} stopped: {e}; shutting the host down");
+            stop.cancel();
+        }
+        ended
+    });
+    tasks.push((what, task));
 }
 
 /// The client transports of a configuration, as trie entries.
@@ -176,7 +203,7 @@ fn clients(config: &Config, origin: &Arc<str>) -> Result<Vec<Arc<ClientEntry>>, 
                 Arc::new(client)
             }
             config::Client::Amqp(amqp) => Arc::new(transport::amqp::AmqpClient::new(
-                amqp.clone(),
+                config.amqp_client(amqp),
                 origin.clone(),
             )),
         };
@@ -259,10 +286,9 @@ impl Host {
             // Watch first, so nothing landing during the initial load is missed; a bad file
             // is reported and skipped instead of stopping the host.
             let watching = reload::start(registry.clone(), config, shutdown.clone())?;
-            tasks.push((
-                "the plugin watcher",
-                tokio::spawn(async move { watching.await.map_err(std::io::Error::other) }),
-            ));
+            serve_task(&mut tasks, "the plugin watcher", &shutdown, async move {
+                watching.await.map_err(std::io::Error::other)
+            });
             registry.load_each(&config.plugin_sources()?).await;
         } else {
             registry.load_all(&config.plugin_sources()?).await?;
@@ -296,7 +322,7 @@ impl Host {
                 },
                 shutdown.clone(),
             );
-            tasks.push(("the REST gateway", tokio::spawn(task)));
+            serve_task(&mut tasks, "the REST gateway", &shutdown, task);
         }
         let mut http = Vec::new();
         for listen in config.listeners() {
@@ -317,7 +343,7 @@ impl Host {
                         http_limits,
                         shutdown.clone(),
                     );
-                    tasks.push(("Seneca's HTTP transport", tokio::spawn(task)));
+                    serve_task(&mut tasks, "Seneca's HTTP transport", &shutdown, task);
                 }
                 Listen::Amqp(amqp) => {
                     let task = transport::amqp::run_listener(
@@ -325,35 +351,32 @@ impl Host {
                         Ingress::new(router.clone(), history.clone(), "amqp"),
                         shutdown.clone(),
                     );
-                    tasks.push((
-                        "the AMQP listener",
-                        tokio::spawn(async move {
-                            task.await;
-                            Ok(())
-                        }),
-                    ));
+                    serve_task(&mut tasks, "the AMQP listener", &shutdown, async move {
+                        task.await.map_err(std::io::Error::other)
+                    });
                 }
             }
         }
         if let Some(queue) = transport::amqp::EventQueue::of(config) {
             let task = transport::amqp::run_events(queue, router.clone(), shutdown.clone());
-            tasks.push((
+            serve_task(
+                &mut tasks,
                 "the AMQP events consumer",
-                tokio::spawn(async move {
-                    task.await;
-                    Ok(())
-                }),
-            ));
+                &shutdown,
+                async move { task.await.map_err(std::io::Error::other) },
+            );
         }
         if let Some(consul) = config.consul() {
             let discovery =
                 discovery::Discovery::new(consul, router.instance_id(), shutdown.clone());
             router.set_peers(discovery.clone());
             let registration = discovery.start(registry, http.first().copied(), rest);
-            tasks.push((
+            serve_task(
+                &mut tasks,
                 "the Consul registration",
-                tokio::spawn(async move { registration.await.map_err(std::io::Error::other) }),
-            ));
+                &shutdown,
+                async move { registration.await.map_err(std::io::Error::other) },
+            );
         }
         Ok(Self {
             router,

@@ -157,12 +157,14 @@ struct ServeArgs {
     /// Watch the plugin folders: load, replace and unload plugins as files land, change or go.
     #[arg(long, env = "WASMECA_WATCH")]
     watch: bool,
-    /// Also listen on AMQP for every pattern of the loaded plugins (the broker at URL, else
-    /// $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672).
+    /// Also listen on AMQP for every pattern of the loaded plugins (the broker at URL, or a
+    /// comma list of a cluster's nodes; else [amqp] url, else $AMQP_URL, else
+    /// amqp://guest:guest@127.0.0.1:5672).
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
     amqp: Option<String>,
-    /// Send events over RabbitMQ, durably and to every host (the broker at URL, else $AMQP_URL,
-    /// else amqp://guest:guest@127.0.0.1:5672) [config: events.url; default: in memory].
+    /// Send events over RabbitMQ, durably and to every host (the broker at URL, or a comma list
+    /// of its nodes; else [amqp] url, else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672)
+    /// [config: events.url; default: in memory].
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
     events: Option<String>,
     /// The group this host's observers handle events as: each event once per group [config:
@@ -196,8 +198,9 @@ pub(crate) struct ActArgs {
         default_value = "http://127.0.0.1:10101/act"
     )]
     url: String,
-    /// Publish the message to RabbitMQ's `seneca.topic` exchange instead (the broker at URL,
-    /// else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672) and print the reply.
+    /// Publish the message to RabbitMQ's `seneca.topic` exchange instead (the broker at URL, or
+    /// a comma list of its nodes; else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672) and
+    /// print the reply.
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
     amqp: Option<String>,
     /// With --amqp: the pin whose routing key to publish with [default: the shortest leading
@@ -230,8 +233,8 @@ pub(crate) struct PublishArgs {
         default_value = "http://127.0.0.1:10101/act"
     )]
     url: String,
-    /// Publish straight to RabbitMQ's events exchange instead (the broker at URL, else
-    /// $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672).
+    /// Publish straight to RabbitMQ's events exchange instead (the broker at URL, or a comma
+    /// list of its nodes; else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672).
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
     amqp: Option<String>,
     /// With --amqp: the events exchange.
@@ -320,15 +323,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(url) = args.amqp {
                 let mut listen = config.listeners();
                 let amqp = wasmeca::config::AmqpListen {
-                    url: (!url.is_empty()).then_some(url),
+                    url: Some(wasmeca::config::Urls::parse(&url)).filter(|u| !u.is_empty()),
                     ..Default::default()
                 };
                 listen.push(Listen::Amqp(amqp));
                 config.listen = Some(listen);
             }
             if let Some(url) = args.events {
-                let given = (!url.is_empty()).then_some(url.as_str());
-                config.events.url = Some(wasmeca::config::amqp_url(given));
+                let given = Some(wasmeca::config::Urls::parse(&url)).filter(|u| !u.is_empty());
+                config.events.url = Some(config.broker(given.as_ref()));
             }
             if args.group.is_some() {
                 config.events.group = args.group;

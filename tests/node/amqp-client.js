@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Node Seneca AMQP client (seneca-amqp-transport): acts each message through RabbitMQ.
 // Usage: node amqp-client.js --url amqp://guest:guest@127.0.0.1:5672 --pin 'cmd:*' [--pin ...] [--nodelay true]
+//          [--exchange NAME] [--dlx NAME] [--dlq NAME] [--quorum true] (see amqpOptions in common.js)
 //          --msgs '<JSON array>' [--concurrency N] [--timeout MS]
 // Only messages matching a --pin are published (routing key built from that pin's keys, values
 // taken from the message); anything else fails locally with act_not_found.
@@ -9,7 +10,7 @@
 // Exits 0 once every message has an answer (errors included); non-zero on bad usage.
 'use strict'
 
-const { failer, parseArgs, clientOptions, actAll } = require('./common')
+const { amqpOptions, failer, parseArgs, clientOptions, actAll } = require('./common')
 
 const fail = failer('amqp-client')
 const args = parseArgs(process.argv.slice(2), fail)
@@ -21,5 +22,5 @@ const { timeout } = options
 // death_delay: an unreachable broker is fatal; exit (code 2) after 2 s instead of 11 s.
 const seneca = require('seneca')({ log: 'warn', death_delay: 2000, ...(timeout ? { timeout } : {}) })
 seneca.use('seneca-amqp-transport')
-seneca.client({ type: 'amqp', url: args.url, pin: [].concat(args.pin), ...(args.nodelay === 'true' ? { socketOptions: { noDelay: true } } : {}) })
+seneca.client({ type: 'amqp', url: args.url, pin: [].concat(args.pin), ...amqpOptions(args), ...(args.nodelay === 'true' ? { socketOptions: { noDelay: true } } : {}) })
 actAll(seneca, options)

@@ -83,7 +83,12 @@ function remoteOf(err) {
   return undefined
 }
 
-/** The client scripts' common options: `--msgs`, `--concurrency`, `--timeout`. */
+/**
+ * The client scripts' common options: `--msgs`, `--concurrency`, `--timeout`; and for a long
+ * run, `--each N` (the messages are `N` copies of the first, with `%i` in its string values
+ * replaced by the copy's number), `--rate R` (at most `R` messages started per second) and
+ * `--stop-file PATH` (no message is started once PATH exists; those started are waited for).
+ */
 function clientOptions(args, fail) {
   if (args.msgs === undefined) fail('--msgs is required')
   let msgs
@@ -93,48 +98,122 @@ function clientOptions(args, fail) {
     fail(`--msgs is not JSON: ${e.message}`)
   }
   if (!Array.isArray(msgs)) fail('--msgs must be a JSON array')
+  if (args.each !== undefined) {
+    const template = JSON.stringify(msgs[0])
+    msgs = Array.from({ length: Number(args.each) }, (_, i) =>
+      JSON.parse(template.split('%i').join(String(i))),
+    )
+  }
   return {
     msgs,
     concurrency: Math.max(1, Number(args.concurrency || 1)),
     timeout: args.timeout === undefined ? undefined : Number(args.timeout),
+    rate: args.rate === undefined ? undefined : Number(args.rate),
+    stopFile: args['stop-file'],
   }
 }
 
 /**
- * Once seneca is ready, acts every message with `concurrency` in flight, prints one line per
- * message in input order (`{"i":0,"ok":true,"result":{...}}` or
- * `{"i":0,"ok":false,"error":{...,"remote":{...}}}`), and exits 0.
+ * The seneca-amqp-transport options for `--exchange NAME`, `--dlx NAME`, `--dlq NAME` and
+ * `--quorum true`. With `--quorum`, the command queue (a listener's) and the dead-letter queue
+ * (which clients and listeners both declare) are declared as quorum queues, with the arguments
+ * wasmeca gives them under `[amqp] queue_type = "quorum"`, so both can share them.
  */
-function actAll(seneca, { msgs, concurrency }) {
+function amqpOptions(args) {
+  const options = {}
+  if (args.exchange) options.exchange = { name: args.exchange }
+  const dl = {}
+  if (args.dlx) dl.exchange = { name: args.dlx }
+  if (args.dlq || args.quorum === 'true') dl.queue = { name: args.dlq || 'seneca.dlq' }
+  if (args.quorum === 'true') {
+    dl.queue.options = { durable: true, arguments: { 'x-queue-type': 'quorum' } }
+    options.listener = {
+      queues: {
+        options: {
+          durable: true,
+          arguments: {
+            'x-dead-letter-exchange': args.dlx || 'seneca.dlx',
+            'x-message-ttl': 60000,
+            'x-queue-type': 'quorum',
+          },
+        },
+      },
+    }
+  } else if (args.dlx) {
+    options.listener = {
+      queues: {
+        options: {
+          durable: true,
+          arguments: { 'x-dead-letter-exchange': args.dlx, 'x-message-ttl': 60000 },
+        },
+      },
+    }
+  }
+  if (args.dlx) {
+    options.client = {
+      queues: {
+        options: {
+          autoDelete: true,
+          exclusive: true,
+          arguments: { 'x-dead-letter-exchange': args.dlx, 'x-message-ttl': 10000 },
+        },
+      },
+    }
+  }
+  if (Object.keys(dl).length) options.deadLetter = dl
+  return options
+}
+
+/**
+ * Once seneca is ready, acts every message with `concurrency` in flight, prints one line per
+ * message in input order (`{"i":0,"ok":true,"result":{...},"ms":3}` or
+ * `{"i":0,"ok":false,"error":{...,"remote":{...}},"ms":30000}`), and exits 0.
+ */
+function actAll(seneca, { msgs, concurrency, rate, stopFile }) {
   const lines = new Array(msgs.length)
   let printed = 0
+  let begun = 0
   const settle = (i, line) => {
     lines[i] = line
     while (printed < lines.length && lines[printed]) out(lines[printed++])
   }
+  const stopped = () => stopFile !== undefined && require('fs').existsSync(stopFile)
   const actOne = (i) =>
     new Promise((resolve) => {
+      const sent = Date.now()
       seneca.act(msgs[i], (err, result) => {
+        const ms = Date.now() - sent
         if (err) {
           const error = plain(err)
           const remote = remoteOf(err)
           if (remote !== undefined) error.remote = remote
-          settle(i, { i, ok: false, error })
-        } else settle(i, { i, ok: true, result: plain(result) ?? null })
+          settle(i, { i, ok: false, error, ms, at: sent })
+        } else settle(i, { i, ok: true, result: plain(result) ?? null, ms, at: sent })
         resolve()
       })
     })
   seneca.ready(async () => {
     let next = 0
+    const started = Date.now()
     const worker = async () => {
-      while (next < msgs.length) await actOne(next++)
+      while (next < msgs.length && !stopped()) {
+        const i = next++
+        begun = next
+        const due = rate ? started + (i * 1000) / rate : 0
+        if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()))
+        await actOne(i)
+      }
     }
     await Promise.all(Array.from({ length: Math.min(concurrency, msgs.length) }, worker))
+    // Stopped early: what was never started is not printed.
+    lines.length = begun
+    while (printed < lines.length && lines[printed]) out(lines[printed++])
     process.exit(0)
   })
 }
 
 module.exports = {
+  amqpOptions,
   out,
   failer,
   parseArgs,

@@ -55,7 +55,7 @@ async fn act_amqp(
 ) -> anyhow::Result<Option<Result<Reply, ActError>>> {
     use wasmeca::transport::amqp::{AmqpClient, Sent, routing_key};
     let config = wasmeca::config::AmqpClient {
-        url: (!url.is_empty()).then(|| url.to_owned()),
+        url: Some(wasmeca::config::Urls::parse(url)).filter(|u| !u.is_empty()),
         exchange: args.exchange.clone(),
         ..Default::default()
     };

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use wasmeca::Message;
+use wasmeca::config::Urls;
 use wasmeca::events::Bus;
 use wasmeca::transport::amqp::{AmqpBus, EventQueue};
 
@@ -17,7 +18,8 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let id = match &args.amqp {
         Some(url) => {
             let queue = EventQueue {
-                url: wasmeca::config::amqp_url((!url.is_empty()).then_some(url.as_str())),
+                url: wasmeca::config::amqp_urls(Some(&Urls::parse(url))),
+                queue_type: Default::default(),
                 exchange: args.exchange.clone(),
                 group: String::new(),
                 retry: Default::default(),

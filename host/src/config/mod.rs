@@ -5,8 +5,8 @@
 mod network;
 
 pub use network::{
-    AmqpClient, AmqpListen, Balance, Cache, Client, Consul, Data, Events, Http, Listen, ListenAddr,
-    Rest, amqp_url,
+    Amqp, AmqpClient, AmqpListen, Balance, Cache, Client, Consul, Data, Events, Http, Listen,
+    ListenAddr, QueueType, Rest, Urls, amqp_urls,
 };
 
 use std::path::{Path, PathBuf};
@@ -231,6 +231,10 @@ pub struct Config {
     /// Where published events go.
     #[serde(default)]
     pub events: Events,
+    /// What every AMQP listener, client and the events bus share: the broker's nodes and the
+    /// type of the queues declared.
+    #[serde(default)]
+    pub amqp: Amqp,
     /// Transports to listen on; absent means one HTTP listener on 127.0.0.1:10101.
     #[serde(default)]
     pub listen: Option<Vec<Listen>>,
@@ -345,13 +349,22 @@ impl Config {
                 "events.attempts and events.prefetch must be at least 1".into(),
             ));
         }
-        if let Some(url) = &self.events.url
-            && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
-        {
-            return Err(invalid(format!(
-                "events.url `{}` is not an AMQP URL (amqp://user:pass@host:5672/vhost)",
-                crate::error::clip(url)
-            )));
+        let amqp_urls = self
+            .amqp
+            .url
+            .iter()
+            .map(|u| ("amqp.url", u))
+            .chain(self.events.url.iter().map(|u| ("events.url", u)));
+        for (what, urls) in amqp_urls {
+            if let Some(url) = urls
+                .iter()
+                .find(|u| !(u.starts_with("amqp://") || u.starts_with("amqps://")))
+            {
+                return Err(invalid(format!(
+                    "{what} `{}` is not an AMQP URL (amqp://user:pass@host:5672/vhost)",
+                    crate::error::clip(url)
+                )));
+            }
         }
         if self.event_group().is_empty() {
             return Err(invalid("events.group must not be empty".into()));
@@ -431,11 +444,34 @@ impl Config {
         }
     }
 
-    /// The transports to listen on (the default HTTP listener when none are configured).
+    /// The transports to listen on (the default HTTP listener when none are configured), each
+    /// AMQP listener with its broker nodes and queue type resolved (its own, else `[amqp]`'s).
     pub fn listeners(&self) -> Vec<Listen> {
-        self.listen
+        let mut listen = self
+            .listen
             .clone()
-            .unwrap_or_else(|| vec![Listen::default_http()])
+            .unwrap_or_else(|| vec![Listen::default_http()]);
+        for l in &mut listen {
+            if let Listen::Amqp(amqp) = l {
+                amqp.url = Some(self.broker(amqp.url.as_ref()));
+                amqp.queue_type.get_or_insert(self.amqp.queue_type);
+            }
+        }
+        listen
+    }
+
+    /// The broker's nodes for a setting that names `given`: those, else `[amqp] url`, else
+    /// `$AMQP_URL`, else RabbitMQ on loopback.
+    pub fn broker(&self, given: Option<&Urls>) -> Urls {
+        amqp_urls(given.or(self.amqp.url.as_ref()))
+    }
+
+    /// An AMQP `[[client]]` with its broker nodes resolved.
+    pub fn amqp_client(&self, client: &AmqpClient) -> AmqpClient {
+        AmqpClient {
+            url: Some(self.broker(client.url.as_ref())),
+            ..client.clone()
+        }
     }
 
     /// Resolves a path from the configuration against its folder.

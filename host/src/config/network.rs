@@ -30,6 +30,98 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
+/// The nodes of one clustered service, tried in order: in TOML a string (one URL, or a comma
+/// list, as environment variables give them) or an array of URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Urls(pub Vec<String>);
+
+impl Urls {
+    /// `a,b,c` (blanks around commas and empty items ignored).
+    pub fn parse(text: &str) -> Self {
+        Self(
+            text.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    /// The URLs, in the order they are tried.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// True when there is no URL at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for Urls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for Urls {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// What TOML may hold.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            /// `"amqp://a"` or `"amqp://a,amqp://b"`.
+            One(String),
+            /// `["amqp://a", "amqp://b"]`.
+            Many(Vec<String>),
+        }
+        let urls = match Given::deserialize(d)? {
+            Given::One(text) => Self::parse(&text),
+            Given::Many(list) => Self(list.iter().flat_map(|u| Self::parse(u).0).collect()),
+        };
+        if urls.is_empty() {
+            return Err(serde::de::Error::custom("no URL given"));
+        }
+        Ok(urls)
+    }
+}
+
+/// The type of the durable queues wasmeca declares on RabbitMQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// RabbitMQ's default: the queue lives on one node and is gone while that node is (what
+    /// Node's seneca-amqp-transport declares unless told otherwise).
+    #[default]
+    Classic,
+    /// Replicated by raft over the cluster's nodes: the queue and its messages survive the
+    /// loss of a minority of nodes (RabbitMQ 3.8+; mirrored classic queues are gone in 4).
+    Quorum,
+}
+
+impl QueueType {
+    /// The value of `x-queue-type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
+/// `[amqp]`: what every AMQP listener, client and the events bus share.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Amqp {
+    /// The broker's nodes, for every AMQP setting that names none of its own; default
+    /// `$AMQP_URL` (a comma list), else `amqp://guest:guest@127.0.0.1:5672`. A host connects to
+    /// the first that answers and, when that node goes, to another.
+    pub url: Option<Urls>,
+    /// The type of every durable queue declared: command queues, event group queues and
+    /// dead-letter queues (reply queues are exclusive, so classic). `quorum` on a cluster.
+    pub queue_type: QueueType,
+}
+
 /// `[rest]`: the REST gateway built from seneca-web route maps.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -125,8 +217,8 @@ impl Default for Cache {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Events {
-    /// The broker (`amqp://...`); absent: events stay in this host.
-    pub url: Option<String>,
+    /// The broker's nodes (`amqp://...`); absent: events stay in this host.
+    pub url: Option<Urls>,
     /// The group this host's observers consume as: hosts of one group share one queue, so each
     /// event is handled once per group. Default: the Consul service name, else `wasmeca`.
     pub group: Option<String>,
@@ -184,9 +276,12 @@ pub enum Listen {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpListen {
-    /// Broker URL; default `$AMQP_URL`, else `amqp://guest:guest@127.0.0.1:5672`.
+    /// The broker's nodes; default `[amqp] url`.
     #[serde(default)]
-    pub url: Option<String>,
+    pub url: Option<Urls>,
+    /// The type of the queues it declares; default `[amqp] queue_type`.
+    #[serde(default)]
+    pub queue_type: Option<QueueType>,
     /// Pins to listen for; empty means every pattern of the loaded plugins (following hot
     /// reloads).
     #[serde(default)]
@@ -223,6 +318,7 @@ impl Default for AmqpListen {
     fn default() -> Self {
         Self {
             url: None,
+            queue_type: None,
             pins: Vec::new(),
             name: None,
             exchange: default_exchange(),
@@ -240,9 +336,9 @@ impl Default for AmqpListen {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpClient {
-    /// Broker URL; default `$AMQP_URL`, else `amqp://guest:guest@127.0.0.1:5672`.
+    /// The broker's nodes; default `[amqp] url`.
     #[serde(default)]
-    pub url: Option<String>,
+    pub url: Option<Urls>,
     /// One pin.
     #[serde(default)]
     pub pin: Option<String>,
@@ -281,12 +377,19 @@ impl Default for AmqpClient {
     }
 }
 
-/// The broker URL: the given one, else `$AMQP_URL`, else RabbitMQ's default on loopback.
-pub fn amqp_url(given: Option<&str>) -> String {
+/// The broker's nodes: the given ones, else `$AMQP_URL` (a comma list), else RabbitMQ's default
+/// on loopback.
+pub fn amqp_urls(given: Option<&Urls>) -> Urls {
     given
-        .map(str::to_owned)
-        .or_else(|| std::env::var("AMQP_URL").ok().filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+        .filter(|u| !u.is_empty())
+        .cloned()
+        .or_else(|| {
+            std::env::var("AMQP_URL")
+                .ok()
+                .map(|u| Urls::parse(&u))
+                .filter(|u| !u.is_empty())
+        })
+        .unwrap_or_else(|| Urls(vec!["amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()]))
 }
 
 fn default_exchange() -> String {
@@ -405,8 +508,10 @@ pub enum Balance {
 pub struct Consul {
     /// Turns Consul off even when `CONSUL_HTTP_ADDR` is set.
     pub enabled: bool,
-    /// The agent's HTTP API; default `$CONSUL_HTTP_ADDR`, else `http://127.0.0.1:8500`.
-    pub address: Option<String>,
+    /// The agents' HTTP APIs, tried in order (a local agent first, as Consul recommends, then
+    /// others to fall back on); default `$CONSUL_HTTP_ADDR` (a comma list), else
+    /// `http://127.0.0.1:8500`.
+    pub address: Option<Urls>,
     /// ACL token; default `$CONSUL_HTTP_TOKEN`.
     pub token: Option<String>,
     /// The service name this host registers as.
@@ -449,27 +554,33 @@ impl Default for Consul {
 }
 
 impl Consul {
-    /// The agent URL: the configured one, else `$CONSUL_HTTP_ADDR`, with `http://` added when
-    /// it has no scheme.
-    pub fn agent_url(&self) -> String {
-        let raw = self
+    /// The agents' URLs, in the order they are tried: the configured ones, else
+    /// `$CONSUL_HTTP_ADDR`, each with `http://` added when it has no scheme.
+    pub fn agent_urls(&self) -> Vec<String> {
+        let given = self
             .address
             .clone()
             .or_else(|| {
                 std::env::var("CONSUL_HTTP_ADDR")
                     .ok()
-                    .filter(|a| !a.is_empty())
+                    .map(|a| Urls::parse(&a))
             })
-            .unwrap_or_else(|| "http://127.0.0.1:8500".into());
-        let raw = raw.trim_end_matches('/').to_owned();
-        if raw.contains("://") {
-            raw
-        } else {
-            format!("http://{raw}")
-        }
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| Urls(vec!["http://127.0.0.1:8500".into()]));
+        given
+            .iter()
+            .map(|raw| {
+                let raw = raw.trim_end_matches('/');
+                if raw.contains("://") {
+                    raw.to_owned()
+                } else {
+                    format!("http://{raw}")
+                }
+            })
+            .collect()
     }
 
-    /// The ACL token, if any.
+    /// The ACL token: the configured one, else `$CONSUL_HTTP_TOKEN`.
     pub fn acl_token(&self) -> Option<String> {
         self.token.clone().or_else(|| {
             std::env::var("CONSUL_HTTP_TOKEN")
@@ -582,14 +693,77 @@ mod tests {
             ("test.topic", "seneca.act")
         );
         assert_eq!(c.client[0].pins(), ["role:math,cmd:*"]);
-        assert!(amqp_url(Some("amqp://x")).starts_with("amqp://x"));
+        let given = Urls::parse("amqp://x");
+        assert_eq!(amqp_urls(Some(&given)), given);
+    }
+
+    #[test]
+    fn broker_lists_and_queue_types() {
+        let c = Config::from_toml(
+            r#"
+            [amqp]
+            url = ["amqp://a:5672", "amqp://b:5672,amqp://c:5672"]
+            queue_type = "quorum"
+            [events]
+            url = "amqp://e1, amqp://e2"
+            [[listen]]
+            type = "amqp"
+            [[listen]]
+            type = "amqp"
+            url = "amqp://own"
+            queue_type = "classic"
+            [[client]]
+            type = "amqp"
+            pin = "x:1"
+            "#,
+        )
+        .unwrap();
+        let nodes = Urls::parse("amqp://a:5672,amqp://b:5672,amqp://c:5672");
+        assert_eq!(nodes.0.len(), 3);
+        let listeners: Vec<AmqpListen> = c
+            .listeners()
+            .into_iter()
+            .filter_map(|l| match l {
+                Listen::Amqp(a) => Some(a),
+                Listen::Http { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            (listeners[0].url.as_ref(), listeners[0].queue_type),
+            (Some(&nodes), Some(QueueType::Quorum)),
+            "[amqp] is every listener's default"
+        );
+        assert_eq!(
+            (listeners[1].url.as_ref(), listeners[1].queue_type),
+            (Some(&Urls::parse("amqp://own")), Some(QueueType::Classic))
+        );
+        assert_eq!(c.amqp_client(&AmqpClient::default()).url, Some(nodes));
+        assert_eq!(
+            c.events.url.as_ref().map(|u| u.0.clone()),
+            Some(vec!["amqp://e1".to_owned(), "amqp://e2".to_owned()])
+        );
+        let e = Config::from_toml(
+            "[amqp]
+queue_type = \"mirrored\"",
+        )
+        .unwrap_err();
+        assert!(e.contains("mirrored"), "{e}");
+        let e = Config::from_toml(
+            "[amqp]
+url = []",
+        )
+        .unwrap_err();
+        assert!(e.contains("no URL"), "{e}");
     }
 
     #[test]
     fn consul_section() {
-        let c = Config::from_toml("[consul]\naddress = \"127.0.0.1:8501\"\nbalance = \"weighted\"\npeers = [\"a\", \"b\"]").unwrap();
+        let c = Config::from_toml("[consul]\naddress = \"127.0.0.1:8501, http://10.0.0.2:8500/\"\nbalance = \"weighted\"\npeers = [\"a\", \"b\"]").unwrap();
         let consul = c.consul().unwrap();
-        assert_eq!(consul.agent_url(), "http://127.0.0.1:8501");
+        assert_eq!(
+            consul.agent_urls(),
+            ["http://127.0.0.1:8501", "http://10.0.0.2:8500"]
+        );
         assert_eq!(
             (consul.balance, consul.service.as_str()),
             (Balance::Weighted, "wasmeca")

@@ -3,6 +3,7 @@
 //! watches peer services with blocking queries into the peer table that cross-host acts use.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -32,12 +33,48 @@ enum ConsulError {
     Status(u16, String),
 }
 
+/// A request to one of the agents, remembering which (to fail over from it).
+struct AgentRequest {
+    /// The request.
+    builder: reqwest::RequestBuilder,
+    /// Index of its agent.
+    agent: usize,
+}
+
+impl AgentRequest {
+    /// The same request with a timeout.
+    fn timeout(self, timeout: Duration) -> Self {
+        Self {
+            builder: self.builder.timeout(timeout),
+            ..self
+        }
+    }
+
+    /// The same request with a header.
+    fn header(self, name: &str, value: &str) -> Self {
+        Self {
+            builder: self.builder.header(name, value),
+            ..self
+        }
+    }
+
+    /// The same request with a body.
+    fn body(self, body: String) -> Self {
+        Self {
+            builder: self.builder.body(body),
+            ..self
+        }
+    }
+}
+
 /// The Consul side of a host: the agent API, this host's registration, and the peer table.
 pub struct Discovery {
     /// Itself, for the watch tasks it starts from `&self`.
     me_arc: Weak<Self>,
-    /// The agent's base URL.
-    agent: String,
+    /// The agents' base URLs, in the order given: a local agent first, others to fall back on.
+    agents: Vec<String>,
+    /// The agent in use; the next one is used from the moment it does not answer.
+    current: AtomicUsize,
     /// Settings.
     config: Consul,
     /// HTTP client for the agent (blocking queries need long timeouts, set per request).
@@ -66,7 +103,8 @@ impl Discovery {
             .unwrap_or_default();
         Arc::new_cyclic(|me_arc| Self {
             me_arc: me_arc.clone(),
-            agent: config.agent_url(),
+            agents: config.agent_urls(),
+            current: AtomicUsize::new(0),
             balancer: Balancer::new(config.balance),
             config,
             http,
@@ -88,32 +126,66 @@ impl Discovery {
         &self.config.service
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut request = self.http.request(method, format!("{}{path}", self.agent));
-        if let Some(token) = self.config.acl_token() {
-            request = request.header("X-Consul-Token", token);
-        }
-        request
+    /// The agent in use.
+    fn agent(&self) -> &str {
+        &self.agents[self.current.load(Ordering::Relaxed) % self.agents.len()]
     }
 
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(String, Option<u64>), ConsulError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ConsulError::Unreachable(self.agent.clone(), e.to_string()))?;
+    /// A request to the agent in use.
+    fn request(&self, method: reqwest::Method, path: &str) -> AgentRequest {
+        let agent = self.current.load(Ordering::Relaxed) % self.agents.len();
+        self.request_to(agent, method, path)
+    }
+
+    /// A request to agent `agent`.
+    fn request_to(&self, agent: usize, method: reqwest::Method, path: &str) -> AgentRequest {
+        let mut builder = self
+            .http
+            .request(method, format!("{}{path}", self.agents[agent]));
+        if let Some(token) = self.config.acl_token() {
+            builder = builder.header("X-Consul-Token", token);
+        }
+        AgentRequest { builder, agent }
+    }
+
+    /// Agent `failed` did not answer: the next one is used from now on (once, however many
+    /// requests saw it fail).
+    fn fail_over(&self, failed: usize) {
+        if self.agents.len() < 2 {
+            return;
+        }
+        let next = (failed + 1) % self.agents.len();
+        if self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                "Consul agent {} does not answer; using {}",
+                self.agents[failed],
+                self.agents[next]
+            );
+        }
+    }
+
+    async fn send(&self, request: AgentRequest) -> Result<(String, Option<u64>), ConsulError> {
+        let AgentRequest { builder, agent } = request;
+        let unreachable = |e: reqwest::Error| {
+            // A timeout on a blocking query is no sign of a dead agent; a refused or broken
+            // connection is.
+            if !e.is_timeout() {
+                self.fail_over(agent);
+            }
+            ConsulError::Unreachable(self.agents[agent].clone(), e.to_string())
+        };
+        let response = builder.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
         let index = response
             .headers()
             .get("x-consul-index")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let body = response
-            .text()
-            .await
-            .map_err(|e| ConsulError::Unreachable(self.agent.clone(), e.to_string()))?;
+        let body = response.text().await.map_err(unreachable)?;
         if status >= 400 {
             return Err(ConsulError::Status(status, body.trim().to_owned()));
         }
@@ -173,7 +245,10 @@ impl Discovery {
         let mut index: u64 = 0;
         let mut backoff = Duration::from_millis(200);
         loop {
-            let path = format!("/v1/health/service/{service}?passing=true&index={index}&wait=30s");
+            // `stale`: any server answers, so the peer table keeps following the catalog while
+            // the servers elect a new leader.
+            let path =
+                format!("/v1/health/service/{service}?passing=true&stale&index={index}&wait=30s");
             let request = self
                 .request(reqwest::Method::GET, &path)
                 .timeout(Duration::from_secs(40));
@@ -216,9 +291,15 @@ impl Discovery {
     /// The peers in a `/v1/health/service` answer, with the descriptions of wasmeca peers.
     async fn peers_of(&self, service: &str, entries: &[Value]) -> Vec<Arc<Peer>> {
         let mut peers = Vec::new();
+        let mut seen = HashSet::new();
         for entry in entries {
             let s = &entry["Service"];
             let id = s["ID"].as_str().unwrap_or_default().to_owned();
+            // A host that moved to another agent while its first one was down is listed by
+            // both once that one is back (until its registration there expires): one peer.
+            if !seen.insert(id.clone()) {
+                continue;
+            }
             let instance = s["Meta"]["instance"]
                 .as_str()
                 .unwrap_or_default()
@@ -428,6 +509,10 @@ impl Discovery {
     ) {
         let mut changes = registry.subscribe();
         let mut registered: Option<(String, Value)> = None;
+        // The agents that hold this host's registration: after a move to another agent, the
+        // old one is told to forget it once it answers again (else, restarted with its data,
+        // it would list this host a second time, passing, for as long as the host lives).
+        let mut held_by: HashSet<usize> = HashSet::new();
         let mut warned = false;
         let mut refused = false;
         let mut backoff = Duration::from_millis(250);
@@ -462,14 +547,22 @@ impl Discovery {
                     .request(reqwest::Method::PUT, "/v1/agent/service/register")
                     .header("content-type", "application/json")
                     .body(body.to_string());
+                let agent = request.agent;
                 self.send(request).await?;
-                tracing::info!(id = %id, tags = ?body["Tags"], "registered in Consul at {}", self.agent);
+                held_by.insert(agent);
+                tracing::info!(id = %id, tags = ?body["Tags"], "registered in Consul at {}", self.agent());
                 registered = Some((id.clone(), body.clone()));
                 Ok(())
             }
             .await;
             let wait = match outcome {
                 Ok(()) => {
+                    let current = self.current.load(Ordering::Relaxed) % self.agents.len();
+                    let elsewhere: Vec<usize> =
+                        held_by.iter().copied().filter(|a| *a != current).collect();
+                    for agent in self.deregister(&id, &elsewhere).await {
+                        held_by.remove(&agent);
+                    }
                     warned = false;
                     backoff = Duration::from_millis(250);
                     Duration::from_secs(2)
@@ -493,17 +586,34 @@ impl Discovery {
             }
         }
         if let Some((id, _)) = registered.filter(|_| !refused) {
-            let request = self
-                .request(
-                    reqwest::Method::PUT,
-                    &format!("/v1/agent/service/deregister/{id}"),
-                )
-                .timeout(Duration::from_secs(3));
-            match self.send(request).await {
-                Ok(_) => tracing::info!(id = %id, "deregistered from Consul"),
-                Err(e) => tracing::warn!(id = %id, "could not deregister from Consul: {e}"),
+            let agents: Vec<usize> = held_by.into_iter().collect();
+            let done = self.deregister(&id, &agents).await;
+            if done.len() < agents.len() {
+                tracing::warn!(id = %id, "could not deregister from every Consul agent; the check turns critical and Consul drops it");
+            } else {
+                tracing::info!(id = %id, "deregistered from Consul");
             }
         }
+    }
+
+    /// Asks each of `agents` to forget registration `id`; the agents that did (or never had
+    /// it).
+    async fn deregister(&self, id: &str, agents: &[usize]) -> Vec<usize> {
+        let mut done = Vec::new();
+        for &agent in agents {
+            let path = format!("/v1/agent/service/deregister/{id}");
+            let request = self
+                .request_to(agent, reqwest::Method::PUT, &path)
+                .timeout(Duration::from_secs(3));
+            match self.send(request).await {
+                Ok(_) | Err(ConsulError::Status(404, _)) => {
+                    tracing::debug!(id, agent = %self.agents[agent], "deregistered");
+                    done.push(agent);
+                }
+                Err(e) => tracing::debug!(id, "deregistering: {e}"),
+            }
+        }
+        done
     }
 }
 

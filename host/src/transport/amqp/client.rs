@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{read_reply, redact, request, routing_key, uuid_v4};
-use super::{connect, declare_common, queue_arguments};
+use super::wire::{read_reply, request, routing_key, uuid_v4};
+use super::{Brokers, declare_common, queue_arguments};
 use crate::config::AmqpClient as ClientConfig;
 use crate::error::{ActError, Code};
 use crate::message::{self, Message, Reply};
@@ -39,8 +39,8 @@ struct ClientSession {
 
 /// Shared state of an AMQP client.
 struct ClientInner {
-    /// Broker URL.
-    url: String,
+    /// The broker's nodes.
+    brokers: Brokers,
     /// Exchange, reply-queue prefix, dead-letter exchange, timeout.
     config: ClientConfig,
     /// This host's instance id (`origin` of every envelope).
@@ -70,9 +70,9 @@ pub enum Sent {
 impl AmqpClient {
     /// A client; it connects on first use and again after any failure.
     pub fn new(config: ClientConfig, origin: Arc<str>) -> Self {
-        let url = crate::config::amqp_url(config.url.as_deref());
+        let brokers = Brokers::new(&config.url.clone().unwrap_or_default());
         Self(Arc::new(ClientInner {
-            url,
+            brokers,
             config,
             origin,
             correlation: uuid_v4(),
@@ -83,22 +83,28 @@ impl AmqpClient {
 
     async fn session(&self) -> Result<Arc<ClientSession>, ActError> {
         let mut guard = self.0.session.lock().await;
-        if let Some(session) = guard.as_ref().filter(|s| !s.dead.is_cancelled()) {
-            return Ok(session.clone());
+        match guard.as_ref() {
+            Some(session) if !session.dead.is_cancelled() => return Ok(session.clone()),
+            // Its node went away: try the next one first.
+            Some(_) => self.0.brokers.lost(),
+            None => {}
         }
         let unreachable = |e: lapin::Error| {
             ActError::host(
                 Code::Unreachable,
-                format!("AMQP broker {}: {e}", redact(&self.0.url)),
+                format!("AMQP broker {}: {e}", self.0.brokers),
             )
         };
         let timeout = Duration::from_millis(self.0.config.connect_timeout_ms);
-        let connection = connect(&self.0.url, "client", &self.0.config.exchange, timeout)
+        let connection = self
+            .0
+            .brokers
+            .connect("client", &self.0.config.exchange, timeout)
             .await
             .map_err(|e| {
                 ActError::host(
                     Code::Unreachable,
-                    format!("AMQP broker {}: {e}", redact(&self.0.url)),
+                    format!("AMQP broker {}: {e}", self.0.brokers),
                 )
             })?;
         let channel = connection.create_channel().await.map_err(unreachable)?;
@@ -214,7 +220,7 @@ impl AmqpClient {
             session.dead.cancel();
             ActError::host(
                 Code::Unreachable,
-                format!("AMQP broker {}: {e}", redact(&self.0.url)),
+                format!("AMQP broker {}: {e}", self.0.brokers),
             )
         };
         let confirm = session
@@ -320,10 +326,6 @@ impl Remote for AmqpClient {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "{} (exchange {})",
-            redact(&self.0.url),
-            self.0.config.exchange
-        )
+        format!("{} (exchange {})", self.0.brokers, self.0.config.exchange)
     }
 }

@@ -5,7 +5,7 @@
 //! the group's dead-letter queue with the reason; one this host already handled is skipped; a
 //! lost broker is reconnected as the RPC listener's is.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,12 +21,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::wire::{OVERFLOW_KEY, event_binding, event_routing_key, redact};
+use super::wire::{OVERFLOW_KEY, event_binding, event_routing_key};
 use super::{
-    BrokerError, Handler, Handling, Lost, MAX_BACKOFF, MIN_BACKOFF, bind, connect, consume_queue,
+    BrokerError, Brokers, Handler, Handling, Lost, MAX_BACKOFF, MIN_BACKOFF, bind, consume_queue,
     declare_exchange, declare_queue, supervise, wind_down,
 };
 use crate::Config;
+use crate::config::{QueueType, Urls};
 use crate::error::{ActError, Code};
 use crate::events::{self, Bus, Failure, Retry};
 use crate::message::Message;
@@ -36,8 +37,10 @@ use crate::runtime::BoxFuture;
 /// Where events travel on the broker, and how this host consumes them; from `[events]`.
 #[derive(Debug, Clone)]
 pub struct EventQueue {
-    /// The broker.
-    pub url: String,
+    /// The broker's nodes.
+    pub url: Urls,
+    /// The type of the group queue and its dead-letter queue (`[amqp] queue_type`).
+    pub queue_type: QueueType,
     /// The durable topic exchange events are published to.
     pub exchange: String,
     /// The group this host consumes as (its queue is `<exchange>.<group>`).
@@ -55,7 +58,8 @@ impl EventQueue {
     pub fn of(config: &Config) -> Option<Self> {
         let events = &config.events;
         Some(Self {
-            url: events.url.clone()?,
+            url: config.broker(Some(events.url.as_ref()?)),
+            queue_type: config.amqp.queue_type,
             exchange: events.exchange.clone(),
             group: config.event_group(),
             retry: config.event_retry(),
@@ -96,6 +100,8 @@ struct Publisher {
 pub struct AmqpBus {
     /// The broker, the exchange and the connect timeout.
     queue: EventQueue,
+    /// The broker's nodes, and which to try first.
+    brokers: Brokers,
     /// The live publishing connection, if any; made on first use and after a failure.
     publisher: tokio::sync::Mutex<Option<Arc<Publisher>>>,
 }
@@ -104,6 +110,7 @@ impl AmqpBus {
     /// A bus publishing to the exchange of `queue`; it connects on first use.
     pub fn new(queue: EventQueue) -> Self {
         Self {
+            brokers: Brokers::new(&queue.url),
             queue,
             publisher: tokio::sync::Mutex::new(None),
         }
@@ -116,7 +123,14 @@ impl AmqpBus {
             return Ok(publisher.clone());
         }
         let q = &self.queue;
-        let connection = connect(&q.url, "publisher", &q.exchange, q.connect_timeout).await?;
+        if live.is_some() {
+            // Its node went away: try the next one first.
+            self.brokers.lost();
+        }
+        let connection = self
+            .brokers
+            .connect("publisher", &q.exchange, q.connect_timeout)
+            .await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -135,6 +149,8 @@ impl AmqpBus {
         let mut live = self.publisher.lock().await;
         if live.as_ref().is_some_and(|p| Arc::ptr_eq(p, failed)) {
             *live = None;
+            // Its node may be gone: try the next one first.
+            self.brokers.lost();
         }
     }
 
@@ -191,7 +207,7 @@ impl Bus for AmqpBus {
                         Code::Unreachable,
                         format!(
                             "the event was not accepted by the broker {} ({error})",
-                            redact(&self.queue.url)
+                            self.brokers
                         ),
                     ));
                 }
@@ -202,36 +218,55 @@ impl Bus for AmqpBus {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "{} (exchange {})",
-            redact(&self.queue.url),
-            self.queue.exchange
-        )
+        format!("{} (exchange {})", self.brokers, self.queue.exchange)
     }
 }
 
-/// The ids of the events this host handled lately, oldest first out.
+/// Where an event this host claimed is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// This host claimed it just now: handle it.
+    Mine,
+    /// Another delivery of it is being handled here (its first copy, whose channel died,
+    /// say): wait for that one's outcome.
+    Running,
+    /// Handled here already: acknowledge it without running it again.
+    Done,
+}
+
+/// The ids of the events this host handled lately (and whether their handling has finished),
+/// oldest first out.
 #[derive(Default)]
 struct Handled {
-    /// The ids.
-    ids: HashSet<String>,
+    /// The ids, each with true once its handling finished.
+    ids: HashMap<String, bool>,
     /// The same ids in the order they came, to forget the oldest.
     order: VecDeque<String>,
 }
 
 impl Handled {
-    /// Claims `id` for handling; false when it was handled (or is being handled) already.
-    fn claim(&mut self, id: &str) -> bool {
-        if !self.ids.insert(id.to_owned()) {
-            return false;
+    /// Claims `id` for handling, or says where it is.
+    fn claim(&mut self, id: &str) -> Claim {
+        match self.ids.get(id) {
+            Some(true) => return Claim::Done,
+            Some(false) => return Claim::Running,
+            None => {}
         }
+        self.ids.insert(id.to_owned(), false);
         self.order.push_back(id.to_owned());
         if self.order.len() > REMEMBERED
             && let Some(oldest) = self.order.pop_front()
         {
             self.ids.remove(&oldest);
         }
-        true
+        Claim::Mine
+    }
+
+    /// The claim's handling finished: every observer ran (or the event is dead-lettered).
+    fn finish(&mut self, id: &str) {
+        if let Some(done) = self.ids.get_mut(id) {
+            *done = true;
+        }
     }
 
     /// Gives a claim back: the event goes back to the broker, to be handled later.
@@ -272,8 +307,13 @@ struct Consumer {
 
 /// Consumes this host's group queue until `shutdown`: declares the exchange, the queue and its
 /// dead-letter queue, binds the observers' keys (and more as plugins come), and on any broker
-/// failure reconnects with backoff. Returns after the events in flight are handled.
-pub async fn run_events(queue: EventQueue, router: Router, shutdown: CancellationToken) {
+/// failure reconnects (to the next node first) with backoff. Returns after the events in
+/// flight are handled; with an error when a queue exists with other arguments (its type).
+pub async fn run_events(
+    queue: EventQueue,
+    router: Router,
+    shutdown: CancellationToken,
+) -> Result<(), BrokerError> {
     let metrics = router.metrics();
     let received = Received {
         handled: metrics.event_received("handled"),
@@ -282,7 +322,7 @@ pub async fn run_events(queue: EventQueue, router: Router, shutdown: Cancellatio
         dead_lettered: metrics.event_received("dead_lettered"),
         requeued: metrics.event_received("requeued"),
     };
-    let url = queue.url.clone();
+    let brokers = Brokers::new(&queue.url);
     let consumer = Arc::new(Consumer {
         queue,
         router,
@@ -291,16 +331,18 @@ pub async fn run_events(queue: EventQueue, router: Router, shutdown: Cancellatio
         shutdown: shutdown.clone(),
     });
     let tracker = TaskTracker::new();
-    supervise("AMQP events consumer", &url, &shutdown, || {
-        session(&consumer, &tracker, &shutdown)
+    let ended = supervise("AMQP events consumer", &brokers, &shutdown, || {
+        session(&brokers, &consumer, &tracker, &shutdown)
     })
     .await;
     tracker.close();
     tracker.wait().await;
+    ended
 }
 
 /// One connection's life: returns `Ok` when shut down, `Err` when the broker went away.
 async fn session(
+    brokers: &Brokers,
     consumer: &Arc<Consumer>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
@@ -308,7 +350,7 @@ async fn session(
     let q = &consumer.queue;
     let connection = tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
-        connected = connect(&q.url, "events", &q.exchange, q.connect_timeout) => connected?,
+        connected = brokers.connect("events", &q.exchange, q.connect_timeout) => connected?,
     };
     let (queue, dead) = (q.queue(), q.dead_letter_queue());
     let setup = async {
@@ -322,8 +364,8 @@ async fn session(
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         declare_exchange(&channel, &q.exchange).await?;
-        declare_queue(&channel, &queue, FieldTable::default()).await?;
-        declare_queue(&channel, &dead, FieldTable::default()).await?;
+        declare_queue(&channel, &queue, q.queue_type, FieldTable::default()).await?;
+        declare_queue(&channel, &dead, q.queue_type, FieldTable::default()).await?;
         bind(&channel, &queue, &q.exchange, OVERFLOW_KEY).await?;
         Ok::<_, lapin::Error>(channel)
     };
@@ -423,19 +465,40 @@ impl Consumer {
             event.insert(events::EVENT_ID.into(), Value::String(id.to_string()));
         }
         let id = events::stamp(&mut event, None);
-        let claimed = self
-            .handled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .claim(&id);
-        if !claimed {
-            tracing::debug!(event = %id, "event already handled here; acknowledged");
-            self.received.duplicate.inc();
-            ack(&delivery).await;
+        // A delivery whose channel died before it started is the broker's again (it is
+        // redelivered, here or to another host of the group): running it would run it twice.
+        if !channel.status().connected() {
             return;
+        }
+        // Bounded: a first handling that never ends (it cannot: its observers have deadlines)
+        // would not hold this delivery forever.
+        let patience =
+            Instant::now() + self.router.limits().timeout * (self.queue.retry.attempts + 1);
+        loop {
+            let claim = self
+                .handled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .claim(&id);
+            match claim {
+                Claim::Mine => break,
+                Claim::Done => {
+                    tracing::debug!(event = %id, "event already handled here; acknowledged");
+                    self.received.duplicate.inc();
+                    ack(&delivery).await;
+                    return;
+                }
+                // Its first delivery is still being handled here: acknowledging this one now
+                // would lose the event if that handling then fails; wait for its outcome.
+                Claim::Running if Instant::now() < patience => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Claim::Running => break,
+            }
         }
         let observers = self.router.registry().snapshot().observers_of(&event);
         if observers.is_empty() {
+            self.finish(&id);
             self.received.unobserved.inc();
             ack(&delivery).await;
             return;
@@ -450,6 +513,7 @@ impl Consumer {
         )
         .await;
         if failures.is_empty() {
+            self.finish(&id);
             self.received.handled.inc();
             ack(&delivery).await;
         } else if self.shutdown.is_cancelled() {
@@ -472,6 +536,7 @@ impl Consumer {
                 .dead_letter(channel, &delivery, &reason, &failures)
                 .await
             {
+                self.finish(&id);
                 for failure in &failures {
                     failure.observer.metrics.dead_lettered();
                 }
@@ -479,6 +544,14 @@ impl Consumer {
                 self.release(&id);
             }
         }
+    }
+
+    /// Marks `id` handled: a redelivery of it is acknowledged without running.
+    fn finish(&self, id: &str) {
+        self.handled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .finish(id);
     }
 
     /// Forgets that `id` was claimed, so its redelivery is handled.
@@ -586,15 +659,22 @@ mod tests {
     #[test]
     fn handled_ids_are_remembered_then_forgotten_oldest_first() {
         let mut handled = Handled::default();
-        assert!(handled.claim("a"));
-        assert!(!handled.claim("a"));
-        handled.release("a");
-        assert!(handled.claim("a"));
-        for i in 0..REMEMBERED {
-            assert!(handled.claim(&i.to_string()));
-        }
-        assert!(
+        assert_eq!(handled.claim("a"), Claim::Mine);
+        assert_eq!(
             handled.claim("a"),
+            Claim::Running,
+            "its handling has not finished"
+        );
+        handled.release("a");
+        assert_eq!(handled.claim("a"), Claim::Mine, "released: handled again");
+        handled.finish("a");
+        assert_eq!(handled.claim("a"), Claim::Done);
+        for i in 0..REMEMBERED {
+            assert_eq!(handled.claim(&i.to_string()), Claim::Mine);
+        }
+        assert_eq!(
+            handled.claim("a"),
+            Claim::Mine,
             "the oldest id is forgotten past the limit"
         );
         assert!(handled.ids.len() <= REMEMBERED + 1);

@@ -19,8 +19,8 @@ use tokio_util::task::TaskTracker;
 
 use super::wire::{Command, Refusal, binding_key, now_ms, queue_name, refusal_reply};
 use super::{
-    Handler, Handling, Lost, bind, connect, consume_queue, declare_common, declare_queue,
-    queue_arguments, supervise, wind_down,
+    BrokerError, Brokers, Handler, Handling, Lost, bind, consume_queue, declare_common,
+    declare_queue, queue_arguments, supervise, wind_down,
 };
 use crate::config::AmqpListen;
 use crate::error::Code;
@@ -93,11 +93,17 @@ struct Listener {
     max_message: usize,
 }
 
-/// Runs an AMQP listener until `shutdown`: connects, declares, consumes, and on any broker
-/// failure reconnects with backoff, redeclares and resumes. Returns after the deliveries in
-/// flight are answered and acknowledged.
-pub async fn run_listener(config: AmqpListen, ingress: Ingress, shutdown: CancellationToken) {
-    let url = crate::config::amqp_url(config.url.as_deref());
+/// Runs an AMQP listener until `shutdown`: connects to one of the broker's nodes, declares,
+/// consumes, and on any broker failure reconnects (to the next node first) with backoff,
+/// redeclares and resumes. Returns after the deliveries in flight are answered and
+/// acknowledged; with an error when the broker and the configuration disagree (a queue of
+/// another type), which no reconnection can mend.
+pub async fn run_listener(
+    config: AmqpListen,
+    ingress: Ingress,
+    shutdown: CancellationToken,
+) -> Result<(), BrokerError> {
+    let brokers = Brokers::new(&config.url.clone().unwrap_or_default());
     let listener = Arc::new(Listener {
         me: ingress.router().instance_id().to_owned(),
         refused: ingress.router().metrics().transport("amqp", "refused"),
@@ -106,14 +112,15 @@ pub async fn run_listener(config: AmqpListen, ingress: Ingress, shutdown: Cancel
         max_message: config.max_message_bytes,
     });
     let tracker = TaskTracker::new();
-    supervise("AMQP listener", &url, &shutdown, || {
-        session(&url, &config, &listener, &tracker, &shutdown)
+    let ended = supervise("AMQP listener", &brokers, &shutdown, || {
+        session(&brokers, &config, &listener, &tracker, &shutdown)
     })
     .await;
     tracker.close();
     // Deliveries in flight end within their (clamped) deadlines; a dead connection makes
     // their replies and acks fail fast, or time out below.
     tracker.wait().await;
+    ended
 }
 
 /// How long publishing a reply and acknowledging its command may take before the command is
@@ -125,7 +132,7 @@ type Consuming = HashMap<String, (QueuePlan, ShortString)>;
 
 /// One connection's life: returns `Ok` when shut down, `Err` when the broker went away.
 async fn session(
-    url: &str,
+    brokers: &Brokers,
     config: &AmqpListen,
     listener: &Arc<Listener>,
     tracker: &TaskTracker,
@@ -134,7 +141,7 @@ async fn session(
     let timeout = Duration::from_millis(config.connect_timeout_ms);
     let connection = tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
-        connected = connect(url, "listener", &config.exchange, timeout) => connected?,
+        connected = brokers.connect("listener", &config.exchange, timeout) => connected?,
     };
     let channel = connection.create_channel().await.map_err(Lost::at(false))?;
     channel
@@ -149,7 +156,10 @@ async fn session(
         &channel,
         &config.exchange,
         &config.dead_letter_exchange,
-        Some(&config.dead_letter_queue),
+        Some((
+            &config.dead_letter_queue,
+            config.queue_type.unwrap_or_default(),
+        )),
     )
     .await
     .map_err(Lost::at(false))?;
@@ -245,6 +255,7 @@ async fn consume(
     declare_queue(
         channel,
         &plan.name,
+        config.queue_type.unwrap_or_default(),
         queue_arguments(&config.dead_letter_exchange, 60_000),
     )
     .await?;
@@ -308,6 +319,12 @@ impl Listener {
                 return;
             }
         };
+        // A delivery whose channel died before it started (its node went away while it waited
+        // for its turn) is the broker's again: it is redelivered, here or to another host, and
+        // running it now would run it twice.
+        if !channel.status().connected() {
+            return;
+        }
         // A command without a reply queue (Node's fire-and-forget act, or a plain publisher)
         // is acted and acknowledged; nobody is waiting for its answer.
         let answer = self.ingress.act(command.msg, command.id.as_deref()).await;

@@ -10,6 +10,7 @@ pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::message::Delivery;
@@ -18,7 +19,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties, Consumer, ErrorKind, ExchangeKind};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +28,8 @@ pub use client::{AmqpClient, Sent};
 pub use events::{AmqpBus, EventQueue, run_events};
 pub use listener::run_listener;
 pub use wire::{binding_key, event_binding, event_routing_key, queue_name, routing_key};
+
+use crate::config::{QueueType, Urls};
 
 /// Why the broker could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,22 @@ pub enum BrokerError {
     /// The broker answered a publish with a negative confirm (it could not take the message).
     #[error("the broker refused the message (negative publisher confirm)")]
     Nacked,
+    /// A queue or exchange exists on the broker with other arguments than this host declares
+    /// (a classic queue where `queue_type = "quorum"` asks for a quorum one, say). Trying again
+    /// cannot help, so the transport stops with this error instead of reconnecting.
+    #[error(
+        "{0}. A queue keeps the arguments it was created with: delete it (`rabbitmqctl \
+         delete_queue NAME`, once it is drained) or set [amqp] queue_type (or the listener's \
+         queue_type) to what it is"
+    )]
+    Mismatch(String),
+}
+
+impl BrokerError {
+    /// True when reconnecting cannot help (the configuration and the broker disagree).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Mismatch(_))
+    }
 }
 
 /// How a broker session ended when it was not shut down.
@@ -53,13 +72,56 @@ struct Lost {
 }
 
 impl Lost {
-    /// Maps an error of a session that had (`true`) or had not connected yet.
+    /// Maps an error of a session that had (`true`) or had not connected yet; the broker's
+    /// `PRECONDITION_FAILED` for an inequivalent argument is a [`BrokerError::Mismatch`].
     fn at(connected: bool) -> impl Fn(lapin::Error) -> Self {
         move |e| Self {
-            error: e.into(),
+            error: classify(e),
             connected,
         }
     }
+}
+
+/// The broker's refusal of a declaration whose arguments differ from the existing queue's or
+/// exchange's (406, "inequivalent arg ..."), as a [`BrokerError::Mismatch`]; anything else as
+/// it is.
+fn classify(e: lapin::Error) -> BrokerError {
+    if let ErrorKind::ProtocolError(amqp) = e.kind() {
+        let message = amqp.get_message().as_str();
+        if amqp.get_id() == 406 && message.contains("inequivalent arg") {
+            return BrokerError::Mismatch(mismatch(message));
+        }
+    }
+    e.into()
+}
+
+/// What a refused declaration means, in words: for a queue's type, which queue is which type
+/// on the broker and which this host asked for (the broker says "none" for a queue declared
+/// without `x-queue-type`, which is a classic one).
+fn mismatch(message: &str) -> String {
+    let between = |after: &str, before: char| {
+        let start = message.find(after)? + after.len();
+        let rest = &message[start..];
+        Some(&rest[..rest.find(before)?])
+    };
+    if !message.contains("'x-queue-type'") {
+        return format!("the broker refused a declaration: {message}");
+    }
+    let queue = between("for queue '", '\'').unwrap_or("?");
+    let asked = between("received the value '", '\'')
+        .or_else(|| between("received '", '\''))
+        .unwrap_or(if message.contains("received none") {
+            "classic"
+        } else {
+            "?"
+        });
+    let current = between("current is the value '", '\'')
+        .or_else(|| between("current is '", '\''))
+        .unwrap_or("classic");
+    format!(
+        "queue `{queue}` is a {current} queue on the broker, and this host declares it {asked} \
+         (the broker said: {message})"
+    )
 }
 
 impl From<BrokerError> for Lost {
@@ -82,9 +144,90 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// dead before it is given up on.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A broker's nodes (a RabbitMQ cluster, or one broker), and which to try first: the one that
+/// answered last, or once its connection is lost, the one after it, so a host whose node died
+/// is on another node after one connection attempt.
+pub struct Brokers {
+    /// The nodes' URLs, in the configured order.
+    urls: Vec<String>,
+    /// The node connected to last.
+    current: AtomicUsize,
+    /// The node to try first.
+    first: AtomicUsize,
+}
+
+impl Brokers {
+    /// The nodes of `urls` (RabbitMQ's default on loopback when there are none).
+    pub fn new(urls: &Urls) -> Self {
+        let urls = crate::config::amqp_urls(Some(urls)).0;
+        Self {
+            urls,
+            current: AtomicUsize::new(0),
+            first: AtomicUsize::new(0),
+        }
+    }
+
+    /// Connects as `role` (named in the RabbitMQ UI with the exchange) to the first node that
+    /// answers, each attempt given `timeout`; the last failure when none does.
+    async fn connect(
+        &self,
+        role: &str,
+        exchange: &str,
+        timeout: Duration,
+    ) -> Result<Connection, BrokerError> {
+        let first = self.first.load(Ordering::Relaxed);
+        let mut failure = None;
+        for k in 0..self.urls.len() {
+            let node = (first + k) % self.urls.len();
+            match connect(&self.urls[node], role, exchange, timeout).await {
+                Ok(connection) => {
+                    self.current.store(node, Ordering::Relaxed);
+                    self.first.store(node, Ordering::Relaxed);
+                    if self.urls.len() > 1 {
+                        tracing::info!(
+                            "AMQP {role} connected to {}",
+                            wire::redact(&self.urls[node])
+                        );
+                    }
+                    return Ok(connection);
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        "AMQP {role}: {} does not answer: {e}",
+                        wire::redact(&self.urls[node])
+                    );
+                    failure = Some(e);
+                }
+            }
+        }
+        Err(failure.unwrap_or(BrokerError::Timeout(timeout)))
+    }
+
+    /// The connection to the current node was lost: the next attempt starts with the node
+    /// after it (which is the same node when there is only one).
+    fn lost(&self) {
+        let next = (self.current.load(Ordering::Relaxed) + 1) % self.urls.len().max(1);
+        self.first.store(next, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Display for Brokers {
+    /// The nodes, passwords redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self.urls.iter().map(|u| wire::redact(u)).collect();
+        f.write_str(&nodes.join(", "))
+    }
+}
+
 /// Runs `session` until `shutdown`, starting it again with backoff whenever the broker is lost
-/// (each failure logged as `what` on the redacted `url`).
-async fn supervise<F, Fut>(what: &str, url: &str, shutdown: &CancellationToken, mut session: F)
+/// (each failure logged as `what` on `brokers`); returns the error that made it stop for good
+/// (a [fatal](BrokerError::is_fatal) one), if any.
+async fn supervise<F, Fut>(
+    what: &str,
+    brokers: &Brokers,
+    shutdown: &CancellationToken,
+    mut session: F,
+) -> Result<(), BrokerError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), Lost>>,
@@ -93,20 +236,24 @@ where
     loop {
         let outcome = session().await;
         if shutdown.is_cancelled() {
-            break;
+            return Ok(());
         }
         if let Err(lost) = outcome {
+            if lost.error.is_fatal() {
+                tracing::error!("{what} on {brokers}: {}", lost.error);
+                return Err(lost.error);
+            }
             if lost.connected {
                 backoff = MIN_BACKOFF;
+                brokers.lost();
             }
             tracing::warn!(
-                "{what} on {}: {}; reconnecting in {backoff:?}",
-                wire::redact(url),
+                "{what} on {brokers}: {}; reconnecting in {backoff:?}",
                 lost.error
             );
         }
         tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -231,12 +378,25 @@ async fn wind_down(
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "bye".into())).await;
 }
 
-/// Declares a durable queue with `arguments`.
-async fn declare_queue(channel: &Channel, queue: &str, arguments: FieldTable) -> lapin::Result<()> {
+/// Declares a durable queue of `queue_type` with `arguments`.
+async fn declare_queue(
+    channel: &Channel,
+    queue: &str,
+    queue_type: QueueType,
+    mut arguments: FieldTable,
+) -> lapin::Result<()> {
     let options = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
+    // Classic is RabbitMQ's default: left unsaid, so a queue declared by an older wasmeca or by
+    // Node without the argument stays equivalent.
+    if queue_type == QueueType::Quorum {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from(queue_type.as_str())),
+        );
+    }
     channel
         .queue_declare(queue.into(), options, arguments)
         .await
@@ -256,17 +416,18 @@ async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapi
         .await
 }
 
-/// Declares what both sides need: the topic exchange, the dead-letter exchange and its queue.
+/// Declares what both sides need: the topic exchange, the dead-letter exchange and (for a
+/// listener) its queue, of `queue_type`.
 async fn declare_common(
     channel: &Channel,
     exchange: &str,
     dlx: &str,
-    dlq: Option<&str>,
+    dlq: Option<(&str, QueueType)>,
 ) -> lapin::Result<()> {
     declare_exchange(channel, exchange).await?;
     declare_exchange(channel, dlx).await?;
-    if let Some(dlq) = dlq {
-        declare_queue(channel, dlq, FieldTable::default()).await?;
+    if let Some((dlq, queue_type)) = dlq {
+        declare_queue(channel, dlq, queue_type, FieldTable::default()).await?;
         bind(channel, dlq, dlx, "#").await?;
     }
     Ok(())
@@ -282,4 +443,29 @@ fn queue_arguments(dlx: &str, ttl_ms: i32) -> FieldTable {
     );
     args.insert("x-message-ttl".into(), AMQPValue::LongInt(ttl_ms));
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_type_mismatch_names_the_queue_and_both_types() {
+        let said = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'seneca.add.cmd:salute' in vhost '/': received the value 'quorum' of type 'longstr' but current is none";
+        let text = mismatch(said);
+        assert!(
+            text.starts_with("queue `seneca.add.cmd:salute` is a classic queue on the broker, and this host declares it quorum"),
+            "{text}"
+        );
+        let said = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost '/': received none but current is the value 'quorum' of type 'longstr'";
+        assert!(
+            mismatch(said).starts_with(
+                "queue `q` is a quorum queue on the broker, and this host declares it classic"
+            ),
+            "{}",
+            mismatch(said)
+        );
+        let other = "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'x' in vhost '/'";
+        assert!(mismatch(other).contains(other));
+    }
 }
