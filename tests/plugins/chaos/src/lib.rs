@@ -124,8 +124,10 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
                 .collect()
         })
         .unwrap_or_default();
-    // `record: false` only counts (what the events benchmark measures).
+    // `record: false` only counts (what the events benchmark measures); `record: "count"`
+    // counts each event's handlings in the cache (`incr`), so a fault test sees duplicates.
     let record = options.bool("record") != Some(false);
+    let count = options.str("record") == Some("count");
     for pattern in &observed {
         plugin = plugin.observe(pattern, move |s, event| {
             if event.bool("fail") == Some(true) {
@@ -152,7 +154,10 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
                     }
                 }
             }
-            if record {
+            if count {
+                let id = event.str("event$").unwrap_or("-").to_owned();
+                counted(&format!("{}:{id}", s.mark))?;
+            } else if record {
                 let id = event.str("event$").unwrap_or("-").to_owned();
                 let tx = event.str("tx$").unwrap_or("-").to_owned();
                 wasmeca_sdk::act(json!({ "role": "cache", "cmd": "set", "key": format!("{}:{id}", s.mark), "val": tx }))?;
@@ -165,6 +170,13 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
         .add("chaos:observed", |s, _| {
             Ok(json!({ "observed": s.observed, "name": s.name }))
         })
+        // Counts this command in the cache under `key` (`incr`) and answers the count: a
+        // command run twice (by two hosts, say) answers 2 the second time, and the cache holds
+        // how often each one ran.
+        .add("chaos:count", |s, msg| {
+            let count = counted(msg.str("key").unwrap_or("chaos:count"))?;
+            Ok(json!({ "count": count, "by": s.name }))
+        })
         .add("chaos:publish", |_, msg| {
             wasmeca_sdk::publish(msg.get("event").cloned().unwrap_or(json!({})))?;
             Ok(json!({ "published": true, "tx": msg.tx() }))
@@ -173,6 +185,17 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
         plugin = plugin.add("chaos:bad,,x", |_, _| Ok(json!({})));
     }
     Ok(plugin)
+}
+
+/// Adds one to the count under `key` in the cache (created at 0 first: Seneca's `incr` of a
+/// missing key creates nothing) and answers the new count.
+fn counted(key: &str) -> Result<f64> {
+    match wasmeca_sdk::cache::add(key, json!(0)) {
+        Err(e) if e.code != "key_exists" => return Err(e),
+        _ => {}
+    }
+    wasmeca_sdk::cache::incr(key, 1.0)?
+        .ok_or_else(|| Error::new("count_lost", format!("{key} went missing")))
 }
 
 wasmeca_sdk::export!(plugin);
