@@ -339,3 +339,128 @@ async fn another_service_at_the_same_address_and_port_is_refused() {
     );
     stop.cancel();
 }
+
+/// Issue 18 item 6: a rolling upgrade, versions side by side. Three hosts serve salute 1.0.0;
+/// one by one each is stopped as a scheduler stops it (SIGTERM: it deregisters, drains and
+/// exits) and a host with salute 2.0.0 is started in its place, while callers keep acting through
+/// an edge host that serves neither, pinned to `$version: 1` and to `$version: 2`. No call fails
+/// but those the versions explain: `1` is answered by 1.x as long as any host serves it, then
+/// gets `version_not_found` naming the pin and the versions there are; `2` gets
+/// `version_not_found` until a 2.x host is in the edge's peer table, then is answered by 2.x.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_upgrade_fails_no_call_the_versions_do_not_explain() {
+    let agent = tokio::task::spawn_blocking(|| ConsulAgent::start(None))
+        .await
+        .expect("agent");
+    let (edge, stop_edge) = host(&agent.addr, "wasmeca", &["math"]).await;
+    let edge = std::sync::Arc::new(edge);
+    let mut old: Vec<Process> = (0..3)
+        .map(|_| process(&agent.addr, &["salute"]).0)
+        .collect();
+    eventually(60, "the edge to know the three 1.x hosts", || async {
+        edge.router().peer_ids().len() == 3
+    })
+    .await;
+
+    // Callers: (sent at, pin, outcome: the version that answered, or the error code).
+    type Seen = Vec<(Instant, &'static str, Result<u64, ActError>)>;
+    let seen: std::sync::Arc<std::sync::Mutex<Seen>> = std::sync::Arc::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for pin in ["1", "2", "1", "2"] {
+        let (edge, seen, stop) = (edge.clone(), seen.clone(), stop.clone());
+        callers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = Instant::now();
+                let answer = act(
+                    &edge,
+                    json!({"cmd": "salute", "name": "up", "$version": pin}),
+                )
+                .await
+                .map(|a| {
+                    if a["version"].as_str().is_some_and(|v| v.starts_with('2')) {
+                        2
+                    } else {
+                        1
+                    }
+                });
+                seen.lock().expect("lock").push((at, pin, answer));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut last_v1_stopped = None;
+    let mut first_v2_known = None;
+    let mut new = Vec::new();
+    for i in 0..3 {
+        let mut host = old.remove(0);
+        if i == 2 {
+            last_v1_stopped = Some(Instant::now());
+        }
+        Command::new("kill")
+            .args(["-TERM", &host.0.id().to_string()])
+            .status()
+            .expect("kill");
+        let drained = tokio::task::spawn_blocking(move || host.0.wait())
+            .await
+            .expect("join")
+            .expect("the host exits");
+        assert!(drained.success(), "a drained host exits 0: {drained}");
+        new.push(process(&agent.addr, &["salute_v2"]).0);
+        eventually(60, "the edge to know the new host", || async {
+            edge.router().peer_ids().len() == 3
+                && act(&edge, json!({"cmd": "salute", "$version": "2"}))
+                    .await
+                    .is_ok()
+        })
+        .await;
+        if i == 0 {
+            first_v2_known = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in callers {
+        c.await.expect("caller");
+    }
+    stop_edge.cancel();
+
+    let (last_v1_stopped, first_v2_known) =
+        (last_v1_stopped.expect("set"), first_v2_known.expect("set"));
+    let seen = seen.lock().expect("lock");
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for (at, pin, outcome) in seen.iter() {
+        let label = match outcome {
+            Ok(v) => format!("${pin} answered by {v}.x"),
+            Err(e) => format!("${pin} {}", e.code),
+        };
+        *counts.entry(label).or_default() += 1;
+        match (*pin, outcome) {
+            ("1", Ok(1)) | ("2", Ok(2)) => {}
+            ("1", Err(e)) if e.code == "version_not_found" && *at >= last_v1_stopped => {
+                assert!(
+                    e.message.contains("^1") && e.message.contains("2.0.0"),
+                    "it names the pin and what there is: {}",
+                    e.message
+                );
+            }
+            ("2", Err(e)) if e.code == "version_not_found" && *at <= first_v2_known => {}
+            (pin, outcome) => panic!(
+                "a call the versions do not explain: ${pin} at {:?} → {outcome:?} (all: {counts:?})",
+                at.elapsed()
+            ),
+        }
+    }
+    eprintln!("rolling upgrade: {counts:?}");
+    for pin in ["1", "2"] {
+        let answered = seen
+            .iter()
+            .filter(|(_, p, o)| *p == pin && o.is_ok())
+            .count();
+        assert!(
+            answered > 20,
+            "${pin} was answered through the upgrade: {counts:?}"
+        );
+    }
+}

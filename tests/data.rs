@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{PgSchema, Proxy, REDIS, TempDir, redis_conn, unique};
+use support::{PG, PgSchema, Proxy, REDIS, TempDir, redis_conn, unique};
 use wasmeca::{CancellationToken, Host, Message};
 use wasmeca_tests::{Process, SEEDS, free_port, node_client, plugin, wasmeca_command};
 
@@ -1116,4 +1116,114 @@ async fn amqp_entity_commands_follow_expose() {
                 .await;
         }
     }
+}
+
+/// Issue 18 item 7: three hosts on one PostgreSQL and one Redis. A save answered by any host
+/// is visible to every host at once; `role:cache,cmd:incr` from the three sums exactly; a host
+/// whose PostgreSQL is cut answers `store_unavailable` while the others serve.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hosts_share_their_entities_and_cache_and_one_losing_postgres_hurts_only_itself() {
+    let schema = PgSchema::new("").await;
+    let cut = Proxy::start("127.0.0.1:5432").await;
+    let direct = format!("{PG}?schema={}", schema.name);
+    let proxied = format!(
+        "postgres://postgres@127.0.0.1:{}/test?schema={}",
+        cut.port, schema.name
+    );
+    let extra = format!("[data]\nexpose = true\n[cache]\nurl = {REDIS:?}\n");
+    let hosts = [
+        TestHost::start(&["salute"], &direct, &extra).await,
+        TestHost::start(&["salute"], &direct, &extra).await,
+        TestHost::start(&["salute"], &proxied, &extra).await,
+    ];
+    let http = client();
+    let kind = json!({"sys": "entity", "base": "fleet", "name": "item"});
+    let with = |extra: Value| {
+        let mut msg = kind.clone();
+        msg.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        msg
+    };
+    // Every save, through whichever host, is seen by every host as soon as it is answered.
+    for i in 0..30 {
+        let by = &hosts[i % 3];
+        let (status, saved) = post_act(
+            &http,
+            by.http,
+            &with(json!({"cmd": "save", "ent": {"id$": format!("i{i}"), "n": i}})),
+        )
+        .await;
+        assert_eq!(status, 200, "{saved}");
+        for other in &hosts {
+            let (status, loaded) = post_act(
+                &http,
+                other.http,
+                &with(json!({"cmd": "load", "id": format!("i{i}")})),
+            )
+            .await;
+            assert_eq!((status, &loaded["n"]), (200, &json!(i)), "{loaded}");
+        }
+    }
+    // Counters from three hosts at once sum exactly.
+    let key = unique("fleet-counter");
+    let (status, _) = post_act(
+        &http,
+        hosts[0].http,
+        &json!({"role": "cache", "cmd": "add", "key": key, "val": 0}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut incrs = Vec::new();
+    for h in &hosts {
+        for _ in 0..50 {
+            let (http, addr, key) = (http.clone(), h.http, key.clone());
+            incrs.push(tokio::spawn(async move {
+                post_act(
+                    &http,
+                    addr,
+                    &json!({"role": "cache", "cmd": "incr", "key": key, "val": 1}),
+                )
+                .await
+            }));
+        }
+    }
+    for incr in incrs {
+        let (status, body) = incr.await.expect("incr");
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, total) = post_act(
+        &http,
+        hosts[2].http,
+        &json!({"role": "cache", "cmd": "get", "key": key}),
+    )
+    .await;
+    assert_eq!(
+        total,
+        json!({"value": 150}),
+        "50 increments from each of 3 hosts"
+    );
+    redis_del(&[&key]).await;
+
+    // Host 3 loses PostgreSQL: it answers store_unavailable; the others serve.
+    cut.cut();
+    let load = with(json!({"cmd": "load", "id": "i7"}));
+    let (status, body) = post_act(&http, hosts[2].http, &load).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{body}"
+    );
+    for h in &hosts[..2] {
+        let (status, body) = post_act(&http, h.http, &load).await;
+        assert_eq!((status, &body["n"]), (200, &json!(7)), "{body}");
+        let (status, body) = post_act(
+            &http,
+            h.http,
+            &with(json!({"cmd": "save", "ent": {"id": "i7", "seen": true}})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    cut.restore().await;
 }

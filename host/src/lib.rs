@@ -61,6 +61,7 @@ pub mod message;
 pub mod metrics;
 pub mod pattern;
 pub mod plugins;
+pub mod principal;
 pub mod registry;
 pub mod reload;
 pub mod remote;
@@ -282,10 +283,29 @@ impl Host {
         let router = router(config)?;
         let registry = router.registry().clone();
         let mut tasks = Vec::new();
+        // Two steps out: at `shutdown` the host says it is going (health 503, deregistered) but
+        // keeps serving for the drain delay; then `stop` closes the listeners, which finish
+        // what they started.
+        let stop = CancellationToken::new();
+        {
+            let (shutdown, stop, router) = (shutdown.clone(), stop.clone(), router.clone());
+            let delay = config.drain_delay();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                router.drain();
+                if !delay.is_zero() {
+                    tracing::info!(
+                        "draining: health says 503 and Consul forgets this host; serving {delay:?} more before the listeners close"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                stop.cancel();
+            });
+        }
         if config.watch {
             // Watch first, so nothing landing during the initial load is missed; a bad file
             // is reported and skipped instead of stopping the host.
-            let watching = reload::start(registry.clone(), config, shutdown.clone())?;
+            let watching = reload::start(registry.clone(), config, stop.clone())?;
             serve_task(&mut tasks, "the plugin watcher", &shutdown, async move {
                 watching.await.map_err(std::io::Error::other)
             });
@@ -320,7 +340,7 @@ impl Host {
                     body_limit: config.rest.body_limit.unwrap_or(config.http.body_limit),
                     ..http_limits
                 },
-                shutdown.clone(),
+                stop.clone(),
             );
             serve_task(&mut tasks, "the REST gateway", &shutdown, task);
         }
@@ -341,7 +361,7 @@ impl Host {
                         routes.clone(),
                         path,
                         http_limits,
-                        shutdown.clone(),
+                        stop.clone(),
                     );
                     serve_task(&mut tasks, "Seneca's HTTP transport", &shutdown, task);
                 }
@@ -349,7 +369,7 @@ impl Host {
                     let task = transport::amqp::run_listener(
                         amqp,
                         Ingress::new(router.clone(), history.clone(), "amqp"),
-                        shutdown.clone(),
+                        stop.clone(),
                     );
                     serve_task(&mut tasks, "the AMQP listener", &shutdown, async move {
                         task.await.map_err(std::io::Error::other)
@@ -358,7 +378,7 @@ impl Host {
             }
         }
         if let Some(queue) = transport::amqp::EventQueue::of(config) {
-            let task = transport::amqp::run_events(queue, router.clone(), shutdown.clone());
+            let task = transport::amqp::run_events(queue, router.clone(), stop.clone());
             serve_task(
                 &mut tasks,
                 "the AMQP events consumer",

@@ -9,7 +9,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use smallvec::SmallVec;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -17,6 +16,7 @@ use crate::error::{ActError, Code};
 use crate::events::{Bus, LocalBus, Retry};
 use crate::message::{self, Message, Reply, json_kind};
 use crate::metrics::Metrics;
+use crate::principal::Principal;
 use crate::registry::{Registry, Resolution, Target};
 use crate::remote::{PeerChoice, Peers, track, try_in_order};
 use crate::runtime::{BoxFuture, CallCtx, Handler, Host};
@@ -69,6 +69,9 @@ struct Inner {
     registry: Registry,
     /// Default timeout and depth limit.
     limits: ActLimits,
+    /// Set by [`Router::drain`]: the host still serves, but says it is going (health 503,
+    /// deregistered), so callers and peers stop sending before it stops listening.
+    draining: AtomicBool,
     /// Set by [`Router::close`]: new acts from ingresses are refused.
     closing: AtomicBool,
     /// Woken when the last act in flight ends (the count is the metrics' gauge).
@@ -97,6 +100,7 @@ impl Router {
             metrics: registry.metrics().clone(),
             registry,
             limits,
+            draining: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             idle: Notify::new(),
             instance_id,
@@ -167,7 +171,20 @@ impl Router {
         }
         self.0.metrics.in_flight().inc();
         let _guard = InFlightGuard(&self.0);
-        self.0.act_with(msg, None, remote).await
+        self.0
+            .act_with(msg, None, Principal::from_ingress(remote))
+            .await
+    }
+
+    /// The host is going: it keeps serving what comes, but tells health checks and peers, so
+    /// that less comes.
+    pub fn drain(&self) {
+        self.0.draining.store(true, Ordering::Release);
+    }
+
+    /// True once [`Router::drain`] (or [`Router::close`]) was called.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Acquire) || self.is_closing()
     }
 
     /// True once [`Router::close`] was called.
@@ -214,7 +231,7 @@ impl Host for Inner {
         msg: Message,
         parent: &'a CallCtx,
     ) -> BoxFuture<'a, Result<Reply, ActError>> {
-        Box::pin(self.act_with(msg, Some(parent), parent.remote))
+        Box::pin(self.act_with(msg, Some(parent), parent.principal.nested()))
     }
 
     fn prior<'a>(
@@ -236,12 +253,9 @@ impl Host for Inner {
             msg.insert(message::TX.to_owned(), Value::String(parent.tx.to_string()));
             // The same message, going on for whoever sent it to the overriding action, and
             // through the override.
-            let mut via = parent.via.clone();
-            via.extend(parent.caller.clone());
             let ctx = CallCtx {
                 depth,
-                caller: parent.sender.clone(),
-                via,
+                principal: parent.principal.through_prior(),
                 ..parent.clone()
             };
             prior.call(msg, ctx).await
@@ -263,12 +277,13 @@ impl Inner {
         bus.publish(event, deadline).await
     }
 
-    /// The act path, for ingresses (`parent` = `None`) and for plugins' nested acts.
+    /// The act path, for ingresses (`parent` = `None`) and for plugins' nested acts, on behalf
+    /// of `principal`.
     async fn act_with(
         &self,
         mut msg: Message,
         parent: Option<&CallCtx>,
-        remote: bool,
+        principal: Principal,
     ) -> Result<Reply, ActError> {
         let depth = parent.map_or(0, |p| p.depth + 1);
         self.check_depth(depth, parent.map_or("-", |p| &p.tx))?;
@@ -299,10 +314,7 @@ impl Inner {
             deadline,
             timeout,
             held: parent.map(|p| p.held.clone()).unwrap_or_default(),
-            caller: parent.and_then(|p| p.caller.clone()),
-            sender: None,
-            via: SmallVec::new(),
-            remote,
+            principal,
         };
         if has_meta && let Some(service) = msg.target() {
             let Some(peers) = self.peers.get() else {
@@ -460,7 +472,7 @@ mod tests {
                 Ok(Reply::from_value(&json!({
                     "by": self.name,
                     "depth": ctx.depth,
-                    "caller": ctx.caller.as_ref().map(|c| c.name.clone()),
+                    "caller": ctx.principal.caller.as_ref().map(|c| c.name.clone()),
                 })))
             })
         }

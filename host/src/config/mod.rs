@@ -81,6 +81,11 @@ pub struct Limits {
     /// How long shutdown waits for calls in flight before it interrupts the guests still
     /// running (their callers get `closed`; AMQP commands go back to the broker), in ms.
     pub drain_timeout_ms: u64,
+    /// How long, on SIGTERM, the host keeps serving after it said it is going (health 503,
+    /// deregistered from Consul) and before it stops listening, in ms, so peers and load
+    /// balancers stop sending first; default 1000 when it registers in Consul (peers see the
+    /// deregistration within milliseconds), else 0.
+    pub drain_delay_ms: Option<u64>,
     /// The largest answer a plugin may return, in bytes; larger ones are `result_too_large`.
     pub max_result_bytes: usize,
     /// The sum of every instance's memory cap the host may commit to, in MiB: a plugin that
@@ -97,6 +102,7 @@ impl Default for Limits {
             init_timeout_ms: 10_000,
             max_timeout_ms: crate::message::MAX_TIMEOUT_MS,
             drain_timeout_ms: 10_000,
+            drain_delay_ms: None,
             max_result_bytes: crate::runtime::MAX_RESULT_BYTES,
             memory_budget_mib: None,
         }
@@ -401,6 +407,13 @@ impl Config {
             expire: Duration::from_secs(self.cache.expire_s),
             expose: self.data.expose,
         }
+    }
+
+    /// How long a draining host keeps serving before it stops listening: `[limits]
+    /// drain_delay_ms`, else 1 s when it registers in Consul, else nothing.
+    pub fn drain_delay(&self) -> Duration {
+        let default = if self.consul().is_some() { 1_000 } else { 0 };
+        Duration::from_millis(self.limits.drain_delay_ms.unwrap_or(default))
     }
 
     /// The group this host's observers consume events as: `[events] group`, else the Consul

@@ -125,7 +125,8 @@ impl Action {
             Api::Entity => "entity",
             Api::Cache => "cache",
         };
-        if ctx.caller.is_none() && ctx.remote && !self.stores.settings.expose {
+        let who = &ctx.principal;
+        if who.caller.is_none() && who.remote && !self.stores.settings.expose {
             return Err(ActError::host(
                 Code::EntityForbidden,
                 format!(
@@ -139,7 +140,7 @@ impl Action {
         }
         // The sender, and every override the message came through, must allow the base.
         let mut base = None;
-        for caller in ctx.caller.iter().chain(&ctx.via) {
+        for caller in who.caller.iter().chain(&who.via) {
             let Some(bases) = &caller.data else {
                 continue;
             };

@@ -9,7 +9,8 @@ use super::server;
 use super::table::Routes;
 use crate::router::Router;
 
-/// `GET /health`: 200 with the plugins and versions while serving, 503 once shutting down.
+/// `GET /health`: 200 with the plugins and versions while serving, 503 from the moment a drain
+/// starts (so Consul's check, and a load balancer's, take the host out before it stops).
 pub fn health(router: &Router) -> Response {
     let set = router.registry().snapshot();
     let plugins: Vec<Value> = set
@@ -18,14 +19,15 @@ pub fn health(router: &Router) -> Response {
         .filter(|p| !p.is_native())
         .map(|p| json!({ "name": p.name, "version": p.version.to_string() }))
         .collect();
-    let closing = router.is_closing();
-    let status = if closing {
-        StatusCode::SERVICE_UNAVAILABLE
+    let (status, said) = if router.is_closing() {
+        (StatusCode::SERVICE_UNAVAILABLE, "closing")
+    } else if router.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else {
-        StatusCode::OK
+        (StatusCode::OK, "ok")
     };
     let body = json!({
-        "status": if closing { "closing" } else { "ok" },
+        "status": said,
         "instance": router.instance_id(),
         "version": env!("CARGO_PKG_VERSION"),
         "plugins": plugins,

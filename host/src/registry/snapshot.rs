@@ -15,7 +15,8 @@ use crate::pattern::{Found, Patrun};
 use crate::pattern::{Glob, Pattern, match_string};
 use crate::plugins::{Backend, Plugin};
 use crate::remote::ClientEntry;
-use crate::runtime::{BoxFuture, Call, CallCtx, Caller, Handler};
+use crate::principal::{Caller, Principal};
+use crate::runtime::{BoxFuture, Call, CallCtx, Handler};
 
 /// One action in the trie: which plugin, which of its actions, and what it overrode.
 pub struct Action {
@@ -52,7 +53,7 @@ impl Action {
                 // The guest's own acts are made by this plugin; its `prior` goes on for
                 // whoever sent this message. A native action (the data store, say) passes its
                 // caller through, so it can judge who is asking.
-                ctx.sender = ctx.caller.replace(self.caller.clone());
+                ctx.principal.answered_by(&self.caller);
                 let json = msg.to_json();
                 let out = pool
                     .call(
@@ -205,7 +206,7 @@ impl Observer {
         let Backend::Wasm(pool) = &self.plugin.backend else {
             return Ok(());
         };
-        ctx.caller = Some(self.caller.clone());
+        ctx.principal = Principal::plugin(&self.caller);
         let pattern = self.pattern.to_string();
         let outcome = pool
             .call(

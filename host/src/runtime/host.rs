@@ -19,6 +19,7 @@ use super::bindings::{current, v0_1};
 use super::instance::State;
 use crate::error::{ActError, Code};
 use crate::message::{Message, Reply, json_kind};
+use crate::principal::Principal;
 
 /// A boxed, sendable future, as trait objects return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -37,21 +38,9 @@ pub struct CallCtx {
     /// Pools whose instances are held by calls further up the chain (re-entry detection);
     /// inline up to four levels, so a call allocates nothing for it.
     pub held: SmallVec<[u64; 4]>,
-    /// The plugin whose guest code is running (and so made any act nested in it); `None` for
-    /// an act from an ingress. Native actions pass it through unchanged and decide by it what
-    /// the caller may do (the data store's `expose` and `[[plugin]] data` rules).
-    pub caller: Option<Arc<Caller>>,
-    /// Who sent the message the running plugin action answers (the `caller` it was called
-    /// with): its `prior` passes that same message on for them, so what lies behind an
-    /// override (the data store, say) judges the sender, not the override.
-    pub sender: Option<Arc<Caller>>,
-    /// The plugins whose overriding actions passed this message on with `prior`: what lies
-    /// behind them allows only what each of them may do as well as the sender (a guard
-    /// limited to some bases cannot `prior` a save into another).
-    pub via: SmallVec<[Arc<Caller>; 1]>,
-    /// True when the chain started at a network listener rather than in this process
-    /// (`wasmeca act`, a plugin's init), so actions not exposed to the network can refuse it.
-    pub remote: bool,
+    /// Who the message acts for (the data store's access rules read it): carried down the
+    /// chain, never read here.
+    pub principal: Principal,
 }
 
 impl CallCtx {
@@ -64,10 +53,7 @@ impl CallCtx {
             deadline,
             timeout,
             held: SmallVec::new(),
-            caller: None,
-            sender: None,
-            via: SmallVec::new(),
-            remote: false,
+            principal: Principal::default(),
         }
     }
 
@@ -75,15 +61,6 @@ impl CallCtx {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
-}
-
-/// Who is acting: a plugin, with what its configuration grants it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The plugin's name, as callers see it in errors.
-    pub name: String,
-    /// The entity bases the plugin may use (`[[plugin]] data`); `None` allows every base.
-    pub data: Option<Vec<String>>,
 }
 
 /// Anything a message can be sent to under a call context: a plugin action, a native action,

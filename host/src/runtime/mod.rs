@@ -19,7 +19,7 @@ use wasmtime::{Config, Engine};
 
 pub use bindings::{Contract, Manifest, ManifestAction};
 pub use cache::CompileCache;
-pub use host::{BoxFuture, CallCtx, Caller, Handler, Host};
+pub use host::{BoxFuture, CallCtx, Handler, Host};
 pub use instance::{Call, Pool, RawInstance, no_host};
 
 use crate::error::ActError;
