@@ -114,6 +114,24 @@ codes! {
     MessageTooLarge = "message_too_large", 413, false;
     /// A request body of a type the gateway cannot read.
     UnsupportedMediaType = "unsupported_media_type", 415, false;
+    /// A create named an id (`id$`) that is already stored (seneca-entity's code).
+    EntityIdExists = "entity-id-exists", 500, false;
+    /// A malformed entity message: `ent`, `q`, `sort$`, an operator, a canon part.
+    EntityInvalid = "entity_invalid", 400, false;
+    /// A malformed cache message (`key` missing or not a string, `val` missing on set).
+    CacheInvalid = "cache_invalid", 400, false;
+    /// A cache `add` of a key that is already cached (@seneca/cache's code).
+    KeyExists = "key_exists", 500, false;
+    /// A cache `incr`/`decr` with or of something that is not a number (@seneca/cache's code).
+    OpFailedNan = "op_failed_nan", 500, false;
+    /// A cached value that is not JSON text.
+    NotJson = "not_json", 500, false;
+    /// The entity store or the cache cannot be reached; retrying later may work.
+    StoreUnavailable = "store_unavailable", 503, false;
+    /// The store answered with an error that is not the caller's fault.
+    StoreFailed = "store_failed", 500, false;
+    /// A store URL that cannot be opened.
+    StoreUrlInvalid = "store_url_invalid", 500, false;
 }
 
 impl Code {
@@ -342,6 +360,15 @@ mod tests {
             ("boom", "bad thing", Some(418))
         );
         assert!(ActError::from_seneca_json(&json!({})).is(Code::ActExecute));
+    }
+
+    #[test]
+    fn clip_quotes_at_most_120_characters_and_says_how_much_more() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(500);
+        let clipped = clip(&long);
+        assert!(clipped.starts_with(&"é".repeat(120)), "{clipped}");
+        assert!(clipped.ends_with("… (760 more bytes)"), "{clipped}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::message::json_kind;
 use crate::pattern::Pattern;
 use crate::runtime::{
-    Contract, Handler, Host, LoadError, Manifest, ManifestAction, ManifestProblem, Pool, Runtime,
+    Contract, Handler, LoadError, Manifest, ManifestAction, ManifestProblem, Pool, Runtime, Upcalls,
 };
 
 /// Where a plugin comes from and how to run it.
@@ -157,7 +157,7 @@ impl Plugin {
     /// Compiles, instantiates and initialises a plugin file, and checks its manifest.
     pub async fn load(
         runtime: &Runtime,
-        host: Weak<dyn Host>,
+        host: Weak<dyn Upcalls>,
         source: &PluginSource,
         bytes: Option<&[u8]>,
         init_timeout: std::time::Duration,

@@ -107,9 +107,15 @@ mod tests {
         let mut nested = p.nested();
         assert!(nested.remote && nested.sender.is_none());
         nested.answered_by(&guard);
-        assert_eq!(nested.sender.as_deref().map(|c| c.name.as_str()), Some("app"));
+        assert_eq!(
+            nested.sender.as_deref().map(|c| c.name.as_str()),
+            Some("app")
+        );
         let behind = nested.through_prior();
-        assert_eq!(behind.caller.as_deref().map(|c| c.name.as_str()), Some("app"));
+        assert_eq!(
+            behind.caller.as_deref().map(|c| c.name.as_str()),
+            Some("app")
+        );
         assert_eq!(behind.via.len(), 1);
         assert_eq!(behind.via[0].name, "guard");
         assert!(behind.remote, "the chain still began at the network");

@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::principal::Principal;
 use crate::registry::{Registry, Resolution, Target};
 use crate::remote::{PeerChoice, Peers, track, try_in_order};
-use crate::runtime::{BoxFuture, CallCtx, Handler, Host};
+use crate::runtime::{BoxFuture, CallCtx, Handler, Upcalls};
 
 /// The limits every act runs under.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,7 +214,7 @@ impl Router {
     }
 }
 
-impl Host for Inner {
+impl Upcalls for Inner {
     fn publish<'a>(
         &'a self,
         mut event: Message,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::error::Code;
+use crate::error::{Code, clip};
 use crate::gateway::routes;
 use crate::message::Message;
 use crate::pattern::Pattern;
@@ -223,14 +223,6 @@ pub async fn check(path: &Path, router: Router) -> CheckReport {
         }
     }
     report
-}
-
-fn clip(text: &str) -> String {
-    if text.chars().count() > 80 {
-        format!("{}…", text.chars().take(80).collect::<String>())
-    } else {
-        text.to_owned()
-    }
 }
 
 #[cfg(test)]

@@ -188,12 +188,7 @@ impl Handler for Action {
     }
 }
 
-/// A data error as callers see it: its own code and details; its status sent only when it is
-/// not Seneca's 500 (a store that is down is 503, bad input 400).
+/// A data error as callers see it: its code (whose status it carries) and details.
 fn to_act_error(e: DataError) -> ActError {
-    let error = ActError::new(e.code(), e.to_string()).with_details(e.details());
-    match e.status() {
-        500 => error,
-        status => error.with_status(status),
-    }
+    ActError::host(e.kind(), e.to_string()).with_details(e.details())
 }

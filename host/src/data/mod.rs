@@ -8,72 +8,51 @@
 //!
 //! Stores are opened from a URL with [`open_store`] (`sqlite://PATH`, the default embedded store;
 //! `memory://`; `postgres://…` with `?layout=document|columns`) and [`open_cache`] (`memory://`,
-//! `redis://…`). Every store runs the same query semantics ([`query`]): strict equality, arrays as
+//! `redis://…`). Every store runs the same query semantics ([`entity::query`]): strict equality, arrays as
 //! IN, operator objects in both spellings, `sort$` on every key with missing/null sorting greatest,
 //! `skip$`, `limit$` (0 = none), `fields$`; SQL stores push what they can down to SQL and finish in
 //! Rust what they cannot, so a reply never depends on the store behind it.
 //!
 //! # Layout
 //! - [`actions`]: the APIs served as native actions, and who may reach them.
-//! - [`query`]: pure query semantics (parse `q`, match, sort, page, project, ids).
-//! - [`mod@entity`]: the protocol: message fields → a store command → the reply shape; the
-//!   [`EntityStore`] trait the stores implement.
-//! - [`memory`], [`sqlite`], [`postgres`] (document layout), [`pg_columns`]
-//!   (seneca-postgres-store's table-per-entity layout): the entity stores.
-//! - [`mod@cache`] (the protocol, the [`CacheStore`] trait, the memory cache) and [`redis_cache`].
+//! - [`mod@entity`]: the protocol (message fields → a store command → the reply shape) and the
+//!   [`EntityStore`] trait; [`entity::query`], the pure query semantics (parse `q`, match, sort,
+//!   page, project, ids); the stores [`entity::memory`], [`entity::sqlite`] (writer thread,
+//!   readers, SQL) and [`entity::postgres`] (its `document` and `columns` layouts).
+//! - [`mod@cache`]: the protocol and the [`CacheStore`] trait; the caches [`cache::memory`] and
+//!   [`cache::redis`].
 
 pub mod actions;
 pub mod cache;
 pub mod entity;
-pub mod memory;
-pub mod pg_columns;
-pub mod postgres;
-pub mod query;
-pub mod redis_cache;
-pub mod sqlite;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 pub use actions::install;
-pub use cache::{CacheStore, MemoryCache, cache};
+pub use cache::{CacheStore, MemoryCache, RedisCache, cache};
+pub use entity::memory::MemoryStore;
+pub use entity::postgres::{PgLayout, PgStore};
+pub use entity::query::{Filter, Query, Select, SortKey, Test};
+pub use entity::sqlite::SqliteStore;
 pub use entity::{Canon, EntityStore, Kind, Record, SaveOp, canon, entity};
-pub use memory::MemoryStore;
-pub use postgres::{PgLayout, PgStore};
-pub use query::{Filter, Query, Select, SortKey, Test};
-pub use redis_cache::RedisCache;
-pub use sqlite::SqliteStore;
 
-/// A boxed, sendable future: what the object-safe store traits return.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The longest piece of caller input an error message quotes.
-const CLIP: usize = 120;
-
-/// Quotes at most 120 characters of caller input, so an error never echoes unbounded input.
-pub fn clip(s: &str) -> String {
-    match s.char_indices().nth(CLIP) {
-        None => s.to_string(),
-        Some((at, _)) => format!("{}…", &s[..at]),
-    }
-}
+use crate::error::{Code, clip};
 
 /// Clips a JSON value for an error's details: strings are clipped, other long values summarised.
 fn clip_value(v: &Value) -> Value {
     match v {
-        Value::String(s) => Value::String(clip(s)),
+        Value::String(s) => Value::String(clip(s).into_owned()),
         Value::Number(_) | Value::Bool(_) | Value::Null => v.clone(),
-        other => Value::String(clip(&other.to_string())),
+        other => Value::String(clip(&other.to_string()).into_owned()),
     }
 }
 
-/// Why a data action failed. Each variant has a stable [`code`](DataError::code) (the Seneca
-/// error code callers match on), an HTTP [`status`](DataError::status) and, where useful,
-/// [`details`](DataError::details). Messages quote caller input clipped to ~120 characters.
+/// Why a data action failed. Each variant has a [`Code`] (the Seneca error code callers match on,
+/// with its HTTP status) and, where useful, [`details`](DataError::details). Messages quote
+/// caller input clipped to ~120 characters.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A create named an id (`id$`) that is already stored; the stored record is untouched.
@@ -157,28 +136,34 @@ pub enum DataError {
 }
 
 impl DataError {
-    /// The stable Seneca error code callers match on (`err.data.payload.code` on a Node client).
+    /// The wire code callers match on (`err.data.payload.code` on a Node client).
     pub fn code(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// The host's code for it, which carries its HTTP status.
+    pub fn kind(&self) -> Code {
         match self {
-            DataError::IdExists { .. } => "entity-id-exists",
-            DataError::EntityInvalid { .. } => "entity_invalid",
-            DataError::CacheInvalid { .. } => "cache_invalid",
-            DataError::KeyExists { .. } => "key_exists",
-            DataError::NotANumber { .. } => "op_failed_nan",
-            DataError::NotJson { .. } => "not_json",
-            DataError::Unavailable { .. } => "store_unavailable",
-            DataError::Failed { .. } => "store_failed",
-            DataError::UnknownCmd { .. } => "act_not_found",
-            DataError::BadUrl { .. } => "store_url_invalid",
+            DataError::IdExists { .. } => Code::EntityIdExists,
+            DataError::EntityInvalid { .. } => Code::EntityInvalid,
+            DataError::CacheInvalid { .. } => Code::CacheInvalid,
+            DataError::KeyExists { .. } => Code::KeyExists,
+            DataError::NotANumber { .. } => Code::OpFailedNan,
+            DataError::NotJson { .. } => Code::NotJson,
+            DataError::Unavailable { .. } => Code::StoreUnavailable,
+            DataError::Failed { .. } => Code::StoreFailed,
+            DataError::UnknownCmd { .. } => Code::ActNotFound,
+            DataError::BadUrl { .. } => Code::StoreUrlInvalid,
         }
     }
 
-    /// The HTTP status: 503 when the store is down, 400 for invalid input, 500 otherwise (as Node).
+    /// The HTTP status: 503 when the store is down, 400 for invalid input, 500 otherwise (as
+    /// Node); the code's.
     pub fn status(&self) -> u16 {
-        match self {
-            DataError::Unavailable { .. } => 503,
-            DataError::EntityInvalid { .. } | DataError::CacheInvalid { .. } => 400,
-            _ => 500,
+        match self.kind() {
+            // Seneca's act_not_found is a 500 from a store, as Node answers it.
+            Code::ActNotFound => 500,
+            code => code.status(),
         }
     }
 
@@ -204,7 +189,7 @@ impl DataError {
     /// An [`EntityInvalid`](DataError::EntityInvalid) naming `field` (clipped).
     pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
         DataError::EntityInvalid {
-            field: clip(field),
+            field: clip(field).into_owned(),
             reason: reason.into(),
         }
     }
@@ -213,7 +198,7 @@ impl DataError {
 /// The URL with any password replaced by `***`, for errors and logs.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return clip(url);
+        return clip(url).into_owned();
     };
     let rest = &url[scheme_end + 3..];
     let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -231,6 +216,7 @@ pub fn redact_url(url: &str) -> String {
         redacted,
         &rest[auth_end..]
     ))
+    .into_owned()
 }
 
 /// The schemes [`open_store`] accepts, for its error message.
@@ -301,13 +287,6 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("mongo://a:b@c"), "mongo://a:***@c");
-    }
-
-    #[test]
-    fn clips_long_input() {
-        let long = "x".repeat(500);
-        assert_eq!(clip(&long).chars().count(), CLIP + 1);
-        assert_eq!(clip("short"), "short");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugin, PluginSource};
 use crate::remote::ClientEntry;
-use crate::runtime::{Host, LoadError, Runtime, no_host};
+use crate::runtime::{LoadError, Runtime, Upcalls, no_host};
 
 pub use snapshot::{Action, Observer, Resolution, Snapshot, Target};
 
@@ -60,7 +60,7 @@ struct Inner {
     runtime: Runtime,
     /// Who answers the nested acts of the instances this registry creates (the router); set
     /// once, after the router exists. Until then instances' nested acts answer `closed`.
-    host: OnceLock<Weak<dyn Host>>,
+    host: OnceLock<Weak<dyn Upcalls>>,
     /// The current snapshot; replaced whole on every change.
     set: ArcSwap<Snapshot>,
     /// The configured client pins, added to every snapshot before any plugin.
@@ -126,7 +126,7 @@ impl Registry {
 
     /// Gives instances created from now on `host` for their nested acts (the router calls
     /// this once, when it is built around the registry).
-    pub fn attach(&self, host: Weak<dyn Host>) {
+    pub fn attach(&self, host: Weak<dyn Upcalls>) {
         let _ = self.0.host.set(host);
     }
 

@@ -14,8 +14,8 @@ use crate::metrics::{Metrics, ObserverMetrics, PatternMetrics};
 use crate::pattern::{Found, Patrun};
 use crate::pattern::{Glob, Pattern, match_string};
 use crate::plugins::{Backend, Plugin};
-use crate::remote::ClientEntry;
 use crate::principal::{Caller, Principal};
+use crate::remote::ClientEntry;
 use crate::runtime::{BoxFuture, Call, CallCtx, Handler};
 
 /// One action in the trie: which plugin, which of its actions, and what it overrode.

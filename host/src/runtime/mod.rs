@@ -1,12 +1,15 @@
 //! The Wasm component engine: one shared wasmtime `Engine` with epoch interruption, the
 //! on-disk compile cache, the WASI-with-nothing-granted linker, plugin file validation, and the
-//! instances and pools that run guests. It calls up through the [`Host`] trait it defines and
+//! instances and pools that run guests. It calls up through the [`Upcalls`] trait it defines and
 //! never names the router that implements it.
 
 mod bindings;
 mod cache;
-mod host;
+mod calls;
+mod imports;
 mod instance;
+mod log;
+mod pool;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,8 +22,9 @@ use wasmtime::{Config, Engine};
 
 pub use bindings::{Contract, Manifest, ManifestAction};
 pub use cache::CompileCache;
-pub use host::{BoxFuture, CallCtx, Handler, Host};
-pub use instance::{Call, Pool, RawInstance, no_host};
+pub use calls::{BoxFuture, CallCtx, Handler, Upcalls};
+pub use instance::{Call, RawInstance, no_host};
+pub use pool::Pool;
 
 use crate::error::ActError;
 use crate::pattern::PatternError;

@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Number, Value};
 
-use super::DataError;
+use crate::data::DataError;
 
 /// One stored entity: its data fields plus `id` (never `entity$`).
 pub type Record = Map<String, Value>;

@@ -12,11 +12,12 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::{Number, Value};
 
-use super::cache::{CacheStore, add_numbers};
-use super::{BoxFuture, DataError, redact_url};
+use super::{CacheStore, add_numbers};
+use crate::data::{DataError, redact_url};
+use crate::runtime::BoxFuture;
 
 /// How many times a float incr retries its compare-and-set when the value changes under it.
 const CAS_ATTEMPTS: usize = 64;
@@ -51,9 +52,9 @@ pub struct RedisCache {
     /// How long a set or added value lives; `None` forever.
     expire: Option<Duration>,
     /// The integer incr script (sent once, then run by its SHA).
-    incr: redis::Script,
+    incr: ::redis::Script,
     /// The compare-and-set script for other numbers.
-    cas: redis::Script,
+    cas: ::redis::Script,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -69,12 +70,12 @@ fn redis_error(e: redis::RedisError) -> DataError {
     if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() {
         DataError::Unavailable {
             store: "redis",
-            reason: super::clip(&e.to_string()),
+            reason: crate::error::clip(&e.to_string()).into_owned(),
         }
     } else {
         DataError::Failed {
             store: "redis",
-            reason: super::clip(&e.to_string()),
+            reason: crate::error::clip(&e.to_string()).into_owned(),
         }
     }
 }
@@ -97,8 +98,8 @@ impl RedisCache {
         Ok(RedisCache {
             conn,
             expire: (!expire.is_zero()).then_some(expire),
-            incr: redis::Script::new(INCR_SCRIPT),
-            cas: redis::Script::new(CAS_SCRIPT),
+            incr: ::redis::Script::new(INCR_SCRIPT),
+            cas: ::redis::Script::new(CAS_SCRIPT),
         })
     }
 
@@ -150,7 +151,7 @@ impl CacheStore for RedisCache {
                     serde_json::from_slice(&text)
                         .map(Some)
                         .map_err(|_| DataError::NotJson {
-                            key: super::clip(key),
+                            key: crate::error::clip(key).into_owned(),
                         })
                 }
             }

@@ -4,16 +4,25 @@
 //! `qent`, `name`/`base`/`zone`, and a top-level `id` for minimal foreign messages. Replies carry
 //! the request's canon in `entity$` (§5): an entity object, an array for list, `null` for a load
 //! miss and for remove (unless `load$:true`).
+//!
+//! The stores implement [`EntityStore`]: [`memory`], [`sqlite`] (the default), and [`postgres`]
+//! (its document and columns layouts), all on the one query semantics of [`query`].
+
+pub mod memory;
+pub mod postgres;
+pub mod query;
+pub mod sqlite;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 
-use super::query::{self, Filter, Query, Test, is_scalar};
-use super::{BoxFuture, DataError};
+use self::query::{Filter, Query, Test, is_scalar};
+use crate::data::DataError;
+use crate::runtime::BoxFuture;
 
-pub use super::query::Record;
+pub use self::query::Record;
 
 /// The entity type a message names: `zone/base/name`, each part optional (`-` when unset).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,7 +67,10 @@ impl Canon {
             }),
             _ => Err(DataError::invalid(
                 "entity$",
-                format!("canon {:?} has too many parts", super::clip(s)),
+                format!(
+                    "canon {:?} has too many parts",
+                    crate::error::clip(s).into_owned()
+                ),
             )),
         }
     }
@@ -173,7 +185,7 @@ pub async fn entity(
     if !matches!(cmd, "save" | "load" | "list" | "remove") {
         return Err(DataError::UnknownCmd {
             api: "entity",
-            cmd: super::clip(cmd),
+            cmd: crate::error::clip(cmd).into_owned(),
         });
     }
     let canon = canon(msg, cmd)?;

@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use deadpool_postgres::Object;
 use serde_json::Value;
 
-use super::entity::{Kind, Record, SaveOp};
-use super::postgres::{Param, PgStore, ident, jsonb_sort, pg_error, sql_page};
-use super::query::{Filter, Query, RangeOp, Select, Test};
-use super::{DataError, clip};
+use super::{Param, PgStore, ident, jsonb_sort, pg_error, sql_page};
+use crate::data::DataError;
+use crate::data::entity::query::{Filter, Query, RangeOp, Select, Test};
+use crate::data::entity::{Kind, Record, SaveOp};
+use crate::error::clip;
 
 /// How a column's values read and compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

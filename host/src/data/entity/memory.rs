@@ -5,9 +5,10 @@ use std::sync::RwLock;
 
 use serde_json::Value;
 
-use super::entity::{EntityStore, Kind, Record, SaveOp};
 use super::query::{self, Filter, Query, Select, Test};
-use super::{BoxFuture, DataError};
+use super::{EntityStore, Kind, Record, SaveOp};
+use crate::data::DataError;
+use crate::runtime::BoxFuture;
 
 /// An id as a hash key that keeps its JSON type ("42" ≠ 42) and equates 42 with 42.0, as `===`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

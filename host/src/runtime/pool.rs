@@ -1,0 +1,338 @@
+//! A plugin's pool: the long-lived instances of one `name@version`, leased to calls one at a
+//! time, with each call under its deadline and the running-long limit; an instance that traps
+//! or times out is replaced in the background.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::Poll;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::bindings::Manifest;
+use super::calls::{CallCtx, Frame, Handler, Upcalls};
+use super::instance::{Call, Instance, Outcome, instantiate};
+use super::{Compiled, LoadError, Runtime};
+use crate::error::{ActError, Code};
+
+/// Source of pool ids, which call chains use to detect re-entry.
+static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
+
+/// The long-lived instances of one `name@version`: each call leases one; state survives
+/// between calls; an instance that traps or times out is replaced in the background.
+pub struct Pool {
+    /// Identifies the pool in call chains.
+    id: u64,
+    /// `name@version`.
+    ident: Arc<str>,
+    /// What new instances are made from.
+    compiled: Compiled,
+    /// The engine and linker.
+    runtime: Runtime,
+    /// Given to new instances for their nested acts.
+    host: Weak<dyn Upcalls>,
+    /// `init` options (JSON) for replacement instances.
+    options: Arc<String>,
+    /// How many instances the pool keeps.
+    size: usize,
+    /// Instances not running a call.
+    idle: Mutex<Vec<Instance>>,
+    /// One permit per idle instance: waiting for a permit is waiting for an instance.
+    permits: Arc<Semaphore>,
+    /// Turns to run long: at most this many of the plugin's calls compute past their first
+    /// epoch tick at once.
+    long: Arc<Semaphore>,
+    /// The default init deadline for replacements.
+    init_timeout: std::time::Duration,
+}
+
+impl Pool {
+    /// Instantiates the first instance to read the manifest, then fills the pool to `size`.
+    pub async fn start(
+        runtime: &Runtime,
+        compiled: Compiled,
+        host: Weak<dyn Upcalls>,
+        options: Arc<String>,
+        size: usize,
+        init_timeout: std::time::Duration,
+    ) -> Result<(Arc<Self>, Manifest), LoadError> {
+        let size = size.max(1);
+        let ctx = || {
+            CallCtx::root(
+                crate::message::new_id().into(),
+                Instant::now() + init_timeout,
+            )
+        };
+        let long = Arc::new(Semaphore::new(runtime.long_calls_per_plugin()));
+        let (first, manifest) = instantiate(
+            runtime,
+            &compiled,
+            host.clone(),
+            long.clone(),
+            &options,
+            ctx(),
+        )
+        .await?;
+        let ident: Arc<str> = format!("{}@{}", manifest.name, manifest.version).into();
+        let mut idle = vec![first];
+        for index in 1..size {
+            let (instance, other) = instantiate(
+                runtime,
+                &compiled,
+                host.clone(),
+                long.clone(),
+                &options,
+                ctx(),
+            )
+            .await?;
+            let got = format!("{}@{}", other.name, other.version);
+            if *got != *ident {
+                let problem = super::ManifestProblem::Inconsistent {
+                    index,
+                    got,
+                    want: ident.to_string(),
+                };
+                return Err(LoadError::Manifest {
+                    path: compiled.path.to_path_buf(),
+                    problem,
+                });
+            }
+            idle.push(instance);
+        }
+        let pool = Self {
+            id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
+            ident,
+            compiled,
+            runtime: runtime.clone(),
+            host,
+            options,
+            size,
+            idle: Mutex::new(idle),
+            permits: Arc::new(Semaphore::new(size)),
+            long,
+            init_timeout,
+        };
+        Ok((Arc::new(pool), manifest))
+    }
+
+    /// How many instances the pool keeps.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Calls `handle` (or `observe`) with `msg` on a leased instance within `ctx.deadline`. A guest that
+    /// computes for long yields at every epoch tick behind the work already waiting, and at
+    /// most [`Runtime::long_calls_per_plugin`] calls of this plugin compute past their first
+    /// tick at once, so one plugin never holds every async worker.
+    pub async fn call(
+        self: &Arc<Self>,
+        call: Call,
+        msg: String,
+        mut ctx: CallCtx,
+        prior: Option<Arc<dyn Handler>>,
+        pattern: &str,
+    ) -> Result<String, ActError> {
+        let held = ctx.held.iter().filter(|id| **id == self.id).count();
+        if held >= self.size {
+            return Err(ActError::host(
+                Code::ActReentrant,
+                format!(
+                    "{pattern} is served by {}, whose {} instance(s) are all busy further up this call chain \
+                     (tx {}); a component cannot be re-entered. Raise `instances` for this plugin or call \
+                     the function directly instead of acting it.",
+                    self.ident, self.size, ctx.tx
+                ),
+            ));
+        }
+        let deadline = ctx.deadline;
+        let timeout_after = ctx.timeout();
+        let timeout = || ActError::timeout(pattern, timeout_after);
+        // An idle instance is the common case: take it without arming a timer.
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let acquire = self.permits.clone().acquire_owned();
+                match within(deadline, &self.runtime, acquire).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => {
+                        return Err(ActError::host(
+                            Code::Closed,
+                            format!("{} is unloading", self.ident),
+                        ));
+                    }
+                    Err(stop) => return Err(stop.error(timeout)),
+                }
+            }
+        };
+        if self.runtime.is_interrupted() {
+            return Err(Stop::Interrupted.error(timeout));
+        }
+        let instance = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let Some(instance) = instance else {
+            return Err(ActError::host(
+                Code::PluginTrap,
+                format!("{} has no instance available", self.ident),
+            ));
+        };
+        ctx.held.push(self.id);
+        let mut lease = Lease {
+            pool: self.clone(),
+            instance: Some(instance),
+            permit: Some(permit),
+            clean: false,
+        };
+        let Some(instance) = lease.instance.as_mut() else {
+            unreachable!("just set")
+        };
+        let call = instance.handle(call, &msg, Frame { ctx, prior });
+        let outcome = within(deadline, &self.runtime, call).await;
+        match outcome {
+            Ok(Outcome::Returned(Ok(answer))) if answer.len() > self.runtime.max_result() => {
+                lease.clean = true;
+                Err(ActError::host(
+                    Code::ResultTooLarge,
+                    format!(
+                        "{pattern} ({}) answered {} bytes; the limit is {} ([limits] max_result_bytes)",
+                        self.ident,
+                        answer.len(),
+                        self.runtime.max_result()
+                    ),
+                ))
+            }
+            Ok(Outcome::Returned(answer)) => {
+                lease.clean = true;
+                answer
+            }
+            Ok(Outcome::Trapped(_)) if self.runtime.is_interrupted() => {
+                Err(Stop::Interrupted.error(timeout))
+            }
+            Ok(Outcome::Trapped(e)) => Err(e),
+            Err(stop) => Err(stop.error(timeout)),
+        }
+    }
+
+    /// Makes a replacement instance in the background; its permit is released when it is idle.
+    fn respawn(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.clone();
+        handle.spawn(async move {
+            let ctx = CallCtx::root(
+                crate::message::new_id().into(),
+                Instant::now() + pool.init_timeout,
+            );
+            match instantiate(
+                &pool.runtime,
+                &pool.compiled,
+                pool.host.clone(),
+                pool.long.clone(),
+                &pool.options,
+                ctx,
+            )
+            .await
+            {
+                Ok((instance, _)) => {
+                    pool.idle
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(instance);
+                    drop(permit);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        plugin = &*pool.ident,
+                        "cannot replace a failed instance: {e}"
+                    );
+                    if let Some(p) = permit {
+                        p.forget();
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Runs `fut` until `deadline` or the runtime's interrupt. Unlike `tokio::time::timeout` it
+/// arms nothing for a call that completes on its first poll (the common case: a plugin
+/// answering without waiting), so fast calls never touch the timer wheel. A plugin that
+/// computes for long yields at every epoch tick, which is when the timer gets armed.
+async fn within<F: Future>(
+    deadline: Instant,
+    runtime: &Runtime,
+    fut: F,
+) -> Result<F::Output, Stop> {
+    let mut fut = std::pin::pin!(fut);
+    let mut waits = None;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        let (sleep, interrupt) = waits.get_or_insert_with(|| {
+            (
+                Box::pin(tokio::time::sleep_until(deadline)),
+                Box::pin(runtime.interrupted()),
+            )
+        });
+        if interrupt.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Stop::Interrupted));
+        }
+        sleep.as_mut().poll(cx).map(|()| Err(Stop::Deadline))
+    })
+    .await
+}
+
+/// Why a guest call was cut short.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// Its deadline passed.
+    Deadline,
+    /// The host interrupted every call (shutdown's drain timeout).
+    Interrupted,
+}
+
+impl Stop {
+    /// The error the caller gets: `action_timeout`, or `closed`.
+    fn error(self, timeout: impl FnOnce() -> ActError) -> ActError {
+        match self {
+            Self::Deadline => timeout(),
+            Self::Interrupted => ActError::host(
+                Code::Closed,
+                "the host is shutting down and interrupted the call",
+            ),
+        }
+    }
+}
+
+/// An instance checked out of its pool. Dropping it returns a clean instance, or replaces one
+/// that trapped, timed out or whose call was cancelled mid-way.
+struct Lease {
+    /// The owner.
+    pool: Arc<Pool>,
+    /// The instance, taken back on drop.
+    instance: Option<Instance>,
+    /// Released after the instance is back (or its replacement is).
+    permit: Option<OwnedSemaphorePermit>,
+    /// True once the call returned normally, so the instance is reusable.
+    clean: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        match self.instance.take() {
+            Some(instance) if self.clean => {
+                self.pool
+                    .idle
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(instance);
+            }
+            _ => self.pool.respawn(self.permit.take()),
+        }
+    }
+}
