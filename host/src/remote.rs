@@ -42,6 +42,10 @@ pub trait Remote: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// How discovery reaches a peer it found at an address and port (a Seneca HTTP client, from the
+/// wiring: the core and discovery name no transport); `None` when it cannot be reached that way.
+pub type Connect = Arc<dyn Fn(&str, u16) -> Option<Arc<dyn Remote>> + Send + Sync>;
+
 /// A `[[client]]` pin: acts matching it go to `remote` when no plugin serves them.
 pub struct ClientEntry {
     /// The pin (empty: catch-all).

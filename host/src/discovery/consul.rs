@@ -18,9 +18,8 @@ use crate::error::{ActError, Code};
 use crate::message::Message;
 use crate::pattern::{Patrun, Pattern};
 use crate::registry::Registry;
-use crate::remote::{PeerChoice, Peers, Remote};
+use crate::remote::{Connect, PeerChoice, Peers, Remote};
 use crate::runtime::BoxFuture;
-use crate::transport::http::HttpClient;
 
 /// Why Consul refused or could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +86,8 @@ pub struct Discovery {
     watched: Mutex<HashSet<String>>,
     /// This host's instance id: never a peer of itself.
     me: String,
+    /// How a peer found in Consul is reached.
+    connect: Connect,
     /// Stops the watches.
     shutdown: CancellationToken,
     /// Descriptions of wasmeca peers, by (service ID, Consul modify index).
@@ -95,7 +96,12 @@ pub struct Discovery {
 
 impl Discovery {
     /// A discovery for `config`; nothing runs until [`Discovery::start`].
-    pub fn new(config: Consul, me: &str, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        config: Consul,
+        me: &str,
+        connect: Connect,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
@@ -111,6 +117,7 @@ impl Discovery {
             peers: ArcSwap::from_pointee(PeerTable::default()),
             watched: Mutex::new(HashSet::new()),
             me: me.to_owned(),
+            connect,
             shutdown,
             described: Mutex::new(HashMap::new()),
         })
@@ -320,13 +327,7 @@ impl Discovery {
                 .as_u64()
                 .or_else(|| entry["Service"]["CreateIndex"].as_u64())
                 .unwrap_or(0);
-            let Ok(client) = HttpClient::new(
-                address,
-                port,
-                "/act",
-                Duration::from_secs(30),
-                self.me.clone().into(),
-            ) else {
+            let Some(client) = (self.connect)(address, port) else {
                 continue;
             };
             let serves = if instance.is_empty() {
@@ -340,7 +341,7 @@ impl Discovery {
                 instance,
                 url: format!("http://{address}:{port}/act"),
                 weight,
-                client: Arc::new(client),
+                client,
                 serves,
             }));
         }

@@ -15,7 +15,6 @@ use crate::message::{Message, Reply};
 use crate::pattern::Patrun;
 use crate::remote::{PeerChoice, Remote, RemoteCall};
 use crate::runtime::BoxFuture;
-use crate::transport::http::HttpClient;
 
 /// What a wasmeca peer serves: pattern → the `(plugin, version)`s serving it.
 pub type Served = Patrun<Vec<(String, Version)>>;
@@ -32,8 +31,8 @@ pub struct Peer {
     pub url: String,
     /// `Weights.Passing`, for weighted balancing.
     pub weight: u32,
-    /// The client that reaches it (kept-alive connections).
-    pub client: Arc<HttpClient>,
+    /// What reaches it (a Seneca HTTP client with kept-alive connections).
+    pub client: Arc<dyn Remote>,
     /// What it serves: pattern → `(plugin, version)`s, from its own description; `None` for
     /// services that are not wasmeca (reached only by `$target`).
     pub serves: Option<Arc<Served>>,
@@ -215,7 +214,23 @@ mod tests {
     use super::*;
     use crate::pattern::Pattern;
     use serde_json::json;
-    use std::time::Duration;
+
+    /// A peer's client these tests never call.
+    struct Unused;
+
+    impl Remote for Unused {
+        fn act<'a>(
+            &'a self,
+            _: &'a Message,
+            _: RemoteCall<'a>,
+        ) -> BoxFuture<'a, Result<Reply, ActError>> {
+            unreachable!("the tests pick peers, they do not call them")
+        }
+
+        fn describe(&self) -> String {
+            "unused".into()
+        }
+    }
 
     fn peer(id: &str, instance: &str, weight: u32, serves: &[(&str, &str, &str)]) -> Arc<Peer> {
         let mut trie: Served = Patrun::new();
@@ -231,10 +246,7 @@ mod tests {
             instance: instance.into(),
             url: format!("http://{id}/act"),
             weight,
-            client: Arc::new(
-                HttpClient::new("127.0.0.1", 1, "/act", Duration::from_secs(1), "me".into())
-                    .unwrap(),
-            ),
+            client: Arc::new(Unused),
             serves: Some(Arc::new(trie)),
         })
     }

@@ -1,11 +1,9 @@
 //! The REST gateway: the axum server that finds a request's route in the [`table`] it keeps of
 //! the plugins' seneca-web [`routes`], turns the request into `pattern + args: {params, query, body}` as seneca-web does,
 //! acts it through the shared ingress step, and answers JSON; with `/health`, `/metrics` and
-//! `/plugins` ([`status`]) beside the routes.
+//! `/plugins` ([`crate::server::status`]) beside the routes.
 
 pub mod routes;
-pub mod server;
-pub mod status;
 pub mod table;
 
 use std::net::SocketAddr;
@@ -23,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{ActError, Code};
 use crate::ingress::Ingress;
 use crate::message::{self, Message, Reply};
+use crate::server::{self, status};
 use routes::Route;
 use table::{Entry, Routes};
 
@@ -118,7 +117,9 @@ async fn metrics(State(g): State<Gateway>) -> Response {
 }
 
 async fn plugins(State(g): State<Gateway>) -> Response {
-    status::plugins(g.ingress.router(), &g.routes)
+    let routes = g.routes.clone();
+    let describe: status::DescribeRoutes = Arc::new(move || routes.describe());
+    status::plugins(g.ingress.router(), &describe)
 }
 
 /// Every other path: a plugin's route, or a JSON 404/405.

@@ -274,6 +274,14 @@ impl Routes {
         self.built().table.clone()
     }
 
+    /// The current routes as `/plugins` lists them: method, path, pattern and owner.
+    pub fn describe(&self) -> Vec<Value> {
+        self.current()
+            .routes()
+            .map(|r| serde_json::json!({ "method": r.method.as_str(), "path": r.path, "pattern": r.pattern_text, "owner": r.owner }))
+            .collect()
+    }
+
     /// The routes of the current plugins left out because another owner holds their method
     /// and path.
     pub fn conflicts(&self) -> Vec<Conflict> {

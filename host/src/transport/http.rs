@@ -17,14 +17,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ActError, Code};
-use crate::gateway::server::{self, HttpLimits};
-use crate::gateway::status;
-use crate::gateway::table::Routes;
 use crate::ingress::Ingress;
 use crate::message::{self, Message, Reply};
 use crate::pattern;
 use crate::remote::{Remote, RemoteCall};
 use crate::runtime::BoxFuture;
+use crate::server::status::{self, DescribeRoutes};
+use crate::server::{self, HttpLimits};
 
 /// `seneca-id`: the act id `mi/tx`.
 const SENECA_ID: &str = "seneca-id";
@@ -50,7 +49,7 @@ struct Listener {
     /// Acts the messages (loop check, history, metric).
     ingress: Ingress,
     /// The REST routes, for `/plugins`.
-    routes: Arc<Routes>,
+    routes: DescribeRoutes,
     /// The act path (`/act`).
     path: Arc<str>,
 }
@@ -65,7 +64,7 @@ pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
 pub async fn run(
     listener: TcpListener,
     ingress: Ingress,
-    routes: Arc<Routes>,
+    routes: DescribeRoutes,
     path: String,
     limits: HttpLimits,
     shutdown: CancellationToken,

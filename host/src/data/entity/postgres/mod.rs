@@ -8,7 +8,7 @@
 //! down makes each call fail fast with `store_unavailable`, and calls succeed again once it is back.
 //! A server that stops answering without closing (a partition, a hung host) holds a call no longer
 //! than the act's deadline (the router bounds every native call: `action_timeout`); a connection
-//! whose call was cut off that way is closed rather than pooled ([`Lease`]), sockets carry TCP
+//! whose call was cut off that way is closed rather than pooled (a `Lease`), sockets carry TCP
 //! keepalives and a user timeout, and statements a `statement_timeout` of the longest act
 //! deadline, so the pool heals by itself when the partition does.
 

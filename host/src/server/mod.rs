@@ -1,4 +1,5 @@
-//! The HTTP server both HTTP listeners run on (the REST gateway and Seneca's HTTP transport):
+//! The HTTP server both HTTP listeners run on (the REST gateway and Seneca's HTTP transport), and
+//! what both say about this host ([`status`]):
 //! HTTP/1.1 where each phase of a connection has a clock of its own — a request's headers
 //! (`header_timeout`: slowloris), its body (`body_timeout`, answered 408: slow POST), its act
 //! (bounded by the act's own deadline) and the wait for the next request on a kept-alive
@@ -26,6 +27,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ActError, Code};
+
+pub mod status;
 
 /// What an HTTP listener allows its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

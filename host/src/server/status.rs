@@ -5,9 +5,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::server;
-use super::table::Routes;
+use super::json as respond;
 use crate::router::Router;
+
+/// The REST routes as `/plugins` lists them (method, path, pattern, owner), from whichever
+/// listener serves them: the transport names no REST type.
+pub type DescribeRoutes = std::sync::Arc<dyn Fn() -> Vec<Value> + Send + Sync>;
 
 /// `GET /health`: 200 with the plugins and versions while serving, 503 from the moment a drain
 /// starts (so Consul's check, and a load balancer's, take the host out before it stops).
@@ -34,18 +37,14 @@ pub fn health(router: &Router) -> Response {
         "in_flight": router.in_flight(),
         "peers": router.peer_ids(),
     });
-    server::json(status, body.to_string())
+    respond(status, body.to_string())
 }
 
 /// `GET /plugins`: every plugin (version, patterns, routes, file, load time), the native
 /// actions, the REST routes, and the last load errors. Peers read it from each other's Seneca HTTP listener.
-pub fn plugins(router: &Router, routes: &Routes) -> Response {
+pub fn plugins(router: &Router, routes: &DescribeRoutes) -> Response {
     let set = router.registry().snapshot();
-    let routes: Vec<Value> = routes
-        .current()
-        .routes()
-        .map(|r| json!({ "method": r.method.as_str(), "path": r.path, "pattern": r.pattern_text, "owner": r.owner }))
-        .collect();
+    let routes = routes();
     let (native, plugins): (Vec<_>, Vec<_>) = set.plugins().iter().partition(|p| p.is_native());
     let describe = |list: Vec<&std::sync::Arc<crate::plugins::Plugin>>| -> Vec<Value> {
         list.into_iter().map(|p| p.describe()).collect()
@@ -56,5 +55,5 @@ pub fn plugins(router: &Router, routes: &Routes) -> Response {
         "routes": routes,
         "load_errors": router.registry().load_errors(),
     });
-    server::json(StatusCode::OK, body.to_string())
+    respond(StatusCode::OK, body.to_string())
 }
