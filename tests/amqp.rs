@@ -17,7 +17,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
-use wasmeca::config::AmqpClient as ClientConfig;
+use wasmeca::config::AmqpClientConfig as ClientConfig;
 use wasmeca::pattern::Pattern;
 use wasmeca::transport::amqp::{AmqpClient, Sent, queue_name, routing_key};
 use wasmeca::{CancellationToken, Host, Message};

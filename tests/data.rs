@@ -1048,7 +1048,7 @@ async fn node_seneca_entity_app_is_refused_without_expose() {
 #[tokio::test(flavor = "multi_thread")]
 async fn amqp_entity_commands_follow_expose() {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    use wasmeca::config::AmqpClient as ClientConfig;
+    use wasmeca::config::AmqpClientConfig as ClientConfig;
     use wasmeca::pattern::Pattern;
     use wasmeca::transport::amqp::{AmqpClient, Sent, queue_name, routing_key};
 

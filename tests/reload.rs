@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wasmeca::config::AmqpClient as ClientConfig;
+use wasmeca::config::AmqpClientConfig as ClientConfig;
 use wasmeca::transport::amqp::{AmqpClient, Sent, routing_key};
 use wasmeca::{CancellationToken, Host, Message};
 use wasmeca_tests::plugin;

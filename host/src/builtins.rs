@@ -50,7 +50,7 @@ enum Builtin {
 }
 
 /// A built-in with what it reads.
-struct Action {
+struct BuiltinHandler {
     /// Which one.
     builtin: Builtin,
     /// Shared by all of them.
@@ -79,7 +79,7 @@ pub fn install(router: &Router) {
         .into_iter()
         .filter_map(|(pattern, builtin)| {
             let pattern = Pattern::parse(pattern).ok()?;
-            let action: Arc<dyn Handler> = Arc::new(Action {
+            let action: Arc<dyn Handler> = Arc::new(BuiltinHandler {
                 builtin,
                 facts: facts.clone(),
             });
@@ -90,7 +90,7 @@ pub fn install(router: &Router) {
     registry.install(Arc::new(Plugin::native(NAME, version, handlers)));
 }
 
-impl Handler for Action {
+impl Handler for BuiltinHandler {
     fn call(&self, msg: Message, _ctx: CallCtx) -> BoxFuture<'_, Result<Reply, ActError>> {
         let answer = match self.builtin {
             Builtin::Ping => self.facts.ping(),

@@ -113,7 +113,7 @@ pub struct History {
 const ENTRY_OVERHEAD: usize = 384;
 
 /// One remembered id.
-struct Entry {
+struct Remembered {
     /// When it stops answering.
     expiry: Instant,
     /// Its answer, once there is one.
@@ -126,7 +126,7 @@ struct Entry {
 #[derive(Default)]
 struct Entries {
     /// id → its entry.
-    by_id: HashMap<String, Entry>,
+    by_id: HashMap<String, Remembered>,
     /// Ids in insertion order, with their expiry, for expiry and eviction.
     order: VecDeque<(Instant, String)>,
     /// The sum of the entries' bytes.
@@ -197,7 +197,7 @@ impl History {
         let outcome = Outcome::default();
         let bytes = 2 * id.len() + ENTRY_OVERHEAD;
         entries.bytes += bytes;
-        let fresh = Entry {
+        let fresh = Remembered {
             expiry,
             outcome: outcome.clone(),
             bytes,

@@ -298,73 +298,12 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => {
-            let mut config = config_for(&args.paths, &args.host)?;
-            if let Some(rest) = args.rest {
-                config.rest.listen = rest;
-            }
-            if let Some(ListenAddr(http)) = args.http {
-                let mut listen: Vec<Listen> = config
-                    .listeners()
-                    .into_iter()
-                    .filter(|l| !matches!(l, Listen::Http { .. }))
-                    .collect();
-                if let Some(addr) = http {
-                    let path = "/act".to_owned();
-                    listen.push(Listen::Http {
-                        host: addr.ip().to_string(),
-                        port: addr.port(),
-                        path,
-                    });
-                }
-                config.listen = Some(listen);
-            }
-            config.watch |= args.watch;
-            if let Some(url) = args.amqp {
-                let mut listen = config.listeners();
-                let amqp = wasmeca::config::AmqpListen {
-                    url: Some(wasmeca::config::Urls::parse(&url)).filter(|u| !u.is_empty()),
-                    ..Default::default()
-                };
-                listen.push(Listen::Amqp(amqp));
-                config.listen = Some(listen);
-            }
-            if let Some(url) = args.events {
-                let given = Some(wasmeca::config::Urls::parse(&url)).filter(|u| !u.is_empty());
-                config.events.url = Some(config.broker(given.as_ref()));
-            }
-            if args.group.is_some() {
-                config.events.group = args.group;
-            }
-            if args.build {
-                build(&config)?;
-            }
-            let shutdown = wasmeca::shutdown::on_signals();
-            wasmeca::serve(config, shutdown).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve(args) => serve(args).await,
         Command::Act(args) => cli::act::act(args).await,
         Command::Publish(args) => cli::publish::publish(args).await,
         Command::Inspect(args) => cli::listing::inspect(args).await,
         Command::Plugins(args) => cli::listing::plugins(args).await,
-        Command::New(args) => {
-            let sdk = sdk_dir(args.sdk.as_deref());
-            let written = authoring::new_project(args.language, &args.dir, &sdk)?;
-            println!(
-                "created {} ({} plugin, SDK {}):",
-                args.dir.display(),
-                args.language,
-                sdk.display()
-            );
-            for file in written {
-                println!("  {}", file.display());
-            }
-            println!(
-                "next: cd {} && wasmeca build && wasmeca serve",
-                args.dir.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::New(args) => new(args),
         Command::Build(args) => {
             let path = match args.path {
                 Some(p) if p.is_dir() => p.join("wasmeca.toml"),
@@ -399,6 +338,74 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `wasmeca serve`: the configuration with the command line's listeners on top, built first
+/// with `--build`, served until a signal.
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = config_for(&args.paths, &args.host)?;
+    if let Some(rest) = args.rest {
+        config.rest.listen = rest;
+    }
+    if let Some(ListenAddr(http)) = args.http {
+        let mut listen: Vec<Listen> = config
+            .listeners()
+            .into_iter()
+            .filter(|l| !matches!(l, Listen::Http { .. }))
+            .collect();
+        if let Some(addr) = http {
+            let path = "/act".to_owned();
+            listen.push(Listen::Http {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                path,
+            });
+        }
+        config.listen = Some(listen);
+    }
+    config.watch |= args.watch;
+    if let Some(url) = args.amqp {
+        let mut listen = config.listeners();
+        let amqp = wasmeca::config::AmqpListen {
+            url: Some(wasmeca::config::Urls::parse(&url)).filter(|u| !u.is_empty()),
+            ..Default::default()
+        };
+        listen.push(Listen::Amqp(amqp));
+        config.listen = Some(listen);
+    }
+    if let Some(url) = args.events {
+        let given = Some(wasmeca::config::Urls::parse(&url)).filter(|u| !u.is_empty());
+        config.events.url = Some(config.broker(given.as_ref()));
+    }
+    if args.group.is_some() {
+        config.events.group = args.group;
+    }
+    if args.build {
+        build(&config)?;
+    }
+    let shutdown = wasmeca::shutdown::on_signals();
+    wasmeca::serve(config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wasmeca new`: a project folder from a template.
+fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
+    let sdk = sdk_dir(args.sdk.as_deref());
+    let written = authoring::new_project(args.language, &args.dir, &sdk)?;
+    println!(
+        "created {} ({} plugin, SDK {}):",
+        args.dir.display(),
+        args.language,
+        sdk.display()
+    );
+    for file in written {
+        println!("  {}", file.display());
+    }
+    println!(
+        "next: cd {} && wasmeca build && wasmeca serve",
+        args.dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The configuration for plugin paths: a `.toml` file, files and folders, or `./wasmeca.toml`.

@@ -13,7 +13,8 @@ use crate::error::{Code, clip};
 use crate::gateway::routes;
 use crate::message::Message;
 use crate::pattern::Pattern;
-use crate::plugins::PluginSource;
+use crate::plugins::{ActionDecl, Plugin, PluginSource};
+use crate::registry::Observer;
 use crate::router::Router;
 use crate::runtime::LoadError;
 
@@ -94,22 +95,45 @@ pub async fn check(path: &Path, router: Router) -> CheckReport {
     let plugin = match registry.load(&PluginSource::new(path)).await {
         Ok(plugin) => plugin,
         Err(e) => {
-            let what = match &e {
-                LoadError::Io { .. }
-                | LoadError::NotWasm { .. }
-                | LoadError::CoreModule { .. }
-                | LoadError::Compile { .. } => "it loads as a component",
-                LoadError::Contract { .. } => {
-                    "it implements wasmeca:plugin@0.2.0 (or the older 0.1.0)"
-                }
-                LoadError::Init { .. } | LoadError::Trap { .. } => "init answers a manifest",
-                LoadError::Budget { .. } => "it fits the host's memory budget",
-                LoadError::Manifest { .. } => "its manifest is valid",
-            };
-            report.fail(format!("{what}: {e}"));
+            report.fail(format!("{}: {e}", what_failed(&e)));
             return report;
         }
     };
+    check_manifest(&plugin, &mut report);
+    registry.install(plugin.clone());
+    for action in &plugin.actions {
+        check_action(&router, action, &mut report).await;
+    }
+    let observers: Vec<_> = registry
+        .snapshot()
+        .observers()
+        .iter()
+        .filter(|o| Arc::ptr_eq(&o.plugin, &plugin))
+        .cloned()
+        .collect();
+    for observer in observers {
+        check_observer(observer, &mut report).await;
+    }
+    report
+}
+
+/// The check a load error fails.
+fn what_failed(e: &LoadError) -> &'static str {
+    match e {
+        LoadError::Io { .. }
+        | LoadError::NotWasm { .. }
+        | LoadError::CoreModule { .. }
+        | LoadError::Compile { .. } => "it loads as a component",
+        LoadError::Contract { .. } => "it implements wasmeca:plugin@0.2.0 (or the older 0.1.0)",
+        LoadError::Init { .. } | LoadError::Trap { .. } => "init answers a manifest",
+        LoadError::Budget { .. } => "it fits the host's memory budget",
+        LoadError::Manifest { .. } => "its manifest is valid",
+    }
+}
+
+/// What the manifest says: identity, something served, patterns that read as they match,
+/// route sets well formed.
+fn check_manifest(plugin: &Plugin, report: &mut CheckReport) {
     report.pass(format!(
         "loads as a component and implements {} ({})",
         plugin.contract.name(),
@@ -156,73 +180,69 @@ pub async fn check(path: &Path, router: Router) -> CheckReport {
             report.fail(format!("route set {i}: {}", warnings.join("; ")));
         }
     }
-    registry.install(plugin.clone());
-    for action in &plugin.actions {
-        let (message, from) = match &action.example {
-            Some(example) => (Value::Object(example.clone()), "its example"),
-            None => (sample(&action.pattern), "a message made from its pattern"),
-        };
-        let mut msg = message.as_object().cloned().unwrap_or_default();
-        msg.insert("timeout$".into(), json!(5000));
-        match router.act(Message::new(msg)).await {
-            Ok(reply) => report.pass(format!(
-                "`{}` answers {from} {message}: {}",
-                action.source,
-                clip(reply.as_str())
-            )),
-            Err(e)
-                if [
-                    Code::PluginTrap,
-                    Code::ActionTimeout,
-                    Code::ResultNotObjarr,
-                    Code::ActNotFound,
-                ]
+}
+
+/// An action answers its example (or a message made from its pattern) without trapping; its
+/// own error is an answer too.
+async fn check_action(router: &Router, action: &ActionDecl, report: &mut CheckReport) {
+    let (message, from) = match &action.example {
+        Some(example) => (Value::Object(example.clone()), "its example"),
+        None => (sample(&action.pattern), "a message made from its pattern"),
+    };
+    let mut msg = message.as_object().cloned().unwrap_or_default();
+    msg.insert("timeout$".into(), json!(5000));
+    match router.act(Message::new(msg)).await {
+        Ok(reply) => report.pass(format!(
+            "`{}` answers {from} {message}: {}",
+            action.source,
+            clip(reply.as_str())
+        )),
+        Err(e)
+            if [
+                Code::PluginTrap,
+                Code::ActionTimeout,
+                Code::ResultNotObjarr,
+                Code::ActNotFound,
+            ]
+            .into_iter()
+            .any(|code| e.is(code)) =>
+        {
+            report.fail(format!("`{}` with {from} {message}: {}", action.source, e));
+        }
+        // Its own error is an answer (the sample may lack what the action needs).
+        Err(e) => report.pass(format!(
+            "`{}` answers {from} {message} with its error {}: {}",
+            action.source, e.code, e.message
+        )),
+    }
+}
+
+/// An observer takes an event made from its pattern without trapping.
+async fn check_observer(observer: Arc<Observer>, report: &mut CheckReport) {
+    let shown = sample(&observer.pattern);
+    let mut event = Message::new(shown.as_object().cloned().unwrap_or_default());
+    crate::events::stamp(&mut event, None);
+    let source = observer.plugin.observers[observer.index as usize]
+        .source
+        .clone();
+    let failed = crate::events::deliver(vec![observer], &event, Duration::from_secs(5)).await;
+    match failed.first() {
+        None => report.pass(format!("observer `{source}` takes the event {shown}")),
+        Some(f)
+            if [Code::PluginTrap, Code::ActionTimeout]
                 .into_iter()
-                .any(|code| e.is(code)) =>
-            {
-                report.fail(format!("`{}` with {from} {message}: {}", action.source, e));
-            }
-            // Its own error is an answer (the sample may lack what the action needs).
-            Err(e) => report.pass(format!(
-                "`{}` answers {from} {message} with its error {}: {}",
-                action.source, e.code, e.message
-            )),
+                .any(|code| f.error.is(code)) =>
+        {
+            report.fail(format!(
+                "observer `{source}` with the event {shown}: {}",
+                f.error
+            ));
         }
+        Some(f) => report.pass(format!(
+            "observer `{source}` takes the event {shown} (failing with its error {}: {})",
+            f.error.code, f.error.message
+        )),
     }
-    let observers: Vec<_> = registry
-        .snapshot()
-        .observers()
-        .iter()
-        .filter(|o| Arc::ptr_eq(&o.plugin, &plugin))
-        .cloned()
-        .collect();
-    for observer in observers {
-        let shown = sample(&observer.pattern);
-        let mut event = Message::new(shown.as_object().cloned().unwrap_or_default());
-        crate::events::stamp(&mut event, None);
-        let source = observer.plugin.observers[observer.index as usize]
-            .source
-            .clone();
-        let failed = crate::events::deliver(vec![observer], &event, Duration::from_secs(5)).await;
-        match failed.first() {
-            None => report.pass(format!("observer `{source}` takes the event {shown}")),
-            Some(f)
-                if [Code::PluginTrap, Code::ActionTimeout]
-                    .into_iter()
-                    .any(|code| f.error.is(code)) =>
-            {
-                report.fail(format!(
-                    "observer `{source}` with the event {shown}: {}",
-                    f.error
-                ));
-            }
-            Some(f) => report.pass(format!(
-                "observer `{source}` takes the event {shown} (failing with its error {}: {})",
-                f.error.code, f.error.message
-            )),
-        }
-    }
-    report
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ async fn act_amqp(
     args: &ActArgs,
 ) -> anyhow::Result<Option<Result<Reply, ActError>>> {
     use wasmeca::transport::amqp::{AmqpClient, Sent, routing_key};
-    let config = wasmeca::config::AmqpClient {
+    let config = wasmeca::config::AmqpClientConfig {
         url: Some(wasmeca::config::Urls::parse(url)).filter(|u| !u.is_empty()),
         exchange: args.exchange.clone(),
         ..Default::default()

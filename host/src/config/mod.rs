@@ -2,12 +2,15 @@
 //! the file, line and key), with paths resolved against the file's folder; each setting is
 //! computed here once and handed to the core as the core's own types. Pure, no sockets.
 
+mod amqp;
+mod data;
+mod limits;
 mod network;
 
-pub use network::{
-    Amqp, AmqpClient, AmqpListen, Balance, Cache, Client, Consul, Data, Events, Http, Listen,
-    ListenAddr, QueueType, Rest, Urls, amqp_urls,
-};
+pub use amqp::{Amqp, AmqpClientConfig, AmqpListen, QueueType, Urls, amqp_urls};
+pub use data::{Cache, Data, DataSettings, PROJECT_STORE};
+pub use limits::Limits;
+pub use network::{Balance, Client, Consul, Events, Http, Listen, ListenAddr, Rest};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,7 +20,6 @@ use serde_json::{Map, Value};
 
 use crate::pattern::Pattern;
 use crate::plugins::PluginSource;
-use crate::router::ActLimits;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -62,100 +64,6 @@ pub enum ConfigError {
         /// What the OS said.
         source: std::io::Error,
     },
-}
-
-/// Limits every act and instance runs under.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Default act timeout when a message has no `timeout$` (Seneca's 22222 ms).
-    pub timeout_ms: u64,
-    /// Linear memory cap per plugin instance, in MiB.
-    pub memory_mib: usize,
-    /// How deep acts may nest (an action acting an action ...) before `act_depth_limit`.
-    pub max_depth: u32,
-    /// Deadline for a plugin's `init`, in ms.
-    pub init_timeout_ms: u64,
-    /// The longest `timeout$` a message may ask for, in ms; longer ones are cut to it.
-    pub max_timeout_ms: u64,
-    /// How long shutdown waits for calls in flight before it interrupts the guests still
-    /// running (their callers get `closed`; AMQP commands go back to the broker), in ms.
-    pub drain_timeout_ms: u64,
-    /// How long, on SIGTERM, the host keeps serving after it said it is going (health 503,
-    /// deregistered from Consul) and before it stops listening, in ms, so peers and load
-    /// balancers stop sending first; default 1000 when it registers in Consul (peers see the
-    /// deregistration within milliseconds), else 0.
-    pub drain_delay_ms: Option<u64>,
-    /// The largest answer a plugin may return, in bytes; larger ones are `result_too_large`.
-    pub max_result_bytes: usize,
-    /// The sum of every instance's memory cap the host may commit to, in MiB: a plugin that
-    /// would go over it is refused at load. Default: the machine's memory.
-    pub memory_budget_mib: Option<usize>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            timeout_ms: crate::message::DEFAULT_TIMEOUT_MS,
-            memory_mib: 64,
-            max_depth: 32,
-            init_timeout_ms: 10_000,
-            max_timeout_ms: crate::message::MAX_TIMEOUT_MS,
-            drain_timeout_ms: 10_000,
-            drain_delay_ms: None,
-            max_result_bytes: crate::runtime::MAX_RESULT_BYTES,
-            memory_budget_mib: None,
-        }
-    }
-}
-
-impl Limits {
-    /// The default act timeout.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-
-    /// The limits the router applies to every act.
-    pub fn act(&self) -> ActLimits {
-        ActLimits {
-            timeout: self.timeout(),
-            max_timeout: Duration::from_millis(self.max_timeout_ms.max(self.timeout_ms)),
-            max_depth: self.max_depth,
-        }
-    }
-
-    /// How long shutdown waits before interrupting the calls still running.
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.drain_timeout_ms)
-    }
-
-    /// The init deadline.
-    pub fn init_timeout(&self) -> Duration {
-        Duration::from_millis(self.init_timeout_ms)
-    }
-
-    /// The memory cap in bytes.
-    pub fn memory_bytes(&self) -> usize {
-        self.memory_mib.saturating_mul(1024 * 1024)
-    }
-
-    /// The host-wide budget of instance memory, in bytes: the configured one, else the
-    /// machine's memory (`/proc/meminfo`), else none.
-    pub fn memory_budget(&self) -> Option<usize> {
-        let mib = self.memory_budget_mib.or_else(|| {
-            let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-            let kib: usize = meminfo
-                .lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()?;
-            Some(kib / 1024)
-        })?;
-        Some(mib.saturating_mul(1024 * 1024))
-    }
 }
 
 /// A `[[plugin]]` entry: a component file or a folder of them.
@@ -480,8 +388,8 @@ impl Config {
     }
 
     /// An AMQP `[[client]]` with its broker nodes resolved.
-    pub fn amqp_client(&self, client: &AmqpClient) -> AmqpClient {
-        AmqpClient {
+    pub fn amqp_client(&self, client: &AmqpClientConfig) -> AmqpClientConfig {
+        AmqpClientConfig {
             url: Some(self.broker(client.url.as_ref())),
             ..client.clone()
         }
@@ -532,52 +440,6 @@ impl Config {
     }
 }
 
-/// Where the data lives and who may reach it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DataSettings {
-    /// The entity store's URL (`sqlite://PATH`, `memory://`, `postgres://...`).
-    pub store: String,
-    /// The cache's URL (`memory://`, `redis://...`).
-    pub cache: String,
-    /// How long a cached value lives (zero: until deleted).
-    pub expire: Duration,
-    /// True when acts from the network (REST, `/act`, AMQP) may reach the store directly.
-    pub expose: bool,
-}
-
-impl DataSettings {
-    /// Both stores in memory, exposed to nobody but plugins: for tests and throwaway demos.
-    pub fn memory() -> Self {
-        Self {
-            store: "memory://".into(),
-            cache: "memory://".into(),
-            expire: Duration::from_secs(3600),
-            expose: false,
-        }
-    }
-}
-
-/// Where a project keeps its default SQLite store, inside the folder of its `wasmeca.toml`.
-pub const PROJECT_STORE: &str = ".wasmeca/data.sqlite";
-
-impl Config {
-    /// The default SQLite store: `$WASMECA_DATA_DIR/wasmeca.sqlite` when that is set, else the
-    /// project's own, [`PROJECT_STORE`] in the folder of the `wasmeca.toml` served (the current
-    /// folder when there is none), so two projects on one machine never share their entities.
-    pub fn default_store(&self) -> PathBuf {
-        if let Some(dir) = std::env::var_os("WASMECA_DATA_DIR").filter(|d| !d.is_empty()) {
-            return Path::new(&dir).join("wasmeca.sqlite");
-        }
-        let project = if self.base.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            &self.base
-        };
-        let store = project.join(PROJECT_STORE);
-        std::path::absolute(&store).unwrap_or(store)
-    }
-}
-
 /// The `*.wasm` files directly in `dir`, sorted by name.
 pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let list = |source| ConfigError::ListFolder {
@@ -596,130 +458,4 @@ pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults() {
-        let c = Config::from_toml("").unwrap();
-        assert_eq!(c.limits.timeout_ms, 22_222);
-        assert_eq!(c.limits.memory_bytes(), 64 << 20);
-        assert!(c.plugin.is_empty());
-    }
-
-    #[test]
-    fn full_file() {
-        let c = Config::from_toml(
-            r#"
-            cache_dir = "/tmp/x"
-            [build]
-            command = "make"
-            [limits]
-            timeout_ms = 500
-            memory_mib = 8
-            [[plugin]]
-            path = "plugins"
-            [[plugin]]
-            path = "user.wasm"
-            instances = 4
-            options = { seed = [1, 2], name = "x" }
-            "#,
-        )
-        .unwrap();
-        assert_eq!(c.limits.timeout(), Duration::from_millis(500));
-        assert_eq!(c.limits.max_depth, 32);
-        assert_eq!(c.plugin[1].instances, Some(4));
-        assert_eq!(
-            c.plugin[1].options.as_ref().unwrap()["seed"],
-            serde_json::json!([1, 2])
-        );
-        assert_eq!(c.build.unwrap().command, "make");
-    }
-
-    #[test]
-    fn unknown_keys_are_named_with_their_line() {
-        let e = Config::from_toml("[limits]\ntimeout_ms = 5\ntimeuot = 3\n").unwrap_err();
-        assert!(e.contains("unknown field `timeuot`"), "{e}");
-        assert!(e.contains("line 3"), "{e}");
-        let e = Config::from_toml("plugins = []").unwrap_err();
-        assert!(e.contains("unknown field `plugins`"), "{e}");
-        let e = Config::from_toml("[[plugin]]\npath = 3\n").unwrap_err();
-        assert!(e.contains("line 2"), "{e}");
-    }
-
-    #[test]
-    fn bad_client_pins_are_refused() {
-        let mut c = Config::from_toml("[[client]]\ntype = \"http\"\npin = \"a:1,,b\"").unwrap();
-        c.origin = Some("wasmeca.toml".into());
-        let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("client 0") && e.contains("column 5"), "{e}");
-    }
-
-    #[test]
-    fn relative_paths_resolve_against_the_file() {
-        let c = Config {
-            base: "/etc/app".into(),
-            ..Config::default()
-        };
-        assert_eq!(
-            c.resolve(Path::new("p/x.wasm")),
-            Path::new("/etc/app/p/x.wasm")
-        );
-        assert_eq!(c.resolve(Path::new("/abs.wasm")), Path::new("/abs.wasm"));
-    }
-
-    #[test]
-    fn deeply_nested_options_are_refused_not_a_crash() {
-        // toml stops at its own recursion limit, well under 3,000 levels.
-        let deep = format!(
-            "[[plugin]]\npath = 'x'\noptions = {{ a = {}1{} }}\n",
-            "[".repeat(3000),
-            "]".repeat(3000)
-        );
-        let e = Config::from_toml(&deep).unwrap_err();
-        assert!(e.contains("line 3"), "{e}");
-        let tables = format!("{}1{}", "{ a = ".repeat(3000), " }".repeat(3000));
-        assert!(Config::from_toml(&format!("[rest]\nroute = [{tables}]")).is_err());
-    }
-
-    #[test]
-    fn zero_instances_is_refused() {
-        let mut c = Config::from_toml("[[plugin]]\npath = 'x'\ninstances = 0\n").unwrap();
-        c.origin = Some("wasmeca.toml".into());
-        let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("instances must be at least 1"), "{e}");
-    }
-
-    #[test]
-    fn missing_plugin_path() {
-        let c = Config::from_paths(&["/nonexistent/zzz.wasm".into()]);
-        let e = c.plugin_sources().unwrap_err().to_string();
-        assert_eq!(e, "plugin path /nonexistent/zzz.wasm does not exist");
-    }
-
-    #[test]
-    fn the_default_store_belongs_to_the_project() {
-        if std::env::var_os("WASMECA_DATA_DIR").is_some() {
-            return; // the override wins; nothing project-specific to see
-        }
-        let a = Config {
-            base: "/srv/a".into(),
-            ..Config::default()
-        };
-        let b = Config {
-            base: "/srv/b".into(),
-            ..Config::default()
-        };
-        assert_eq!(a.default_store(), Path::new("/srv/a/.wasmeca/data.sqlite"));
-        assert_ne!(a.default_store(), b.default_store());
-        let here = Config::default().default_store();
-        assert!(
-            here.is_absolute() && here.ends_with(PROJECT_STORE),
-            "{here:?}"
-        );
-        assert_eq!(
-            a.data_settings().store.starts_with("sqlite:///srv/a/"),
-            std::env::var_os("DATABASE_URL").is_none()
-        );
-    }
-}
+mod tests;

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::amqp::{AmqpClientConfig, AmqpListen, Urls, default_connect_timeout};
+
 /// An address to listen on, or nothing (`"off"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenAddr(pub Option<SocketAddr>);
@@ -28,98 +30,6 @@ impl<'de> Deserialize<'de> for ListenAddr {
             .parse()
             .map_err(serde::de::Error::custom)
     }
-}
-
-/// The nodes of one clustered service, tried in order: in TOML a string (one URL, or a comma
-/// list, as environment variables give them) or an array of URLs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Urls(pub Vec<String>);
-
-impl Urls {
-    /// `a,b,c` (blanks around commas and empty items ignored).
-    pub fn parse(text: &str) -> Self {
-        Self(
-            text.split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        )
-    }
-
-    /// The URLs, in the order they are tried.
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
-    }
-
-    /// True when there is no URL at all.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Display for Urls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.join(","))
-    }
-}
-
-impl<'de> Deserialize<'de> for Urls {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        /// What TOML may hold.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Given {
-            /// `"amqp://a"` or `"amqp://a,amqp://b"`.
-            One(String),
-            /// `["amqp://a", "amqp://b"]`.
-            Many(Vec<String>),
-        }
-        let urls = match Given::deserialize(d)? {
-            Given::One(text) => Self::parse(&text),
-            Given::Many(list) => Self(list.iter().flat_map(|u| Self::parse(u).0).collect()),
-        };
-        if urls.is_empty() {
-            return Err(serde::de::Error::custom("no URL given"));
-        }
-        Ok(urls)
-    }
-}
-
-/// The type of the durable queues wasmeca declares on RabbitMQ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueType {
-    /// RabbitMQ's default: the queue lives on one node and is gone while that node is (what
-    /// Node's seneca-amqp-transport declares unless told otherwise).
-    #[default]
-    Classic,
-    /// Replicated by raft over the cluster's nodes: the queue and its messages survive the
-    /// loss of a minority of nodes (RabbitMQ 3.8+; mirrored classic queues are gone in 4).
-    Quorum,
-}
-
-impl QueueType {
-    /// The value of `x-queue-type`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Classic => "classic",
-            Self::Quorum => "quorum",
-        }
-    }
-}
-
-/// `[amqp]`: what every AMQP listener, client and the events bus share.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Amqp {
-    /// The broker's nodes, for every AMQP setting that names none of its own; default
-    /// `$AMQP_URL` (a comma list), else `amqp://guest:guest@127.0.0.1:5672`. A host connects to
-    /// the first that answers and, when that node goes, to another.
-    pub url: Option<Urls>,
-    /// The type of every durable queue declared: command queues, event group queues and
-    /// dead-letter queues (reply queues are exclusive, so classic). `quorum` on a cluster.
-    pub queue_type: QueueType,
 }
 
 /// `[rest]`: the REST gateway built from seneca-web route maps.
@@ -174,39 +84,6 @@ impl Default for Http {
             idle_timeout_ms: 60_000,
             body_limit: 1 << 20,
             max_connections: 10_000,
-        }
-    }
-}
-
-/// `[data]`: the entity store plugins keep their data in (Seneca's `sys:entity`).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Data {
-    /// `sqlite://PATH` (the default: a file in the data folder), `memory://`, or
-    /// `postgres://...` (`?layout=columns` serves an existing seneca-postgres-store schema);
-    /// default `$DATABASE_URL`, else SQLite.
-    pub url: Option<String>,
-    /// True to let acts from the network (REST, `/act`, AMQP) reach the store directly, as a
-    /// Node Seneca client pinned on `sys:entity` does; plugins always can.
-    pub expose: bool,
-}
-
-/// `[cache]`: the cache plugins use through Seneca's `role:cache`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Cache {
-    /// `memory://` (the default) or `redis://...` (@seneca/redis-cache's layout, shared with
-    /// Node services); default `$REDIS_URL`, else memory.
-    pub url: Option<String>,
-    /// How long a cached value lives, in seconds (0: until deleted).
-    pub expire_s: u64,
-}
-
-impl Default for Cache {
-    fn default() -> Self {
-        Self {
-            url: None,
-            expire_s: 3600,
         }
     }
 }
@@ -272,154 +149,6 @@ pub enum Listen {
     Amqp(AmqpListen),
 }
 
-/// `[[listen]] type = "amqp"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AmqpListen {
-    /// The broker's nodes; default `[amqp] url`.
-    #[serde(default)]
-    pub url: Option<Urls>,
-    /// The type of the queues it declares; default `[amqp] queue_type`.
-    #[serde(default)]
-    pub queue_type: Option<QueueType>,
-    /// Pins to listen for; empty means every pattern of the loaded plugins (following hot
-    /// reloads).
-    #[serde(default)]
-    pub pins: Vec<String>,
-    /// One queue with this name for all pins, instead of one queue per pin.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The topic exchange (Seneca's `seneca.topic`).
-    #[serde(default = "default_exchange")]
-    pub exchange: String,
-    /// Prefix of derived queue names (Seneca's `seneca.add`).
-    #[serde(default = "default_listen_prefix")]
-    pub queue_prefix: String,
-    /// Dead-letter exchange (Seneca's `seneca.dlx`), bound to `dead_letter_queue` with `#`.
-    #[serde(default = "default_dlx")]
-    pub dead_letter_exchange: String,
-    /// Where refused messages end up (Seneca's `seneca.dlq`).
-    #[serde(default = "default_dlq")]
-    pub dead_letter_queue: String,
-    /// Messages handled at once (Node's listener handles one).
-    #[serde(default = "default_prefetch")]
-    pub prefetch: u16,
-    /// The largest command accepted, in bytes; a larger one is dead-lettered with the reason
-    /// (and never echoed back).
-    #[serde(default = "default_max_message")]
-    pub max_message_bytes: usize,
-    /// How long connecting (TCP and the AMQP handshake) may take before it is tried again, in
-    /// ms: a broker that accepts TCP but never speaks AMQP does not hang the listener.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_ms: u64,
-}
-
-impl Default for AmqpListen {
-    fn default() -> Self {
-        Self {
-            url: None,
-            queue_type: None,
-            pins: Vec::new(),
-            name: None,
-            exchange: default_exchange(),
-            queue_prefix: default_listen_prefix(),
-            dead_letter_exchange: default_dlx(),
-            dead_letter_queue: default_dlq(),
-            prefetch: default_prefetch(),
-            max_message_bytes: default_max_message(),
-            connect_timeout_ms: default_connect_timeout(),
-        }
-    }
-}
-
-/// `[[client]] type = "amqp"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AmqpClient {
-    /// The broker's nodes; default `[amqp] url`.
-    #[serde(default)]
-    pub url: Option<Urls>,
-    /// One pin.
-    #[serde(default)]
-    pub pin: Option<String>,
-    /// Several pins.
-    #[serde(default)]
-    pub pins: Vec<String>,
-    /// The topic exchange (Seneca's `seneca.topic`).
-    #[serde(default = "default_exchange")]
-    pub exchange: String,
-    /// Prefix of the reply queue (Seneca's `seneca.act`).
-    #[serde(default = "default_client_prefix")]
-    pub queue_prefix: String,
-    /// Dead-letter exchange named on the reply queue (Seneca's `seneca.dlx`).
-    #[serde(default = "default_dlx")]
-    pub dead_letter_exchange: String,
-    /// How long to wait for a reply, in ms; the act's own deadline still applies.
-    #[serde(default = "default_amqp_timeout")]
-    pub timeout_ms: u64,
-    /// How long connecting (TCP and the AMQP handshake) may take, in ms.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_ms: u64,
-}
-
-impl Default for AmqpClient {
-    fn default() -> Self {
-        Self {
-            url: None,
-            pin: None,
-            pins: Vec::new(),
-            exchange: default_exchange(),
-            queue_prefix: default_client_prefix(),
-            dead_letter_exchange: default_dlx(),
-            timeout_ms: default_amqp_timeout(),
-            connect_timeout_ms: default_connect_timeout(),
-        }
-    }
-}
-
-/// The broker's nodes: the given ones, else `$AMQP_URL` (a comma list), else RabbitMQ's default
-/// on loopback.
-pub fn amqp_urls(given: Option<&Urls>) -> Urls {
-    given
-        .filter(|u| !u.is_empty())
-        .cloned()
-        .or_else(|| {
-            std::env::var("AMQP_URL")
-                .ok()
-                .map(|u| Urls::parse(&u))
-                .filter(|u| !u.is_empty())
-        })
-        .unwrap_or_else(|| Urls(vec!["amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()]))
-}
-
-fn default_exchange() -> String {
-    "seneca.topic".into()
-}
-fn default_listen_prefix() -> String {
-    "seneca.add".into()
-}
-fn default_client_prefix() -> String {
-    "seneca.act".into()
-}
-fn default_dlx() -> String {
-    "seneca.dlx".into()
-}
-fn default_dlq() -> String {
-    "seneca.dlq".into()
-}
-fn default_max_message() -> usize {
-    16 << 20
-}
-fn default_connect_timeout() -> u64 {
-    5_000
-}
-fn default_prefetch() -> u16 {
-    64
-}
-fn default_amqp_timeout() -> u64 {
-    crate::message::DEFAULT_TIMEOUT_MS
-}
-
 impl Listen {
     /// The HTTP listener on Seneca's default port, on loopback.
     pub fn default_http() -> Self {
@@ -459,14 +188,14 @@ pub enum Client {
         timeout_ms: u64,
     },
     /// seneca-amqp-transport (`seneca.client({type: 'amqp', pin})`).
-    Amqp(AmqpClient),
+    Amqp(AmqpClientConfig),
 }
 
 impl Client {
     /// The pins as written (`pin` first); empty means catch-all.
     pub fn pins(&self) -> Vec<String> {
         match self {
-            Self::Http { pin, pins, .. } | Self::Amqp(AmqpClient { pin, pins, .. }) => {
+            Self::Http { pin, pins, .. } | Self::Amqp(AmqpClientConfig { pin, pins, .. }) => {
                 pin.iter().chain(pins).cloned().collect()
             }
         }
@@ -656,104 +385,6 @@ mod tests {
         assert!(e.contains("pigeon"), "{e}");
         let e = Config::from_toml("[[client]]\ntype = \"http\"\npni = \"x:1\"").unwrap_err();
         assert!(e.contains("pni"), "{e}");
-    }
-
-    #[test]
-    fn amqp_listen_and_client() {
-        let c = Config::from_toml(
-            r#"
-            [[listen]]
-            type = "amqp"
-            pins = ["cmd:salute", "role:user,cmd:*"]
-            prefetch = 8
-            [[client]]
-            type = "amqp"
-            pin = "role:math,cmd:*"
-            exchange = "test.topic"
-            "#,
-        )
-        .unwrap();
-        let Listen::Amqp(listen) = &c.listeners()[0] else {
-            panic!("amqp listener")
-        };
-        assert_eq!(
-            (
-                listen.exchange.as_str(),
-                listen.queue_prefix.as_str(),
-                listen.prefetch
-            ),
-            ("seneca.topic", "seneca.add", 8)
-        );
-        assert_eq!(listen.dead_letter_queue, "seneca.dlq");
-        let Client::Amqp(client) = &c.client[0] else {
-            panic!("amqp client")
-        };
-        assert_eq!(
-            (client.exchange.as_str(), client.queue_prefix.as_str()),
-            ("test.topic", "seneca.act")
-        );
-        assert_eq!(c.client[0].pins(), ["role:math,cmd:*"]);
-        let given = Urls::parse("amqp://x");
-        assert_eq!(amqp_urls(Some(&given)), given);
-    }
-
-    #[test]
-    fn broker_lists_and_queue_types() {
-        let c = Config::from_toml(
-            r#"
-            [amqp]
-            url = ["amqp://a:5672", "amqp://b:5672,amqp://c:5672"]
-            queue_type = "quorum"
-            [events]
-            url = "amqp://e1, amqp://e2"
-            [[listen]]
-            type = "amqp"
-            [[listen]]
-            type = "amqp"
-            url = "amqp://own"
-            queue_type = "classic"
-            [[client]]
-            type = "amqp"
-            pin = "x:1"
-            "#,
-        )
-        .unwrap();
-        let nodes = Urls::parse("amqp://a:5672,amqp://b:5672,amqp://c:5672");
-        assert_eq!(nodes.0.len(), 3);
-        let listeners: Vec<AmqpListen> = c
-            .listeners()
-            .into_iter()
-            .filter_map(|l| match l {
-                Listen::Amqp(a) => Some(a),
-                Listen::Http { .. } => None,
-            })
-            .collect();
-        assert_eq!(
-            (listeners[0].url.as_ref(), listeners[0].queue_type),
-            (Some(&nodes), Some(QueueType::Quorum)),
-            "[amqp] is every listener's default"
-        );
-        assert_eq!(
-            (listeners[1].url.as_ref(), listeners[1].queue_type),
-            (Some(&Urls::parse("amqp://own")), Some(QueueType::Classic))
-        );
-        assert_eq!(c.amqp_client(&AmqpClient::default()).url, Some(nodes));
-        assert_eq!(
-            c.events.url.as_ref().map(|u| u.0.clone()),
-            Some(vec!["amqp://e1".to_owned(), "amqp://e2".to_owned()])
-        );
-        let e = Config::from_toml(
-            "[amqp]
-queue_type = \"mirrored\"",
-        )
-        .unwrap_err();
-        assert!(e.contains("mirrored"), "{e}");
-        let e = Config::from_toml(
-            "[amqp]
-url = []",
-        )
-        .unwrap_err();
-        assert!(e.contains("no URL"), "{e}");
     }
 
     #[test]

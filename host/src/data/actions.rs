@@ -54,7 +54,7 @@ enum Api {
 }
 
 /// One native data action: an API and its command.
-struct Action {
+struct StoreAction {
     /// Entity or cache.
     api: Api,
     /// `save`, `load`, ... or `set`, `get`, ...
@@ -83,7 +83,7 @@ pub fn install(registry: &Registry, settings: DataSettings) {
             patterns
                 .iter()
                 .filter_map(|(pattern, cmd)| {
-                    let action: Arc<dyn Handler> = Arc::new(Action {
+                    let action: Arc<dyn Handler> = Arc::new(StoreAction {
                         api,
                         cmd,
                         stores: stores.clone(),
@@ -117,7 +117,7 @@ pub fn install(registry: &Registry, settings: DataSettings) {
     )));
 }
 
-impl Action {
+impl StoreAction {
     /// Who may do this: a plugin (for an entity, in a base its configuration allows), or an
     /// act from this process; the network only when the data is exposed.
     fn allowed(&self, msg: &Message, ctx: &CallCtx) -> Result<(), ActError> {
@@ -169,7 +169,7 @@ impl Action {
     }
 }
 
-impl Handler for Action {
+impl Handler for StoreAction {
     fn call(&self, msg: Message, ctx: CallCtx) -> BoxFuture<'_, Result<Reply, ActError>> {
         Box::pin(async move {
             self.allowed(&msg, &ctx)?;

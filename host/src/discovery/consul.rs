@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use semver::{Version, VersionReq};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::peers::{Balancer, Peer, PeerTable, Served};
@@ -23,7 +23,7 @@ use crate::runtime::BoxFuture;
 
 /// Why Consul refused or could not be reached.
 #[derive(Debug, thiserror::Error)]
-enum ConsulError {
+pub(super) enum ConsulError {
     /// No answer, or not HTTP.
     #[error("Consul at {0} is unreachable: {1}")]
     Unreachable(String, String),
@@ -33,16 +33,16 @@ enum ConsulError {
 }
 
 /// A request to one of the agents, remembering which (to fail over from it).
-struct AgentRequest {
+pub(super) struct AgentRequest {
     /// The request.
-    builder: reqwest::RequestBuilder,
+    pub(super) builder: reqwest::RequestBuilder,
     /// Index of its agent.
-    agent: usize,
+    pub(super) agent: usize,
 }
 
 impl AgentRequest {
     /// The same request with a timeout.
-    fn timeout(self, timeout: Duration) -> Self {
+    pub(super) fn timeout(self, timeout: Duration) -> Self {
         Self {
             builder: self.builder.timeout(timeout),
             ..self
@@ -50,7 +50,7 @@ impl AgentRequest {
     }
 
     /// The same request with a header.
-    fn header(self, name: &str, value: &str) -> Self {
+    pub(super) fn header(self, name: &str, value: &str) -> Self {
         Self {
             builder: self.builder.header(name, value),
             ..self
@@ -58,7 +58,7 @@ impl AgentRequest {
     }
 
     /// The same request with a body.
-    fn body(self, body: String) -> Self {
+    pub(super) fn body(self, body: String) -> Self {
         Self {
             builder: self.builder.body(body),
             ..self
@@ -71,13 +71,13 @@ pub struct Discovery {
     /// Itself, for the watch tasks it starts from `&self`.
     me_arc: Weak<Self>,
     /// The agents' base URLs, in the order given: a local agent first, others to fall back on.
-    agents: Vec<String>,
+    pub(super) agents: Vec<String>,
     /// The agent in use; the next one is used from the moment it does not answer.
-    current: AtomicUsize,
+    pub(super) current: AtomicUsize,
     /// Settings.
-    config: Consul,
+    pub(super) config: Consul,
     /// HTTP client for the agent (blocking queries need long timeouts, set per request).
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     /// The peer table the router reads.
     peers: ArcSwap<PeerTable>,
     /// How to pick peers.
@@ -85,11 +85,11 @@ pub struct Discovery {
     /// Services watched so far (each has its own watch task).
     watched: Mutex<HashSet<String>>,
     /// This host's instance id: never a peer of itself.
-    me: String,
+    pub(super) me: String,
     /// How a peer found in Consul is reached.
     connect: Connect,
     /// Stops the watches.
-    shutdown: CancellationToken,
+    pub(super) shutdown: CancellationToken,
     /// Descriptions of wasmeca peers, by (service ID, Consul modify index).
     described: Mutex<HashMap<(String, u64), Arc<Served>>>,
 }
@@ -134,18 +134,23 @@ impl Discovery {
     }
 
     /// The agent in use.
-    fn agent(&self) -> &str {
+    pub(super) fn agent(&self) -> &str {
         &self.agents[self.current.load(Ordering::Relaxed) % self.agents.len()]
     }
 
     /// A request to the agent in use.
-    fn request(&self, method: reqwest::Method, path: &str) -> AgentRequest {
+    pub(super) fn request(&self, method: reqwest::Method, path: &str) -> AgentRequest {
         let agent = self.current.load(Ordering::Relaxed) % self.agents.len();
         self.request_to(agent, method, path)
     }
 
     /// A request to agent `agent`.
-    fn request_to(&self, agent: usize, method: reqwest::Method, path: &str) -> AgentRequest {
+    pub(super) fn request_to(
+        &self,
+        agent: usize,
+        method: reqwest::Method,
+        path: &str,
+    ) -> AgentRequest {
         let mut builder = self
             .http
             .request(method, format!("{}{path}", self.agents[agent]));
@@ -175,7 +180,10 @@ impl Discovery {
         }
     }
 
-    async fn send(&self, request: AgentRequest) -> Result<(String, Option<u64>), ConsulError> {
+    pub(super) async fn send(
+        &self,
+        request: AgentRequest,
+    ) -> Result<(String, Option<u64>), ConsulError> {
         let AgentRequest { builder, agent } = request;
         let unreachable = |e: reqwest::Error| {
             // A timeout on a blocking query is no sign of a dead agent; a refused or broken
@@ -413,208 +421,6 @@ impl Discovery {
         cache.retain(|(cached_id, _), _| cached_id != id);
         cache.insert(key, trie.clone());
         Some(trie)
-    }
-
-    /// The registration body for this host.
-    fn registration(
-        &self,
-        registry: &Registry,
-        http: std::net::SocketAddr,
-        rest: Option<std::net::SocketAddr>,
-    ) -> (String, Value) {
-        let address = self.config.advertise.clone().unwrap_or_else(|| {
-            if http.ip().is_unspecified() {
-                "127.0.0.1".to_owned()
-            } else {
-                http.ip().to_string()
-            }
-        });
-        let id = format!("{}-{address}-{}", self.config.service, http.port());
-        let set = registry.snapshot();
-        let tags: Vec<String> = set
-            .plugins()
-            .iter()
-            .filter(|p| p.file.is_some())
-            .map(|p| p.key())
-            .collect();
-        let mut meta = Map::new();
-        meta.insert("wasmeca_version".into(), json!(env!("CARGO_PKG_VERSION")));
-        meta.insert("instance".into(), json!(self.me));
-        meta.insert("http_port".into(), json!(http.port().to_string()));
-        meta.insert(
-            "rest_port".into(),
-            json!(rest.map_or_else(|| "off".to_owned(), |r| r.port().to_string())),
-        );
-        // Consul meta values are at most 512 bytes: the plugin list is split as needed.
-        let joined = tags.join(",");
-        let mut chunk = String::new();
-        let mut part = 0;
-        for tag in &tags {
-            if chunk.len() + tag.len() + 1 > 500 {
-                meta.insert(format!("plugins_{part}"), json!(chunk));
-                chunk.clear();
-                part += 1;
-            }
-            if !chunk.is_empty() {
-                chunk.push(',');
-            }
-            chunk.push_str(tag);
-        }
-        if part == 0 {
-            meta.insert("plugins".into(), json!(joined));
-        } else {
-            meta.insert(format!("plugins_{part}"), json!(chunk));
-        }
-        let ms = |v: u64| format!("{v}ms");
-        let body = json!({
-            "ID": id,
-            "Name": self.config.service,
-            "Tags": tags,
-            "Address": address,
-            "Port": http.port(),
-            "Meta": meta,
-            "Check": {
-                "HTTP": format!("http://{address}:{}/health", http.port()),
-                "Interval": ms(self.config.check_interval_ms),
-                "Timeout": ms(self.config.check_timeout_ms),
-                "DeregisterCriticalServiceAfter": ms(self.config.deregister_after_ms.max(60_000)),
-                "Status": "passing",
-            },
-        });
-        (id, body)
-    }
-
-    /// Another service at the same address and port, if Consul has one.
-    async fn squatter(&self, id: &str, body: &Value) -> Result<Option<String>, ConsulError> {
-        let (services, _) = self
-            .send(self.request(reqwest::Method::GET, "/v1/agent/services"))
-            .await?;
-        let services: Map<String, Value> = serde_json::from_str(&services).unwrap_or_default();
-        Ok(services.values().find_map(|s| {
-            let same_place = s["Address"] == body["Address"] && s["Port"] == body["Port"];
-            (same_place && s["ID"].as_str() != Some(id)).then(|| {
-                format!(
-                    "{} (id {})",
-                    s["Service"].as_str().unwrap_or("?"),
-                    s["ID"].as_str().unwrap_or("?")
-                )
-            })
-        }))
-    }
-
-    async fn register_loop(
-        self: Arc<Self>,
-        registry: Registry,
-        http: std::net::SocketAddr,
-        rest: Option<std::net::SocketAddr>,
-    ) {
-        let mut changes = registry.subscribe();
-        let mut registered: Option<(String, Value)> = None;
-        // The agents that hold this host's registration: after a move to another agent, the
-        // old one is told to forget it once it answers again (else, restarted with its data,
-        // it would list this host a second time, passing, for as long as the host lives).
-        let mut held_by: HashSet<usize> = HashSet::new();
-        let mut warned = false;
-        let mut refused = false;
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let (id, body) = self.registration(&registry, http, rest);
-            let current = registered
-                .as_ref()
-                .is_some_and(|(i, b)| *i == id && *b == body);
-            let outcome: Result<(), ConsulError> = async {
-                if current {
-                    // Still there? (A -dev agent forgets everything when it restarts.)
-                    match self.send(self.request(reqwest::Method::GET, &format!("/v1/agent/service/{id}"))).await {
-                        Ok(_) => return Ok(()),
-                        Err(ConsulError::Status(404, _)) => tracing::info!(id = %id, "Consul lost this host's registration; registering again"),
-                        Err(e) => return Err(e),
-                    }
-                }
-                if let Some(other) = self.squatter(&id, &body).await? {
-                    if !refused {
-                        tracing::error!(
-                            "Consul already has {other} at {}:{}; refusing to register {id} there",
-                            body["Address"].as_str().unwrap_or("?"),
-                            body["Port"]
-                        );
-                        refused = true;
-                    }
-                    registered = Some((id.clone(), body.clone()));
-                    return Ok(());
-                }
-                refused = false;
-                let request = self
-                    .request(reqwest::Method::PUT, "/v1/agent/service/register")
-                    .header("content-type", "application/json")
-                    .body(body.to_string());
-                let agent = request.agent;
-                self.send(request).await?;
-                held_by.insert(agent);
-                tracing::info!(id = %id, tags = ?body["Tags"], "registered in Consul at {}", self.agent());
-                registered = Some((id.clone(), body.clone()));
-                Ok(())
-            }
-            .await;
-            let wait = match outcome {
-                Ok(()) => {
-                    let current = self.current.load(Ordering::Relaxed) % self.agents.len();
-                    let elsewhere: Vec<usize> =
-                        held_by.iter().copied().filter(|a| *a != current).collect();
-                    for agent in self.deregister(&id, &elsewhere).await {
-                        held_by.remove(&agent);
-                    }
-                    warned = false;
-                    backoff = Duration::from_millis(250);
-                    Duration::from_secs(2)
-                }
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!(
-                            "{e}; serving anyway, and registering as soon as Consul answers"
-                        );
-                        warned = true;
-                    }
-                    registered = None;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    backoff
-                }
-            };
-            tokio::select! {
-                () = self.shutdown.cancelled() => break,
-                _ = changes.changed() => {}
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-        if let Some((id, _)) = registered.filter(|_| !refused) {
-            let agents: Vec<usize> = held_by.into_iter().collect();
-            let done = self.deregister(&id, &agents).await;
-            if done.len() < agents.len() {
-                tracing::warn!(id = %id, "could not deregister from every Consul agent; the check turns critical and Consul drops it");
-            } else {
-                tracing::info!(id = %id, "deregistered from Consul");
-            }
-        }
-    }
-
-    /// Asks each of `agents` to forget registration `id`; the agents that did (or never had
-    /// it).
-    async fn deregister(&self, id: &str, agents: &[usize]) -> Vec<usize> {
-        let mut done = Vec::new();
-        for &agent in agents {
-            let path = format!("/v1/agent/service/deregister/{id}");
-            let request = self
-                .request_to(agent, reqwest::Method::PUT, &path)
-                .timeout(Duration::from_secs(3));
-            match self.send(request).await {
-                Ok(_) | Err(ConsulError::Status(404, _)) => {
-                    tracing::debug!(id, agent = %self.agents[agent], "deregistered");
-                    done.push(agent);
-                }
-                Err(e) => tracing::debug!(id, "deregistering: {e}"),
-            }
-        }
-        done
     }
 }
 

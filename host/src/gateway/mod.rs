@@ -23,7 +23,7 @@ use crate::ingress::Ingress;
 use crate::message::{self, Message, Reply};
 use crate::server::{self, status};
 use routes::Route;
-use table::{Entry, Routes};
+use table::{Mounted, Routes};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -166,7 +166,7 @@ async fn route(State(g): State<Gateway>, request: axum::extract::Request) -> Res
 
 async fn serve_route(
     g: &Gateway,
-    entry: &Entry,
+    entry: &Mounted,
     params: Map<String, Value>,
     method: &Method,
     uri: &Uri,

@@ -46,7 +46,7 @@ fn matchit_path(path: &str) -> String {
 }
 
 /// One served route with its metrics handles.
-pub struct Entry {
+pub struct Mounted {
     /// The route.
     pub route: Route,
     /// Requests and latency for it.
@@ -59,7 +59,7 @@ pub struct RouteTable {
     /// matchit routers by method; values index `entries`.
     by_method: HashMap<Method, matchit::Router<usize>>,
     /// The routes.
-    entries: Vec<Entry>,
+    entries: Vec<Mounted>,
 }
 
 /// A route that could not be served because another owner took its method and path first.
@@ -182,7 +182,7 @@ impl RouteTable {
         }
         owners.insert(key, route.owner.clone());
         let metrics = metrics.route(&route.path, route.method.as_str());
-        self.entries.push(Entry { route, metrics });
+        self.entries.push(Mounted { route, metrics });
     }
 
     /// Every route, for `/plugins` and logs.
@@ -196,7 +196,7 @@ impl RouteTable {
         &self,
         method: &Method,
         path: &str,
-    ) -> Result<(&Entry, Map<String, Value>), Vec<Method>> {
+    ) -> Result<(&Mounted, Map<String, Value>), Vec<Method>> {
         let lookup = |m: &Method| self.by_method.get(m).and_then(|r| r.at(path).ok());
         let hit = lookup(method).or_else(|| {
             if *method == Method::HEAD {

@@ -13,7 +13,7 @@ use crate::runtime::BoxFuture;
 
 /// One cached value.
 #[derive(Debug)]
-struct Entry {
+struct Cached {
     /// The value as set.
     value: Value,
     /// When it stops being served; `None` never.
@@ -26,7 +26,7 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Entries {
     /// The values by key.
-    map: HashMap<String, Entry>,
+    map: HashMap<String, Cached>,
     /// The access clock: bumped on every use.
     tick: u64,
 }
@@ -77,7 +77,7 @@ impl MemoryCache {
         let used = e.tick;
         e.map.insert(
             key.to_string(),
-            Entry {
+            Cached {
                 value,
                 expires,
                 used,

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::wire::{read_reply, request, routing_key, uuid_v4};
 use super::{Brokers, declare_common, queue_arguments};
-use crate::config::AmqpClient as ClientConfig;
+use crate::config::AmqpClientConfig as ClientConfig;
 use crate::error::{ActError, Code};
 use crate::message::{self, Message, Reply};
 use crate::remote::{Remote, RemoteCall};
@@ -121,34 +121,7 @@ impl AmqpClient {
         )
         .await
         .map_err(unreachable)?;
-        let reply_queue = format!("{}.{}", config.queue_prefix, &uuid_v4()[..8]);
-        let options = QueueDeclareOptions {
-            durable: true,
-            exclusive: true,
-            auto_delete: true,
-            ..QueueDeclareOptions::default()
-        };
-        channel
-            .queue_declare(
-                reply_queue.as_str().into(),
-                options,
-                queue_arguments(&config.dead_letter_exchange, 10_000),
-            )
-            .await
-            .map_err(unreachable)?;
-        let consume = BasicConsumeOptions {
-            no_ack: true,
-            ..BasicConsumeOptions::default()
-        };
-        let mut consumer = channel
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "".into(),
-                consume,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(unreachable)?;
+        let (reply_queue, consumer) = reply_queue(&channel, config).await.map_err(unreachable)?;
         let dead = CancellationToken::new();
         let session = Arc::new(ClientSession {
             _connection: connection,
@@ -156,23 +129,7 @@ impl AmqpClient {
             reply_queue,
             dead: dead.clone(),
         });
-        let inner = self.0.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                inner.deliver(&delivery.data);
-            }
-            dead.cancel();
-            // Replies can no longer arrive for what is pending: fail them now.
-            let waiting: Vec<_> = inner
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .drain()
-                .collect();
-            for (_, waiter) in waiting {
-                let _ = waiter.send(json!({ "kind": "res", "error": ActError::host(Code::Unreachable, "the AMQP connection was lost before the reply came").to_seneca_json() }));
-            }
-        });
+        tokio::spawn(self.0.clone().take_replies(consumer, dead));
         *guard = Some(session.clone());
         Ok(session)
     }
@@ -271,7 +228,64 @@ impl AmqpClient {
     }
 }
 
+/// Declares this client's reply queue (exclusive, auto-deleted, named like Node's) and
+/// consumes it without acks.
+async fn reply_queue(
+    channel: &Channel,
+    config: &ClientConfig,
+) -> Result<(String, lapin::Consumer), lapin::Error> {
+    let reply_queue = format!("{}.{}", config.queue_prefix, &uuid_v4()[..8]);
+    let options = QueueDeclareOptions {
+        durable: true,
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(
+            reply_queue.as_str().into(),
+            options,
+            queue_arguments(&config.dead_letter_exchange, 10_000),
+        )
+        .await?;
+    let consume = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    let consumer = channel
+        .basic_consume(
+            reply_queue.as_str().into(),
+            "".into(),
+            consume,
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((reply_queue, consumer))
+}
+
 impl ClientInner {
+    /// Hands each reply to its waiter until the consumer ends (the connection went); then the
+    /// session is dead and what still waits fails at once: no reply can come for it.
+    async fn take_replies(self: Arc<Self>, mut consumer: lapin::Consumer, dead: CancellationToken) {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            self.deliver(&delivery.data);
+        }
+        dead.cancel();
+        let waiting: Vec<_> = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        for (_, waiter) in waiting {
+            let lost = ActError::host(
+                Code::Unreachable,
+                "the AMQP connection was lost before the reply came",
+            );
+            let _ = waiter.send(json!({ "kind": "res", "error": lost.to_seneca_json() }));
+        }
+    }
+
     /// A reply arrived: hand it to whoever waits for its envelope id.
     fn deliver(&self, data: &[u8]) {
         let Ok(envelope) = serde_json::from_slice::<Value>(data) else {

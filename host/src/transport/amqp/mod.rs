@@ -6,6 +6,7 @@
 mod client;
 mod events;
 mod listener;
+mod observe;
 pub mod wire;
 
 use std::future::Future;
@@ -25,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use client::{AmqpClient, Sent};
-pub use events::{AmqpBus, EventQueue, run_events};
+pub use events::{AmqpBus, EventQueue};
 pub use listener::run_listener;
+pub use observe::run_events;
 pub use wire::{binding_key, event_binding, event_routing_key, queue_name, routing_key};
 
 use crate::config::{QueueType, Urls};

@@ -1,0 +1,200 @@
+//! The configuration's unit tests: every section read, defaults, resolution against the file's
+//! folder, and the errors that name the file, line and key.
+
+use super::*;
+
+#[test]
+fn defaults() {
+    let c = Config::from_toml("").unwrap();
+    assert_eq!(c.limits.timeout_ms, 22_222);
+    assert_eq!(c.limits.memory_bytes(), 64 << 20);
+    assert!(c.plugin.is_empty());
+}
+
+#[test]
+fn full_file() {
+    let c = Config::from_toml(
+        r#"
+        cache_dir = "/tmp/x"
+        [build]
+        command = "make"
+        [limits]
+        timeout_ms = 500
+        memory_mib = 8
+        [[plugin]]
+        path = "plugins"
+        [[plugin]]
+        path = "user.wasm"
+        instances = 4
+        options = { seed = [1, 2], name = "x" }
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.limits.timeout(), Duration::from_millis(500));
+    assert_eq!(c.limits.max_depth, 32);
+    assert_eq!(c.plugin[1].instances, Some(4));
+    assert_eq!(
+        c.plugin[1].options.as_ref().unwrap()["seed"],
+        serde_json::json!([1, 2])
+    );
+    assert_eq!(c.build.unwrap().command, "make");
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_line() {
+    let e = Config::from_toml("[limits]\ntimeout_ms = 5\ntimeuot = 3\n").unwrap_err();
+    assert!(e.contains("unknown field `timeuot`"), "{e}");
+    assert!(e.contains("line 3"), "{e}");
+    let e = Config::from_toml("plugins = []").unwrap_err();
+    assert!(e.contains("unknown field `plugins`"), "{e}");
+    let e = Config::from_toml("[[plugin]]\npath = 3\n").unwrap_err();
+    assert!(e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn bad_client_pins_are_refused() {
+    let mut c = Config::from_toml("[[client]]\ntype = \"http\"\npin = \"a:1,,b\"").unwrap();
+    c.origin = Some("wasmeca.toml".into());
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("client 0") && e.contains("column 5"), "{e}");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_file() {
+    let c = Config {
+        base: "/etc/app".into(),
+        ..Config::default()
+    };
+    assert_eq!(
+        c.resolve(Path::new("p/x.wasm")),
+        Path::new("/etc/app/p/x.wasm")
+    );
+    assert_eq!(c.resolve(Path::new("/abs.wasm")), Path::new("/abs.wasm"));
+}
+
+#[test]
+fn deeply_nested_options_are_refused_not_a_crash() {
+    // toml stops at its own recursion limit, well under 3,000 levels.
+    let deep = format!(
+        "[[plugin]]\npath = 'x'\noptions = {{ a = {}1{} }}\n",
+        "[".repeat(3000),
+        "]".repeat(3000)
+    );
+    let e = Config::from_toml(&deep).unwrap_err();
+    assert!(e.contains("line 3"), "{e}");
+    let tables = format!("{}1{}", "{ a = ".repeat(3000), " }".repeat(3000));
+    assert!(Config::from_toml(&format!("[rest]\nroute = [{tables}]")).is_err());
+}
+
+#[test]
+fn zero_instances_is_refused() {
+    let mut c = Config::from_toml("[[plugin]]\npath = 'x'\ninstances = 0\n").unwrap();
+    c.origin = Some("wasmeca.toml".into());
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("instances must be at least 1"), "{e}");
+}
+
+#[test]
+fn missing_plugin_path() {
+    let c = Config::from_paths(&["/nonexistent/zzz.wasm".into()]);
+    let e = c.plugin_sources().unwrap_err().to_string();
+    assert_eq!(e, "plugin path /nonexistent/zzz.wasm does not exist");
+}
+
+#[test]
+fn amqp_listen_and_client() {
+    let c = Config::from_toml(
+        r#"
+        [[listen]]
+        type = "amqp"
+        pins = ["cmd:salute", "role:user,cmd:*"]
+        prefetch = 8
+        [[client]]
+        type = "amqp"
+        pin = "role:math,cmd:*"
+        exchange = "test.topic"
+        "#,
+    )
+    .unwrap();
+    let Listen::Amqp(listen) = &c.listeners()[0] else {
+        panic!("amqp listener")
+    };
+    assert_eq!(
+        (
+            listen.exchange.as_str(),
+            listen.queue_prefix.as_str(),
+            listen.prefetch
+        ),
+        ("seneca.topic", "seneca.add", 8)
+    );
+    assert_eq!(listen.dead_letter_queue, "seneca.dlq");
+    let Client::Amqp(client) = &c.client[0] else {
+        panic!("amqp client")
+    };
+    assert_eq!(
+        (client.exchange.as_str(), client.queue_prefix.as_str()),
+        ("test.topic", "seneca.act")
+    );
+    assert_eq!(c.client[0].pins(), ["role:math,cmd:*"]);
+    let given = Urls::parse("amqp://x");
+    assert_eq!(amqp_urls(Some(&given)), given);
+}
+
+#[test]
+fn broker_lists_and_queue_types() {
+    let c = Config::from_toml(
+        r#"
+        [amqp]
+        url = ["amqp://a:5672", "amqp://b:5672,amqp://c:5672"]
+        queue_type = "quorum"
+        [events]
+        url = "amqp://e1, amqp://e2"
+        [[listen]]
+        type = "amqp"
+        [[listen]]
+        type = "amqp"
+        url = "amqp://own"
+        queue_type = "classic"
+        [[client]]
+        type = "amqp"
+        pin = "x:1"
+        "#,
+    )
+    .unwrap();
+    let nodes = Urls::parse("amqp://a:5672,amqp://b:5672,amqp://c:5672");
+    assert_eq!(nodes.0.len(), 3);
+    let listeners: Vec<AmqpListen> = c
+        .listeners()
+        .into_iter()
+        .filter_map(|l| match l {
+            Listen::Amqp(a) => Some(a),
+            Listen::Http { .. } => None,
+        })
+        .collect();
+    assert_eq!(
+        (listeners[0].url.as_ref(), listeners[0].queue_type),
+        (Some(&nodes), Some(QueueType::Quorum)),
+        "[amqp] is every listener's default"
+    );
+    assert_eq!(
+        (listeners[1].url.as_ref(), listeners[1].queue_type),
+        (Some(&Urls::parse("amqp://own")), Some(QueueType::Classic))
+    );
+    assert_eq!(c.amqp_client(&AmqpClientConfig::default()).url, Some(nodes));
+    assert_eq!(
+        c.events.url.as_ref().map(|u| u.0.clone()),
+        Some(vec!["amqp://e1".to_owned(), "amqp://e2".to_owned()])
+    );
+    let e = Config::from_toml(
+        "[amqp]
+queue_type = \"mirrored\"",
+    )
+    .unwrap_err();
+    assert!(e.contains("mirrored"), "{e}");
+    let e = Config::from_toml(
+        "[amqp]
+url = []",
+    )
+    .unwrap_err();
+    assert!(e.contains("no URL"), "{e}");
+}
