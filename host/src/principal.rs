@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use smallvec::SmallVec;
-
 /// A plugin, as the subject of access rules: its name and what its configuration grants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -30,8 +28,10 @@ pub struct Principal {
     pub sender: Option<Arc<Caller>>,
     /// The plugins whose overriding actions passed this message on with `prior`: what lies
     /// behind them allows only what each of them may do as well as the sender (a guard limited
-    /// to some bases cannot `prior` a save into another).
-    pub via: SmallVec<[Arc<Caller>; 1]>,
+    /// to some bases cannot `prior` a save into another). Shared and usually absent: every
+    /// call's context carries a principal, and a thin one keeps it the size it was before
+    /// (callgrind: each act's future is copied whole; 8 bytes more per context cost 2.6 %).
+    pub via: Option<Arc<[Arc<Caller>]>>,
     /// True when the chain started at a network listener rather than in this process
     /// (`wasmeca act`, a plugin's init), so actions not exposed to the network can refuse it.
     pub remote: bool,
@@ -52,7 +52,7 @@ impl Principal {
         Self {
             caller: self.caller.clone(),
             sender: None,
-            via: SmallVec::new(),
+            via: None,
             remote: self.remote,
         }
     }
@@ -66,14 +66,22 @@ impl Principal {
     /// The running plugin passes the message on with `prior`: for its sender again, through
     /// one more override.
     pub fn through_prior(&self) -> Self {
-        let mut via = self.via.clone();
-        via.extend(self.caller.clone());
+        let via: Arc<[Arc<Caller>]> = self
+            .overrides()
+            .cloned()
+            .chain(self.caller.clone())
+            .collect();
         Self {
             caller: self.sender.clone(),
             sender: None,
-            via,
+            via: Some(via),
             remote: self.remote,
         }
+    }
+
+    /// The overrides the message passed through, oldest first.
+    pub fn overrides(&self) -> impl Iterator<Item = &Arc<Caller>> {
+        self.via.iter().flat_map(|via| via.iter())
     }
 
     /// Work a plugin does outside any message (an observer run): its own acts, from this
@@ -116,10 +124,14 @@ mod tests {
             behind.caller.as_deref().map(|c| c.name.as_str()),
             Some("app")
         );
-        assert_eq!(behind.via.len(), 1);
-        assert_eq!(behind.via[0].name, "guard");
+        let through: Vec<&str> = behind.overrides().map(|c| c.name.as_str()).collect();
+        assert_eq!(through, ["guard"]);
         assert!(behind.remote, "the chain still began at the network");
         let fresh = behind.nested();
-        assert!(fresh.via.is_empty(), "a fresh act passed no override");
+        assert_eq!(
+            fresh.overrides().count(),
+            0,
+            "a fresh act passed no override"
+        );
     }
 }

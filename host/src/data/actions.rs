@@ -140,7 +140,7 @@ impl StoreAction {
         }
         // The sender, and every override the message came through, must allow the base.
         let mut base = None;
-        for caller in who.caller.iter().chain(&who.via) {
+        for caller in who.caller.iter().chain(who.overrides()) {
             let Some(bases) = &caller.data else {
                 continue;
             };

@@ -171,9 +171,7 @@ impl Router {
         }
         self.0.metrics.in_flight().inc();
         let _guard = InFlightGuard(&self.0);
-        self.0
-            .act_with(msg, None, Principal::from_ingress(remote))
-            .await
+        self.0.act_with(msg, None, remote).await
     }
 
     /// The host is going: it keeps serving what comes, but tells health checks and peers, so
@@ -231,7 +229,7 @@ impl Upcalls for Inner {
         msg: Message,
         parent: &'a CallCtx,
     ) -> BoxFuture<'a, Result<Reply, ActError>> {
-        Box::pin(self.act_with(msg, Some(parent), parent.principal.nested()))
+        Box::pin(self.act_with(msg, Some(parent), parent.principal.remote))
     }
 
     fn prior<'a>(
@@ -277,13 +275,13 @@ impl Inner {
         bus.publish(event, deadline).await
     }
 
-    /// The act path, for ingresses (`parent` = `None`) and for plugins' nested acts, on behalf
-    /// of `principal`.
+    /// The act path, for ingresses (`parent` = `None`; `remote`: from the network) and for
+    /// plugins' nested acts (on behalf of the same principal, nested).
     async fn act_with(
         &self,
         mut msg: Message,
         parent: Option<&CallCtx>,
-        principal: Principal,
+        remote: bool,
     ) -> Result<Reply, ActError> {
         let depth = parent.map_or(0, |p| p.depth + 1);
         self.check_depth(depth, parent.map_or("-", |p| &p.tx))?;
@@ -314,7 +312,10 @@ impl Inner {
             deadline,
             timeout,
             held: parent.map(|p| p.held.clone()).unwrap_or_default(),
-            principal,
+            principal: match parent {
+                Some(p) => p.principal.nested(),
+                None => Principal::from_ingress(remote),
+            },
         };
         if has_meta && let Some(service) = msg.target() {
             let Some(peers) = self.peers.get() else {
