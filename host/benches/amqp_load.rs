@@ -28,7 +28,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use wasmeca::Message;
-use wasmeca::config::AmqpClient as ClientConfig;
+use wasmeca::config::AmqpClientConfig as ClientConfig;
 use wasmeca::pattern::Pattern;
 use wasmeca::transport::amqp::{AmqpClient, Sent, routing_key};
 
