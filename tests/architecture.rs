@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("message", 1),
     ("metrics", 1),
     ("shutdown", 1),
+    ("telemetry", 1),
     ("runtime", 2),
     ("plugins", 3),
     ("remote", 3),

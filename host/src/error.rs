@@ -174,6 +174,12 @@ pub struct ActError {
     pub status: Option<u16>,
 }
 
+impl AsRef<ActError> for ActError {
+    fn as_ref(&self) -> &ActError {
+        self
+    }
+}
+
 impl ActError {
     /// An error with any code (a plugin's or a remote service's) and a message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {

@@ -10,11 +10,13 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
 
 use crate::error::{ActError, Code};
 use crate::message::{self, Message};
 use crate::registry::{Observer, WeakRegistry};
 use crate::runtime::{BoxFuture, CallCtx};
+use crate::telemetry::{self, span};
 
 /// Meta key: an event's id.
 pub const EVENT_ID: &str = "event$";
@@ -94,7 +96,14 @@ pub async fn deliver(
         let tx = tx.clone();
         let ctx = CallCtx::root(tx.clone(), Instant::now() + timeout);
         async move {
-            let outcome = observer.observe(event, ctx).await;
+            let span = span!(
+                "observe",
+                otel.name = %format_args!("observe {}", observer.pattern),
+                seneca.pattern = %observer.pattern,
+                wasmeca.plugin = %observer.plugin.key(),
+                messaging.message.id = id_of(event),
+            );
+            let outcome = telemetry::traced(&span, observer.observe(event, ctx)).await;
             outcome.err().map(|error| {
                 tracing::warn!(
                     plugin = %observer.plugin.key(),
@@ -162,7 +171,7 @@ pub struct LocalBus {
     /// How failing observers are retried.
     retry: Retry,
     /// The queue, made (and its task started) on the first publish, inside the async runtime.
-    queue: OnceLock<mpsc::Sender<Message>>,
+    queue: OnceLock<mpsc::Sender<(Message, Span)>>,
 }
 
 impl LocalBus {
@@ -178,9 +187,9 @@ impl LocalBus {
     }
 
     /// The queue, starting its task the first time.
-    fn queue(&self) -> &mpsc::Sender<Message> {
+    fn queue(&self) -> &mpsc::Sender<(Message, Span)> {
         self.queue.get_or_init(|| {
-            let (queue, events) = mpsc::channel::<Message>(LOCAL_QUEUE);
+            let (queue, events) = mpsc::channel::<(Message, Span)>(LOCAL_QUEUE);
             tokio::spawn(run_local(
                 events,
                 self.registry.clone(),
@@ -195,7 +204,7 @@ impl LocalBus {
 /// The in-memory bus's task: takes each event off the queue and delivers it, at most
 /// [`LOCAL_CONCURRENCY`] at once.
 async fn run_local(
-    mut events: mpsc::Receiver<Message>,
+    mut events: mpsc::Receiver<(Message, Span)>,
     registry: WeakRegistry,
     timeout: Duration,
     retry: Retry,
@@ -203,7 +212,7 @@ async fn run_local(
     let running = Arc::new(Semaphore::new(LOCAL_CONCURRENCY));
     // Nothing stops the retries early: the queue is not durable, and nothing drains it.
     let stop = CancellationToken::new();
-    while let Some(event) = events.recv().await {
+    while let Some((event, published)) = events.recv().await {
         let Some(registry) = registry.upgrade() else {
             break;
         };
@@ -218,7 +227,16 @@ async fn run_local(
         let stop = stop.clone();
         tokio::spawn(async move {
             let _turn = turn;
-            for failure in deliver_with_retries(observers, &event, timeout, retry, &stop).await {
+            let span = span!(
+                parent: &published,
+                "process",
+                otel.name = "process event",
+                otel.kind = "consumer",
+                messaging.operation.type = "process",
+                messaging.message.id = id_of(&event),
+            );
+            let delivered = deliver_with_retries(observers, &event, timeout, retry, &stop);
+            for failure in telemetry::inside(&span, delivered).await {
                 failure.observer.metrics.dropped();
                 tracing::error!(
                     plugin = %failure.observer.plugin.key(),
@@ -239,7 +257,14 @@ async fn run_local(
 impl Bus for LocalBus {
     fn publish(&self, event: Message, deadline: Instant) -> BoxFuture<'_, Result<(), ActError>> {
         Box::pin(async move {
-            match tokio::time::timeout_at(deadline, self.queue().send(event)).await {
+            // The publish's span goes along, the parent of the delivery's.
+            let published = if telemetry::on() {
+                Span::current()
+            } else {
+                Span::none()
+            };
+            let queued = self.queue().send((event, published));
+            match tokio::time::timeout_at(deadline, queued).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(ActError::host(
                     Code::Closed,

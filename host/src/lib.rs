@@ -12,7 +12,8 @@
 //! 1. ground: [`error`] (Seneca-shaped errors and the one list of the host's codes),
 //!    [`pattern`] (jsonic, `String(value)`, gex globs, the patrun trie), [`message`] (messages,
 //!    meta keys, ids, answers), [`principal`] (who a message acts for, which the data store's
-//!    rules read), [`metrics`] (Prometheus), [`shutdown`] (the signal that starts a drain).
+//!    rules read), [`metrics`] (Prometheus), [`shutdown`] (the signal that starts a drain),
+//!    [`telemetry`] (OpenTelemetry spans, their export, and W3C trace context).
 //! 2. engine: [`runtime`] (the wasmtime engine, compile cache, instances and pools; the
 //!    `Upcalls` and `Handler` traits through which guests call up, and the guests' imports).
 //! 3. core: [`plugins`] (one plugin: manifest, backend), [`remote`] (the `Remote` and `Peers`
@@ -75,6 +76,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
+pub mod telemetry;
 pub mod transport;
 
 pub use config::Config;

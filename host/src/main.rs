@@ -268,15 +268,28 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| default_log.to_owned());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    // `serve` reads its configuration before anything logs: its `[telemetry]` decides where
+    // the spans (and the log lines inside them) go.
+    let serving = match &cli.command {
+        Command::Serve(args) => match serve_config(args) {
+            Ok(config) => Some((config, args.build)),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let telemetry = serving
+        .as_ref()
+        .and_then(|(config, _)| config.telemetry_settings());
+    let _exporting = match init_logs(&filter, cli.log_format, telemetry.as_ref()) {
+        Ok(exporting) => exporting,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -287,7 +300,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let outcome = match serving {
+        Some((config, build)) => runtime.block_on(serve(config, build)),
+        None => runtime.block_on(run(cli.command)),
+    };
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -298,7 +315,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(serve_config(&args)?, args.build).await,
         Command::Act(args) => cli::act::act(args).await,
         Command::Publish(args) => cli::publish::publish(args).await,
         Command::Inspect(args) => cli::listing::inspect(args).await,
@@ -340,9 +357,44 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `wasmeca serve`: the configuration with the command line's listeners on top, built first
-/// with `--build`, served until a signal.
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The log lines on stderr (text, or JSON lines carrying the trace and span ids), and the
+/// spans exported when `telemetry` is on (what keeps their export running is returned).
+fn init_logs(
+    filter: &str,
+    format: LogFormat,
+    telemetry: Option<&wasmeca::telemetry::TelemetrySettings>,
+) -> Result<Option<wasmeca::telemetry::Exporting>, wasmeca::telemetry::TelemetryError> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        LogFormat::Json => lines
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(wasmeca::telemetry::JsonLines::default())
+            .boxed(),
+    };
+    let lines = lines.with_filter(tracing_subscriber::EnvFilter::new(filter));
+    let (spans, exporting) = match telemetry {
+        Some(settings) => {
+            let (layer, exporting) = wasmeca::telemetry::layer(settings, filter)?;
+            (Some(layer), Some(exporting))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(spans)
+        .init();
+    Ok(exporting)
+}
+
+/// `wasmeca serve`'s configuration: the file (or plugin paths) with the command line's
+/// listeners on top.
+fn serve_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = config_for(&args.paths, &args.host)?;
     if let Some(rest) = args.rest {
         config.rest.listen = rest;
@@ -364,23 +416,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.listen = Some(listen);
     }
     config.watch |= args.watch;
-    if let Some(url) = args.amqp {
+    if let Some(url) = &args.amqp {
         let mut listen = config.listeners();
         let amqp = wasmeca::config::AmqpListen {
-            url: Some(wasmeca::config::Urls::parse(&url)).filter(|u| !u.is_empty()),
+            url: Some(wasmeca::config::Urls::parse(url)).filter(|u| !u.is_empty()),
             ..Default::default()
         };
         listen.push(Listen::Amqp(amqp));
         config.listen = Some(listen);
     }
-    if let Some(url) = args.events {
-        let given = Some(wasmeca::config::Urls::parse(&url)).filter(|u| !u.is_empty());
+    if let Some(url) = &args.events {
+        let given = Some(wasmeca::config::Urls::parse(url)).filter(|u| !u.is_empty());
         config.events.url = Some(config.broker(given.as_ref()));
     }
     if args.group.is_some() {
-        config.events.group = args.group;
+        config.events.group = args.group.clone();
     }
-    if args.build {
+    Ok(config)
+}
+
+/// `wasmeca serve`: built first with `--build`, served until a signal.
+async fn serve(config: Config, build_first: bool) -> anyhow::Result<ExitCode> {
+    if build_first {
         build(&config)?;
     }
     let shutdown = wasmeca::shutdown::on_signals();

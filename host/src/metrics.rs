@@ -130,6 +130,11 @@ impl Default for Metrics {
             "Messages answered from the reply history instead of acting again",
             history_hits.clone(),
         );
+        registry.register(
+            "telemetry_spans_dropped",
+            "Trace spans dropped: the export queue was full or the collector did not take them",
+            crate::telemetry::dropped_spans(),
+        );
         Self {
             registry,
             acts,

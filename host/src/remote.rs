@@ -134,6 +134,10 @@ pub async fn try_in_order(
     let mut last = None;
     for peer in peers {
         tracing::debug!(tx = &*ctx.tx, peer = %peer.describe(), "act forwarded");
+        // The act's span is the current one here: it says which peer answered.
+        if crate::telemetry::on() {
+            tracing::Span::current().record("wasmeca.peer", peer.describe());
+        }
         let call = RemoteCall {
             tx: &ctx.tx,
             deadline: ctx.deadline,

@@ -6,11 +6,13 @@ mod amqp;
 mod data;
 mod limits;
 mod network;
+mod telemetry;
 
 pub use amqp::{Amqp, AmqpClientConfig, AmqpListen, QueueType, Urls, amqp_urls};
 pub use data::{Cache, Data, DataSettings, PROJECT_STORE};
 pub use limits::Limits;
 pub use network::{Balance, Client, Consul, Events, Http, Listen, ListenAddr, Rest};
+pub use telemetry::Telemetry;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -159,6 +161,9 @@ pub struct Config {
     /// `CONSUL_HTTP_ADDR` is set.
     #[serde(default)]
     pub consul: Option<Consul>,
+    /// `[telemetry]`: traces exported by OTLP (off when absent, unless `OTEL_*` asks).
+    #[serde(default)]
+    pub telemetry: Option<Telemetry>,
     /// The folder relative paths are resolved against (the config file's folder).
     #[serde(skip)]
     pub base: PathBuf,
@@ -283,6 +288,9 @@ impl Config {
         if self.event_group().is_empty() {
             return Err(invalid("events.group must not be empty".into()));
         }
+        if let Some(problem) = self.telemetry.as_ref().and_then(Telemetry::problem) {
+            return Err(invalid(problem));
+        }
         if let Some(entry) = self.plugin.iter().find(|p| p.instances == Some(0)) {
             return Err(invalid(format!(
                 "plugin {}: instances must be at least 1",
@@ -290,6 +298,14 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// Where traces go, or `None` when telemetry is off: `[telemetry]` with the standard
+    /// `OTEL_*` variables beneath it (`OTEL_SDK_DISABLED=true` turns it off).
+    pub fn telemetry_settings(&self) -> Option<crate::telemetry::TelemetrySettings> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let service = self.consul.as_ref().map(|c| c.service.as_str());
+        Telemetry::settings(self.telemetry.as_ref(), service, env)
     }
 
     /// Where the data stores are and who may reach them: `[data] url`, else `$DATABASE_URL`,

@@ -198,3 +198,61 @@ url = []",
     .unwrap_err();
     assert!(e.contains("no URL"), "{e}");
 }
+
+#[test]
+fn telemetry_is_on_by_its_section_or_the_otel_variables_and_off_by_either() {
+    let settings = |toml: &str, vars: &[(&str, &str)]| {
+        let c = Config::from_toml(toml).unwrap();
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let service = c.consul.as_ref().map(|c| c.service.as_str());
+        telemetry::Telemetry::settings(c.telemetry.as_ref(), service, env)
+    };
+    assert_eq!(settings("", &[]), None);
+    let from_env = settings("", &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]).unwrap();
+    assert_eq!(
+        from_env.endpoint, None,
+        "the exporter reads the variable itself"
+    );
+    assert_eq!(from_env.service_name, "wasmeca");
+    assert_eq!(from_env.queue_size, 2048);
+    let section = "[telemetry]\nendpoint = \"http://c:4318\"\nsample_ratio = 0.25\n\
+                   [consul]\nservice = \"users\"";
+    let on = settings(section, &[]).unwrap();
+    assert_eq!(on.endpoint.as_deref(), Some("http://c:4318"));
+    assert_eq!(on.ratio, Some(0.25));
+    assert_eq!(on.service_name, "users", "the Consul service names it");
+    let named = settings(section, &[("OTEL_SERVICE_NAME", "users-eu")]).unwrap();
+    assert_eq!(named.service_name, "users-eu");
+    assert_eq!(settings(section, &[("OTEL_SDK_DISABLED", "true")]), None);
+    let off = "[telemetry]\nenabled = false";
+    assert_eq!(
+        settings(off, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]),
+        None
+    );
+}
+
+#[test]
+fn telemetry_settings_out_of_range_are_refused() {
+    for (toml, says) in [
+        (
+            "[telemetry]\nsample_ratio = 1.5",
+            "sample_ratio 1.5 must be between 0 and 1",
+        ),
+        ("[telemetry]\nqueue_size = 0", "queue_size"),
+        (
+            "[telemetry]\nendpoint = \"collector:4318\"",
+            "not an http(s) URL",
+        ),
+    ] {
+        let e = Config::from_toml(toml)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{toml}: {e}");
+    }
+}

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use semver::Version;
 use serde_json::Value;
 use tokio::sync::OnceCell;
+use tracing::Span;
+use tracing::field::Empty;
 
 use super::{CacheStore, DataError, EntityStore, cache, canon, entity, open_cache, open_store};
 use crate::config::DataSettings;
@@ -18,6 +20,7 @@ use crate::pattern::Pattern;
 use crate::plugins::Plugin;
 use crate::registry::Registry;
 use crate::runtime::{BoxFuture, CallCtx, Handler};
+use crate::telemetry::{self, span};
 
 /// The stores, opened on first use: a host whose plugins never keep data never touches a file
 /// or a server.
@@ -161,10 +164,26 @@ impl StoreAction {
         Ok(())
     }
 
-    async fn answer(&self, msg: Message) -> Result<Value, DataError> {
+    async fn answer(&self, msg: Message, span: &Span) -> Result<Value, DataError> {
         match self.api {
-            Api::Entity => entity(self.stores.entities().await?.as_ref(), self.cmd, &msg).await,
-            Api::Cache => cache(self.stores.cache().await?.as_ref(), self.cmd, &msg).await,
+            Api::Entity => {
+                let store = self.stores.entities().await?;
+                if !span.is_disabled() {
+                    describe(span, self.cmd, store.backend());
+                    if let Ok(canon) = canon(&msg, self.cmd) {
+                        telemetry::rename(span, format!("{} {canon}", self.cmd));
+                        span.record("db.collection.name", canon.to_string());
+                    }
+                }
+                entity(store.as_ref(), self.cmd, &msg).await
+            }
+            Api::Cache => {
+                let store = self.stores.cache().await?;
+                if !span.is_disabled() {
+                    describe(span, self.cmd, store.backend());
+                }
+                cache(store.as_ref(), self.cmd, &msg).await
+            }
         }
     }
 }
@@ -173,10 +192,23 @@ impl Handler for StoreAction {
     fn call(&self, msg: Message, ctx: CallCtx) -> BoxFuture<'_, Result<Reply, ActError>> {
         Box::pin(async move {
             self.allowed(&msg, &ctx)?;
-            self.answer(msg)
-                .await
-                .map(|value| Reply::from_value(&value))
-                .map_err(to_act_error)
+            // A client span by the database conventions: the store, the operation and the
+            // entity, never the values.
+            let span = span!(
+                "data",
+                otel.kind = "client",
+                db.system.name = Empty,
+                db.system = Empty,
+                db.operation.name = self.cmd,
+                db.collection.name = Empty,
+            );
+            let answer = async {
+                self.answer(msg, &span)
+                    .await
+                    .map(|value| Reply::from_value(&value))
+                    .map_err(to_act_error)
+            };
+            telemetry::traced(&span, answer).await
         })
     }
 
@@ -186,6 +218,18 @@ impl Handler for StoreAction {
             Api::Cache => format!("role:cache,cmd:{}", self.cmd),
         }
     }
+}
+
+/// Records which store answers on a data call's span (`db.system.name`, and `db.system` as
+/// the conventions before 1.26 called it).
+fn describe(span: &Span, cmd: &str, backend: &'static str) {
+    let system = match backend {
+        "postgres" => "postgresql",
+        other => other,
+    };
+    telemetry::rename(span, cmd.to_owned());
+    span.record("db.system.name", system);
+    span.record("db.system", system);
 }
 
 /// A data error as callers see it: its code (whose status it carries) and details.

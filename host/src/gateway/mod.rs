@@ -17,11 +17,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
 
 use crate::error::{ActError, Code};
 use crate::ingress::Ingress;
 use crate::message::{self, Message, Reply};
 use crate::server::{self, status};
+use crate::telemetry::{self, span};
 use routes::Route;
 use table::{Mounted, Routes};
 
@@ -41,6 +43,12 @@ struct RestError(ActError);
 impl From<ActError> for RestError {
     fn from(e: ActError) -> Self {
         Self(e)
+    }
+}
+
+impl AsRef<ActError> for RestError {
+    fn as_ref(&self) -> &ActError {
+        &self.0
     }
 }
 
@@ -154,10 +162,22 @@ async fn route(State(g): State<Gateway>, request: axum::extract::Request) -> Res
             return response;
         }
     };
-    let response = match serve_route(&g, entry, params, &method, &uri, &headers, body).await {
+    let span = span!(
+        "rest",
+        otel.name = %format_args!("{method} {}", entry.route.path),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = &*entry.route.path,
+        url.path = uri.path(),
+        http.response.status_code = Empty,
+    );
+    server::continue_trace(&span, &headers, None);
+    let serve = serve_route(&g, entry, params, &method, &uri, &headers, body);
+    let response = match telemetry::traced(&span, serve).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
+    span.record("http.response.status_code", response.status().as_u16());
     entry
         .metrics
         .record(started.elapsed(), response.status().as_u16());

@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::Span;
+use tracing::field::Empty;
 
 use crate::error::{ActError, Code};
 use crate::events::{Bus, LocalBus, Retry};
@@ -20,6 +22,7 @@ use crate::principal::Principal;
 use crate::registry::{Registry, Resolution, Target};
 use crate::remote::{PeerChoice, Peers, track, try_in_order};
 use crate::runtime::{BoxFuture, CallCtx, Handler, Upcalls};
+use crate::telemetry::{self, span};
 
 /// The limits every act runs under.
 #[derive(Debug, Clone, PartialEq)]
@@ -256,7 +259,8 @@ impl Upcalls for Inner {
                 principal: parent.principal.through_prior(),
                 ..parent.clone()
             };
-            prior.call(msg, ctx).await
+            let span = span!("prior", seneca.pattern = prior.describe());
+            telemetry::traced(&span, prior.call(msg, ctx)).await
         })
     }
 }
@@ -272,7 +276,15 @@ impl Inner {
             ))
         });
         self.metrics.event_published();
-        bus.publish(event, deadline).await
+        let span = span!(
+            "publish",
+            otel.name = "publish event",
+            otel.kind = "producer",
+            messaging.operation.type = "send",
+            messaging.message.id = crate::events::id_of(&event),
+            wasmeca.bus = %bus.describe(),
+        );
+        telemetry::traced(&span, bus.publish(event, deadline)).await
     }
 
     /// The act path, for ingresses (`parent` = `None`; `remote`: from the network) and for
@@ -317,6 +329,26 @@ impl Inner {
                 None => Principal::from_ingress(remote),
             },
         };
+        let span = span!(
+            "act",
+            seneca.pattern = Empty,
+            seneca.tx = &*ctx.tx,
+            wasmeca.plugin = Empty,
+            wasmeca.peer = Empty,
+            wasmeca.depth = depth,
+        );
+        telemetry::traced(&span, self.dispatch(msg, ctx, &span, has_meta)).await
+    }
+
+    /// Finds who answers `msg` (an action here, a `[[client]]`, a peer) and has it answer,
+    /// recording which on the act's `span`.
+    async fn dispatch(
+        &self,
+        msg: Message,
+        ctx: CallCtx,
+        span: &Span,
+        has_meta: bool,
+    ) -> Result<Reply, ActError> {
         if has_meta && let Some(service) = msg.target() {
             let Some(peers) = self.peers.get() else {
                 return Err(ActError::host(
@@ -346,7 +378,21 @@ impl Inner {
             }
             Resolution::NotFound => return self.forward(&msg, &ctx, None).await,
         };
-        tracing::debug!(tx = &*ctx.tx, ?target, depth, "act");
+        tracing::debug!(tx = &*ctx.tx, ?target, depth = ctx.depth, "act");
+        if !span.is_disabled() {
+            match &target {
+                Target::Local(action) => {
+                    telemetry::rename(span, format!("act {}", action.pattern));
+                    span.record("seneca.pattern", &*action.pattern);
+                    span.record("wasmeca.plugin", action.plugin.key());
+                }
+                Target::Remote(client) => {
+                    telemetry::rename(span, format!("act {}", client.pin));
+                    span.record("seneca.pattern", client.pin.to_string());
+                    span.record("wasmeca.peer", client.describe());
+                }
+            }
+        }
         match target {
             Target::Local(action) => action.answer(msg, ctx).await,
             Target::Remote(client) => client.call(msg, ctx).await,

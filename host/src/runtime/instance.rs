@@ -88,6 +88,16 @@ pub enum Call {
     Observe(u32),
 }
 
+impl Call {
+    /// The guest export it calls.
+    pub fn export(self) -> &'static str {
+        match self {
+            Self::Handle(_) => "handle",
+            Self::Observe(_) => "observe",
+        }
+    }
+}
+
 /// One live instance: its store and its exports.
 pub(super) struct Instance {
     /// The store: memory, tables, and [`State`].

@@ -15,6 +15,7 @@ use super::calls::{CallCtx, Frame, Handler, Upcalls};
 use super::instance::{Call, Instance, Outcome, instantiate};
 use super::{Compiled, LoadError, Runtime};
 use crate::error::{ActError, Code};
+use crate::telemetry::{self, span};
 
 /// Source of pool ids, which call chains use to detect re-entry.
 static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
@@ -189,9 +190,15 @@ impl Pool {
         let Some(instance) = lease.instance.as_mut() else {
             unreachable!("just set")
         };
+        let span = span!(
+            "guest",
+            otel.name = %format_args!("{} {}", call.export(), self.ident),
+            wasmeca.plugin = &*self.ident,
+            seneca.pattern = pattern,
+        );
         let call = instance.handle(call, &msg, Frame { ctx, prior });
-        let outcome = within(deadline, &self.runtime, call).await;
-        match outcome {
+        let outcome = telemetry::inside(&span, within(deadline, &self.runtime, call)).await;
+        let answer = match outcome {
             Ok(Outcome::Returned(Ok(answer))) if answer.len() > self.runtime.max_result() => {
                 lease.clean = true;
                 Err(ActError::host(
@@ -213,7 +220,11 @@ impl Pool {
             }
             Ok(Outcome::Trapped(e)) => Err(e),
             Err(stop) => Err(stop.error(timeout)),
+        };
+        if let Err(e) = &answer {
+            telemetry::fail(&span, &e.code, &e.message);
         }
+        answer
     }
 
     /// Makes a replacement instance in the background; its permit is released when it is idle.

@@ -338,6 +338,13 @@ impl AsyncWrite for Tracked {
     }
 }
 
+/// Makes `span` (a request's) continue the trace its W3C `traceparent` header names, else the
+/// one its Seneca `tx` stands for.
+pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap, tx: Option<&str>) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    crate::telemetry::continue_remote(span, header, tx);
+}
+
 /// A response with `status` and the JSON text `body`.
 pub fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()

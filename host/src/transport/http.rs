@@ -15,6 +15,8 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
+use tracing::field::Empty;
 
 use crate::error::{ActError, Code};
 use crate::ingress::Ingress;
@@ -24,6 +26,7 @@ use crate::remote::{Remote, RemoteCall};
 use crate::runtime::BoxFuture;
 use crate::server::status::{self, DescribeRoutes};
 use crate::server::{self, HttpLimits};
+use crate::telemetry::{self, span};
 
 /// `seneca-id`: the act id `mi/tx`.
 const SENECA_ID: &str = "seneca-id";
@@ -118,6 +121,15 @@ async fn act(
         })
         .unwrap_or_default();
     let me = router.instance_id().to_owned();
+    let span = span!(
+        "act",
+        otel.name = %format_args!("POST {}", s.path),
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = &*s.path,
+        rpc.system = "seneca",
+        http.response.status_code = Empty,
+    );
     let answer = match message(
         &uri,
         &headers,
@@ -127,9 +139,14 @@ async fn act(
         &track,
     ) {
         Err(e) => Err(e),
-        Ok(msg) => s.ingress.act(msg, seneca_id.as_deref()).await,
+        Ok(msg) => {
+            server::continue_trace(&span, &headers, msg.act_id().1);
+            telemetry::traced(&span, s.ingress.act(msg, seneca_id.as_deref())).await
+        }
     };
-    respond(answer, seneca_id.as_deref(), origin.as_deref(), &track, &me)
+    let response = respond(answer, seneca_id.as_deref(), origin.as_deref(), &track, &me);
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// `POST /publish`: the body (a JSON object, or jsonic) is published as an event; answers
@@ -318,7 +335,12 @@ impl HttpClient {
         })
     }
 
-    async fn send(&self, msg: &Message, call: RemoteCall<'_>) -> Result<Reply, ActError> {
+    async fn send(
+        &self,
+        msg: &Message,
+        call: RemoteCall<'_>,
+        span: &Span,
+    ) -> Result<Reply, ActError> {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         let timeout = self.timeout.min(remaining);
         let mut body = msg.clean();
@@ -334,7 +356,7 @@ impl HttpClient {
             .unwrap_or_default();
         track.push(json!(&*self.origin));
         let track = Value::Array(track).to_string();
-        let request = self
+        let mut request = self
             .http
             .post(&self.url)
             .timeout(timeout)
@@ -346,6 +368,9 @@ impl HttpClient {
             .header(SENECA_TRACK, track)
             .header(TIME_CLIENT_SENT, now_ms().to_string())
             .body(body);
+        for (name, value) in telemetry::carry(span) {
+            request = request.header(name, value);
+        }
         let failed = |e: reqwest::Error| {
             if e.is_timeout() {
                 ActError::timeout(&call.pin.to_string(), timeout)
@@ -360,6 +385,7 @@ impl HttpClient {
         };
         let response = request.send().await.map_err(failed)?;
         let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
         let text = response.text().await.map_err(failed)?;
         if status.is_success() {
             // Seneca's client: an object or array is the result, anything else null.
@@ -386,7 +412,18 @@ impl Remote for HttpClient {
         msg: &'a Message,
         call: RemoteCall<'a>,
     ) -> BoxFuture<'a, Result<Reply, ActError>> {
-        Box::pin(self.send(msg, call))
+        Box::pin(async move {
+            let span = span!(
+                "send",
+                otel.name = "POST",
+                otel.kind = "client",
+                http.request.method = "POST",
+                url.full = &*self.url,
+                rpc.system = "seneca",
+                http.response.status_code = Empty,
+            );
+            telemetry::traced(&span, self.send(msg, call, &span)).await
+        })
     }
 
     fn describe(&self) -> String {

@@ -18,12 +18,13 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::wire::{read_reply, request, routing_key, uuid_v4};
-use super::{Brokers, declare_common, queue_arguments};
+use super::{Brokers, declare_common, queue_arguments, with_trace};
 use crate::config::AmqpClientConfig as ClientConfig;
 use crate::error::{ActError, Code};
 use crate::message::{self, Message, Reply};
 use crate::remote::{Remote, RemoteCall};
 use crate::runtime::BoxFuture;
+use crate::telemetry::{self, span};
 
 /// A connection with its publishing channel and reply queue.
 struct ClientSession {
@@ -134,7 +135,8 @@ impl AmqpClient {
         Ok(session)
     }
 
-    /// Publishes `msg` with `routing_key` and, when `wait`, waits for the reply until `deadline`.
+    /// Publishes `msg` with `routing_key` and, when `wait`, waits for the reply until `deadline`;
+    /// the command carries the trace context of the span it is sent in.
     pub async fn send(
         &self,
         msg: &Message,
@@ -169,6 +171,7 @@ impl AmqpClient {
             .with_content_type("application/json".into())
             .with_correlation_id(self.0.correlation.as_str().into())
             .with_delivery_mode(2);
+        let properties = with_trace(properties, &tracing::Span::current());
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
@@ -325,17 +328,30 @@ impl Remote for AmqpClient {
             let key = routing_key(call.pin, msg);
             let timeout = Duration::from_millis(self.0.config.timeout_ms);
             let deadline = call.deadline.min(Instant::now() + timeout);
-            match self.send(msg, call.tx, &key, deadline, true).await? {
-                Sent::Routed(Some(answer)) => answer,
-                Sent::Routed(None) => Ok(Reply::from_value(&Value::Null)),
-                Sent::Unroutable => Err(ActError::host(
-                    Code::Unreachable,
-                    format!(
-                        "no AMQP queue is bound for routing key {key} on {}",
-                        self.0.config.exchange
-                    ),
-                )),
-            }
+            // The messaging conventions' producer span: the command out and its reply back.
+            let span = span!(
+                "publish",
+                otel.name = %format_args!("publish {key}"),
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                messaging.operation.type = "send",
+                messaging.destination.name = &*self.0.config.exchange,
+                messaging.rabbitmq.destination.routing_key = &*key,
+            );
+            let sent = async {
+                match self.send(msg, call.tx, &key, deadline, true).await? {
+                    Sent::Routed(Some(answer)) => answer,
+                    Sent::Routed(None) => Ok(Reply::from_value(&Value::Null)),
+                    Sent::Unroutable => Err(ActError::host(
+                        Code::Unreachable,
+                        format!(
+                            "no AMQP queue is bound for routing key {key} on {}",
+                            self.0.config.exchange
+                        ),
+                    )),
+                }
+            };
+            telemetry::traced(&span, sent).await
         })
     }
 

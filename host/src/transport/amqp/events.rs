@@ -10,7 +10,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::time::Instant;
 
 use super::wire::event_routing_key;
-use super::{BrokerError, Brokers, MAX_BACKOFF, MIN_BACKOFF, declare_exchange};
+use super::{BrokerError, Brokers, MAX_BACKOFF, MIN_BACKOFF, declare_exchange, with_trace};
 use crate::Config;
 use crate::config::{QueueType, Urls};
 use crate::error::{ActError, Code};
@@ -138,6 +138,8 @@ impl AmqpBus {
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_message_id(id.into());
+        // The trace goes along in the headers: the router publishes inside the event's span.
+        let properties = with_trace(properties, &tracing::Span::current());
         let published = async {
             let confirm = publisher
                 .channel

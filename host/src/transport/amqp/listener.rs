@@ -19,13 +19,14 @@ use tokio_util::task::TaskTracker;
 
 use super::wire::{Command, Refusal, binding_key, now_ms, queue_name, refusal_reply};
 use super::{
-    BrokerError, Brokers, Handler, Handling, Lost, bind, consume_queue, declare_common,
-    declare_queue, queue_arguments, supervise, wind_down,
+    BrokerError, Brokers, Handler, Handling, Lost, bind, consume_queue, continue_trace,
+    declare_common, declare_queue, queue_arguments, supervise, wind_down,
 };
 use crate::config::AmqpListen;
 use crate::error::Code;
 use crate::ingress::Ingress;
 use crate::registry::Registry;
+use crate::telemetry::{self, span};
 
 /// One queue the listener consumes, and the keys it is bound with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -327,7 +328,19 @@ impl Listener {
         }
         // A command without a reply queue (Node's fire-and-forget act, or a plain publisher)
         // is acted and acknowledged; nobody is waiting for its answer.
-        let answer = self.ingress.act(command.msg, command.id.as_deref()).await;
+        let span = span!(
+            "process",
+            otel.name = %format_args!("process {}", delivery.routing_key),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.destination.name = %delivery.exchange,
+            messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
+            messaging.message.id = command.id.as_deref(),
+        );
+        continue_trace(&span, &delivery.properties, command.msg.act_id().1);
+        let act = self.ingress.act(command.msg, command.id.as_deref());
+        let answer = telemetry::traced(&span, act).await;
         if let Err(e) = &answer
             && e.is(Code::Closed)
             && self.shutdown.is_cancelled()
@@ -350,6 +363,16 @@ impl Listener {
             reply(body).await?;
             delivery.acker.ack(BasicAckOptions::default()).await
         };
+        let span = span!(
+            parent: &span,
+            "publish",
+            otel.name = "publish reply",
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.destination.name = reply_to.as_ref().map(ShortString::as_str),
+        );
+        let answered = telemetry::inside(&span, answered);
         match tokio::time::timeout(REPLY_TIMEOUT, answered).await {
             Ok(Ok(_)) => {}
             // Not acknowledged: the broker redelivers it, and the history answers it again.

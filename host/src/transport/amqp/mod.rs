@@ -20,7 +20,9 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, Consumer, ErrorKind, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ErrorKind, ExchangeKind,
+};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -445,6 +447,30 @@ fn queue_arguments(dlx: &str, ttl_ms: i32) -> FieldTable {
     );
     args.insert("x-message-ttl".into(), AMQPValue::LongInt(ttl_ms));
     args
+}
+
+/// `properties` carrying `span`'s trace context in W3C `traceparent`/`tracestate` headers (as
+/// they were when telemetry is off).
+fn with_trace(properties: BasicProperties, span: &tracing::Span) -> BasicProperties {
+    let context = crate::telemetry::carry(span);
+    if context.is_empty() {
+        return properties;
+    }
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    for (name, value) in context {
+        headers.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+    }
+    properties.with_headers(headers)
+}
+
+/// Makes `span` (a delivery's) continue the trace its headers carry, else the one its Seneca
+/// `tx` stands for.
+fn continue_trace(span: &tracing::Span, properties: &BasicProperties, tx: Option<&str>) {
+    let header = |name: &str| match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(text) => std::str::from_utf8(text.as_bytes()).ok(),
+        _ => None,
+    };
+    crate::telemetry::continue_remote(span, header, tx);
 }
 
 #[cfg(test)]

@@ -22,12 +22,13 @@ use tokio_util::task::TaskTracker;
 
 use super::wire::{OVERFLOW_KEY, event_binding};
 use super::{
-    BrokerError, Brokers, Handler, Handling, Lost, bind, consume_queue, declare_exchange,
-    declare_queue, supervise, wind_down,
+    BrokerError, Brokers, Handler, Handling, Lost, bind, consume_queue, continue_trace,
+    declare_exchange, declare_queue, supervise, wind_down,
 };
 use crate::events::{self, Failure};
-use crate::message::Message;
+use crate::message::{self, Message};
 use crate::router::Router;
+use crate::telemetry::{self, span};
 
 use super::events::EventQueue;
 
@@ -300,14 +301,27 @@ impl Consumer {
             return;
         }
         let timeout = self.router.limits().timeout;
-        let failures = events::deliver_with_retries(
+        // Named by the exchange, not the routing key: an event's key carries its values.
+        let span = span!(
+            "process",
+            otel.name = %format_args!("process {}", delivery.exchange),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.destination.name = %delivery.exchange,
+            messaging.consumer.group.name = &*self.queue.group,
+            messaging.message.id = %id,
+        );
+        let tx = event.get(message::TX).and_then(Value::as_str);
+        continue_trace(&span, &delivery.properties, tx);
+        let delivered = events::deliver_with_retries(
             observers,
             &event,
             timeout,
             self.queue.retry,
             &self.shutdown,
-        )
-        .await;
+        );
+        let failures = telemetry::inside(&span, delivered).await;
         if failures.is_empty() {
             self.finish(&id);
             self.received.handled.inc();

@@ -100,8 +100,14 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
         Ok(Value::Object(msg.as_map().clone()))
     })
     .add("chaos:relay", |_, msg| {
-        // Acts `inner` and answers with this message's tx and the inner answer.
-        let inner = msg.get("inner").cloned().unwrap_or(json!({}));
+        // Acts `inner` (from the message, or a REST request's body) and answers with this
+        // message's tx and the inner answer.
+        let inner = msg
+            .get("inner")
+            .or_else(|| msg.body().and_then(|b| b.get("inner")))
+            .cloned()
+            .unwrap_or(json!({}));
+        wasmeca_sdk::info!("chaos relays {inner}");
         let answer = wasmeca_sdk::act(inner)?;
         Ok(json!({ "tx": msg.tx(), "inner": answer }))
     })

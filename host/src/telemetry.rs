@@ -1,0 +1,426 @@
+//! Traces: one request followed across every hop. Every span the host makes has the target
+//! [`TARGET`] at trace level, so with telemetry off (the default) none is created (a callsite
+//! check, see [`on`]); with it on, a `tracing-opentelemetry` layer turns them into OpenTelemetry
+//! spans and a batch processor exports them by OTLP/HTTP without ever holding an act: a full
+//! queue or a collector that is away drops spans and counts them ([`dropped_spans`]).
+//! W3C `traceparent`/`tracestate` are read from and written to whatever carries a message
+//! ([`continue_remote`], [`carry`]); a message that carries Seneca's `tx$` and no traceparent
+//! (from a Node Seneca peer) joins the trace derived from its `tx$`, so every hop of one Seneca
+//! transaction lands in one trace.
+
+use std::future::Future;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{
+    SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
+};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::error::ActError;
+use tracing::Subscriber;
+use tracing::{Event, Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::format::{Format, Json, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The target of every span the host makes (and only of spans: logs keep their own targets).
+pub const TARGET: &str = "wasmeca::trace";
+
+/// True when spans are recorded: telemetry is on (or a log filter asks for trace level there).
+/// Checked before a span is made, so a host with telemetry off pays one callsite check.
+#[inline]
+pub fn on() -> bool {
+    tracing::enabled!(target: "wasmeca::trace", tracing::Level::TRACE)
+}
+
+/// A span of the host's: `trace_span!` with the target [`TARGET`], so it exists only when
+/// telemetry is on.
+macro_rules! span {
+    ($($rest:tt)+) => {
+        ::tracing::trace_span!(target: "wasmeca::trace", $($rest)+)
+    };
+}
+pub(crate) use span;
+
+/// Runs `work` inside `span`, or as it is when telemetry is off (`span` disabled). Boxed when
+/// on, so the caller's future grows by a pointer, not by the instrumentation.
+pub async fn inside<F: Future>(span: &Span, work: F) -> F::Output {
+    if span.is_disabled() {
+        work.await
+    } else {
+        Box::pin(work.instrument(span.clone())).await
+    }
+}
+
+/// Runs `work` [`inside`] `span` and marks the span failed with the error's code when it fails.
+pub async fn traced<T, E, F>(span: &Span, work: F) -> Result<T, E>
+where
+    E: AsRef<ActError>,
+    F: Future<Output = Result<T, E>>,
+{
+    let outcome = inside(span, work).await;
+    if let Err(e) = &outcome {
+        let e = e.as_ref();
+        fail(span, &e.code, &e.message);
+    }
+    outcome
+}
+
+/// What `[telemetry]` and the standard `OTEL_*` variables ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// The collector's base URL (`/v1/traces` is added); `None` leaves it to
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// `service.name` on every span.
+    pub service_name: String,
+    /// The share of new traces sampled (0..=1), a message's own trace deciding for itself;
+    /// `None` leaves it to `OTEL_TRACES_SAMPLER(_ARG)`, else every trace.
+    pub ratio: Option<f64>,
+    /// Spans waiting for export at most; more are dropped, and counted.
+    pub queue_size: usize,
+    /// How long one export may take before it is given up (its spans dropped and counted).
+    pub export_timeout: Duration,
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("telemetry: {0}")]
+pub struct TelemetryError(String);
+
+/// The running export: flushed and shut down when dropped (at the end of `serve`).
+pub struct Exporting {
+    /// The provider whose batch processor exports.
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Exporting {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown_with_timeout(Duration::from_secs(2));
+    }
+}
+
+/// Spans dropped: the export queue was full, or an export failed (the collector away).
+static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// The counter of dropped spans, for `/metrics` (shared: every clone counts the same).
+pub fn dropped_spans() -> Counter {
+    DROPPED.clone()
+}
+
+/// The layer that turns the host's spans (and the plugins' log lines inside them, as span
+/// events) into OpenTelemetry spans exported by OTLP/HTTP, and what keeps the export running.
+/// `logs` is the log filter (`RUST_LOG`'s syntax): the log lines it lets through become span
+/// events, and every span of the host is exported.
+pub fn layer<S>(
+    settings: &TelemetrySettings,
+    logs: &str,
+) -> Result<(impl Layer<S>, Exporting), TelemetryError>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    if let Ok(protocol) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
+        && protocol != "http/protobuf"
+    {
+        return Err(TelemetryError(format!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: this host exports OTLP over HTTP/protobuf \
+             (the collector's port 4318); unset it or set it to http/protobuf"
+        )));
+    }
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_timeout(settings.export_timeout);
+    if let Some(endpoint) = &settings.endpoint {
+        exporter = exporter.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
+    }
+    let exporter = exporter
+        .build()
+        .map_err(|e| TelemetryError(e.to_string()))?;
+    let pending = std::sync::Arc::new(AtomicUsize::new(0));
+    let batch = BatchSpanProcessor::builder(Counted {
+        inner: exporter,
+        pending: pending.clone(),
+    })
+    .with_batch_config(
+        BatchConfigBuilder::default()
+            .with_max_queue_size(settings.queue_size)
+            .build(),
+    )
+    .build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut provider = SdkTracerProvider::builder()
+        .with_span_processor(Bounded {
+            inner: batch,
+            pending,
+            max: settings.queue_size,
+        })
+        .with_resource(resource);
+    if let Some(ratio) = settings.ratio {
+        provider = provider.with_sampler(Sampler::ParentBased(Box::new(
+            Sampler::TraceIdRatioBased(ratio),
+        )));
+    }
+    let provider = provider.build();
+    let tracer = provider.tracer("wasmeca");
+    let filter = EnvFilter::try_new(format!("{logs},{TARGET}=trace"))
+        .map_err(|e| TelemetryError(format!("the log filter {logs:?}: {e}")))?;
+    // The spans carry what the conventions name, not the host's source lines, threads or
+    // timings of its own.
+    let layer = tracing_opentelemetry::layer()
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_tracer(tracer)
+        .with_filter(filter);
+    Ok((layer, Exporting { provider }))
+}
+
+/// The batch processor, refusing (and counting) a span when its queue is full: the processor
+/// would drop it too, but without telling.
+#[derive(Debug)]
+struct Bounded {
+    /// The SDK's batch processor.
+    inner: BatchSpanProcessor,
+    /// Spans handed to it and not yet taken by the exporter.
+    pending: std::sync::Arc<AtomicUsize>,
+    /// Its queue's size.
+    max: usize,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            DROPPED.inc();
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+}
+
+/// The OTLP exporter, counting what it takes off the queue and what it could not deliver.
+#[derive(Debug)]
+struct Counted<E> {
+    /// The OTLP exporter.
+    inner: E,
+    /// Spans handed to the batch processor and not yet taken.
+    pending: std::sync::Arc<AtomicUsize>,
+}
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let size = batch.len();
+        self.pending.fetch_sub(size, Ordering::Relaxed);
+        let outcome = self.inner.export(batch).await;
+        if outcome.is_err() {
+            DROPPED.inc_by(size as u64);
+        }
+        outcome
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Reads W3C trace context from a message's headers.
+struct Headers<'a, F: Fn(&str) -> Option<&'a str>>(F, std::marker::PhantomData<&'a ()>);
+
+impl<'a, F: Fn(&str) -> Option<&'a str>> Extractor for Headers<'a, F> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (self.0)(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+/// Collects W3C trace context to write into a message's headers.
+#[derive(Default)]
+struct Written(Vec<(&'static str, String)>);
+
+impl Injector for Written {
+    fn set(&mut self, key: &str, value: String) {
+        let key = match key {
+            "traceparent" => "traceparent",
+            "tracestate" => "tracestate",
+            _ => return,
+        };
+        self.0.push((key, value));
+    }
+}
+
+/// Makes `span` continue the trace a message came with: its `traceparent` (read by `header`),
+/// else the trace derived from its Seneca `tx$`, else a new trace.
+pub fn continue_remote<'a>(
+    span: &Span,
+    header: impl Fn(&str) -> Option<&'a str>,
+    tx: Option<&str>,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    let extracted =
+        TraceContextPropagator::new().extract(&Headers(header, std::marker::PhantomData));
+    let parent = if extracted.span().span_context().is_valid() {
+        extracted
+    } else if let Some(tx) = tx {
+        Context::new().with_remote_span_context(from_tx(tx))
+    } else {
+        return;
+    };
+    let _ = span.set_parent(parent);
+}
+
+/// The remote span context a Seneca transaction id stands for: the trace id and a span id
+/// taken from its hash, so every host that sees the same `tx$` without a traceparent lands in
+/// one trace.
+fn from_tx(tx: &str) -> SpanContext {
+    let hash = blake3::hash(tx.as_bytes());
+    let bytes = hash.as_bytes();
+    let mut trace = [0u8; 16];
+    trace.copy_from_slice(&bytes[..16]);
+    let mut span = [0u8; 8];
+    span.copy_from_slice(&bytes[16..24]);
+    SpanContext::new(
+        TraceId::from_bytes(trace),
+        SpanId::from_bytes(span),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    )
+}
+
+/// The trace context to send with a message leaving from inside `span` (`traceparent` and,
+/// when there is one, `tracestate`); nothing when telemetry is off.
+pub fn carry(span: &Span) -> Vec<(&'static str, String)> {
+    if span.is_disabled() {
+        return Vec::new();
+    }
+    let mut written = Written::default();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut written);
+    written.0
+}
+
+/// Names `span` once what it stands for is known (`otel.name` recorded after the span was
+/// entered would be too late).
+pub fn rename(span: &Span, name: String) {
+    if !span.is_disabled() {
+        span.context().span().update_name(name);
+    }
+}
+
+/// Marks `span` failed with the error's code (`error.type`) and message.
+pub fn fail(span: &Span, code: &str, message: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.set_attribute("error.type", code.to_owned());
+    span.set_status(Status::error(format!("{code}: {message}")));
+}
+
+/// JSON log lines (one object a line, the event's fields at the top) that carry the
+/// `trace_id` and `span_id` of the span they were written in, when there is one.
+pub struct JsonLines(Format<Json>);
+
+impl Default for JsonLines {
+    fn default() -> Self {
+        Self(tracing_subscriber::fmt::format().json().flatten_event(true))
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        // The span entered here is the OpenTelemetry context's current one.
+        let cx = Context::current();
+        let ids = cx.span().span_context().clone();
+        if !ids.is_valid() {
+            return self.0.format_event(ctx, writer, event);
+        }
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let Some(rest) = line.strip_prefix('{') else {
+            return writer.write_str(&line);
+        };
+        let comma = if rest.starts_with('}') { "" } else { "," };
+        write!(
+            writer,
+            "{{\"trace_id\":\"{}\",\"span_id\":\"{}\"{comma}{rest}",
+            ids.trace_id(),
+            ids.span_id()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seneca_transaction_stands_for_one_trace() {
+        let (a, b) = (from_tx("abcdefghijkl"), from_tx("abcdefghijkl"));
+        assert_eq!(a.trace_id(), b.trace_id());
+        assert!(a.is_valid() && a.is_remote() && a.is_sampled());
+        assert_ne!(a.trace_id(), from_tx("abcdefghijkm").trace_id());
+    }
+
+    #[test]
+    fn nothing_is_carried_or_recorded_when_telemetry_is_off() {
+        let span = Span::none();
+        assert!(carry(&span).is_empty());
+        continue_remote(
+            &span,
+            |_| Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            None,
+        );
+        fail(&span, "x", "y");
+    }
+}

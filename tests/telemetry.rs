@@ -1,0 +1,733 @@
+//! Traces across hosts, end to end: three `wasmeca serve` processes export to a real OTLP
+//! receiver (an HTTP server in the test decoding the real OTLP/HTTP protobufs with
+//! `opentelemetry-proto`), and one REST request (front) → plugin → nested act over RabbitMQ to a
+//! second host (users) → its entity save → an event observed by a third host (audit) must come
+//! out as one trace with every parent link right. A Node seneca-amqp-transport caller, which
+//! sends `tx$` and no traceparent, joins the trace its `tx$` stands for; a collector that is
+//! away or stalled changes nothing for callers, and the spans it could not take are counted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use prost::Message as _;
+use serde_json::{Value, json};
+use wasmeca_tests::{Process, free_port, node_client, plugin};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// OTLP's span kinds (`opentelemetry.proto.trace.v1.Span.SpanKind`).
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+const PRODUCER: i32 = 4;
+const CONSUMER: i32 = 5;
+/// OTLP's error status code.
+const STATUS_ERROR: i32 = 2;
+
+/// One span as the collector received it.
+#[derive(Debug, Clone)]
+struct Got {
+    /// `service.name` of the host that sent it.
+    service: String,
+    /// Its name.
+    name: String,
+    /// Its kind (see the constants above).
+    kind: i32,
+    /// Trace, span and parent span ids, in hex (the parent empty for a root).
+    trace: String,
+    id: String,
+    parent: String,
+    /// Its attributes, values as text.
+    attrs: BTreeMap<String, String>,
+    /// Its events' names (a plugin's log lines).
+    events: Vec<String>,
+    /// Its status code.
+    status: i32,
+}
+
+impl Got {
+    fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs.get(key).map(String::as_str)
+    }
+}
+
+/// A real OTLP/HTTP receiver: decodes every export into [`Got`]s; stalled, it takes the
+/// request and never answers.
+struct Collector {
+    addr: SocketAddr,
+    spans: Arc<Mutex<Vec<Got>>>,
+    stalled: Arc<AtomicBool>,
+}
+
+fn text(kv: &[KeyValue]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                Some(any_value::Value::BoolValue(b)) => b.to_string(),
+                Some(any_value::Value::IntValue(i)) => i.to_string(),
+                Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+impl Collector {
+    async fn start() -> Self {
+        let spans: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (into, stall) = (spans.clone(), stalled.clone());
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (into, stall) = (into.clone(), stall.clone());
+                async move {
+                    if stall.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                    let request = ExportTraceServiceRequest::decode(body).expect("real OTLP");
+                    let mut got = into.lock().expect("the spans");
+                    for resource in request.resource_spans {
+                        let service = resource
+                            .resource
+                            .map(|r| text(&r.attributes))
+                            .and_then(|a| a.get("service.name").cloned())
+                            .unwrap_or_default();
+                        for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                            got.push(Got {
+                                service: service.clone(),
+                                name: span.name,
+                                kind: span.kind,
+                                trace: hex(&span.trace_id),
+                                id: hex(&span.span_id),
+                                parent: hex(&span.parent_span_id),
+                                attrs: text(&span.attributes),
+                                events: span.events.into_iter().map(|e| e.name).collect(),
+                                status: span.status.map_or(0, |s| s.code),
+                            });
+                        }
+                    }
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        Vec::<u8>::new(),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            addr,
+            spans,
+            stalled,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The spans of `trace` received so far.
+    fn trace(&self, trace: &str) -> Vec<Got> {
+        let spans = self.spans.lock().expect("the spans");
+        spans.iter().filter(|s| s.trace == trace).cloned().collect()
+    }
+
+    /// Waits (up to 30 s) until the spans of `trace` pass `done`, then a moment more for
+    /// stragglers; answers them.
+    async fn wait_for(&self, trace: &str, done: impl Fn(&[Got]) -> bool) -> Vec<Got> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(&self.trace(trace)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        self.trace(trace)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The queues and exchanges one test declares, deleted at its end (also when it fails).
+struct Names {
+    id: String,
+    queues: Vec<String>,
+    exchanges: Vec<String>,
+}
+
+impl Names {
+    fn new() -> Self {
+        Self {
+            id: wasmeca::message::new_id(),
+            queues: Vec::new(),
+            exchanges: Vec::new(),
+        }
+    }
+
+    fn queue(&mut self, what: &str) -> String {
+        let name = format!("test.{}.{what}", self.id);
+        self.queues.push(name.clone());
+        name
+    }
+
+    fn exchange(&mut self, what: &str) -> String {
+        let name = format!("test.{}.{what}", self.id);
+        self.exchanges.push(name.clone());
+        name
+    }
+
+    async fn cleanup(queues: Vec<String>, exchanges: Vec<String>) {
+        let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await else {
+            return;
+        };
+        let Ok(channel) = conn.create_channel().await else {
+            return;
+        };
+        for queue in queues {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in exchanges {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        let (queues, exchanges) = (
+            std::mem::take(&mut self.queues),
+            std::mem::take(&mut self.exchanges),
+        );
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(Names::cleanup(queues, exchanges));
+            }
+        })
+        .join();
+    }
+}
+
+/// Waits (up to 60 s, else fails) until `queue` has a consumer.
+async fn wait_for_consumer(queue: &str) {
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let channel = conn.create_channel().await.expect("channel");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await;
+        if declared.is_ok_and(|q| q.consumer_count() > 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{queue} never got a consumer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A fresh folder for one test's configurations and logs.
+fn folder(id: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmeca-telemetry-{id}"));
+    std::fs::create_dir_all(&dir).expect("a folder");
+    dir
+}
+
+/// A `wasmeca serve` of `toml` (its `[telemetry]` sending to `collector`, as `name`), its
+/// JSON log lines in `dir/name.log`.
+fn serve(dir: &Path, name: &str, toml: &str) -> Process {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, toml).expect("write the config");
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+    Process(
+        wasmeca_tests::wasmeca_command!()
+            .arg("serve")
+            .arg(&config)
+            .env("WASMECA_LOG", "info")
+            .env("WASMECA_LOG_FORMAT", "json")
+            // Export every 200 ms rather than every 5 s, so the test waits less.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_SDK_DISABLED")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("wasmeca starts"),
+    )
+}
+
+/// `[telemetry]` sending to `endpoint` as `name`, with `extra` settings.
+fn telemetry_toml(endpoint: &str, name: &str, extra: &str) -> String {
+    format!("[telemetry]\nendpoint = {endpoint:?}\nservice_name = {name:?}\n{extra}\n")
+}
+
+/// Waits (up to 60 s, else fails) until the host's REST port answers `/health`.
+async fn wait_for_rest(port: u16) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the host on {port} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The JSON log lines of `dir/name.log` whose message contains `needle`.
+fn log_lines(dir: &Path, name: &str, needle: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.join(format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"].as_str().is_some_and(|m| m.contains(needle)))
+        .collect()
+}
+
+/// One line per span: its service, name, kind, id and parent, to read a failure by.
+fn outline(spans: &[Got]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{:>6} {:<40} kind {} {} <- {}\n",
+                s.service, s.name, s.kind, s.id, s.parent
+            )
+        })
+        .collect()
+}
+
+/// The one span of `spans` that `is`, failing with all of them otherwise.
+fn one<'a>(spans: &'a [Got], what: &str, is: impl Fn(&Got) -> bool) -> &'a Got {
+    let found: Vec<&Got> = spans.iter().filter(|s| is(s)).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{what}: found {found:#?}\nin\n{}",
+        outline(spans)
+    );
+    found[0]
+}
+
+/// The value of `name` in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rest_request_is_one_trace_across_amqp_the_store_and_another_groups_observer() {
+    let collector = Collector::start().await;
+    let mut names = Names::new();
+    let dir = folder(&names.id);
+    let (topic, dlx, events) = (
+        names.exchange("topic"),
+        names.exchange("dlx"),
+        names.exchange("events"),
+    );
+    let (users_queue, dlq) = (names.queue("users"), names.queue("dlq"));
+    let audit_group = format!("audit{}", names.id);
+    let users_group = format!("users{}", names.id);
+    for group in [&audit_group, &users_group] {
+        names.queues.push(format!("{events}.{group}"));
+        names.queues.push(format!("{events}.{group}.dead"));
+    }
+    let client_names =
+        format!("exchange = {topic:?}\ndead_letter_exchange = {dlx:?}\nurl = {AMQP:?}\n");
+    let listen_names = format!("{client_names}dead_letter_queue = {dlq:?}\n");
+    let events_toml = |group: &str| {
+        format!("[events]\nurl = {AMQP:?}\nexchange = {events:?}\ngroup = {group:?}\n")
+    };
+
+    // users: answers `module:user,if:create` over AMQP, keeps users in its own SQLite store
+    // and publishes `evt:user,cmd:created`.
+    let users_toml = format!(
+        "{}[rest]\nlisten = \"off\"\n[[listen]]\ntype = \"amqp\"\nname = {users_queue:?}\npins = [\"module:user,if:create\"]\n{listen_names}{}\
+         [[plugin]]\npath = {:?}\n",
+        telemetry_toml(&collector.url(), "users", ""),
+        events_toml(&users_group),
+        plugin("user"),
+    );
+    let _users = serve(&dir, "users", &users_toml);
+    // audit: another group, observing the event.
+    let audit_toml = format!(
+        "listen = []\n{}[rest]\nlisten = \"off\"\n{}[[plugin]]\npath = {:?}\n",
+        telemetry_toml(&collector.url(), "audit", ""),
+        events_toml(&audit_group),
+        plugin("audit"),
+    );
+    let _audit = serve(&dir, "audit", &audit_toml);
+    // front: a REST route to chaos:relay, which acts `module:user,if:create` through a client.
+    let rest = free_port();
+    let front_toml = format!(
+        "listen = []\n{}[rest]\nlisten = \"127.0.0.1:{rest}\"\n[[rest.route]]\npin = \"chaos:*\"\nmap = {{ relay = {{ POST = true }} }}\n\
+         [[client]]\ntype = \"amqp\"\npin = \"module:user,if:create\"\n{client_names}\
+         [[plugin]]\npath = {:?}\n",
+        telemetry_toml(&collector.url(), "front", ""),
+        plugin("chaos"),
+    );
+    let _front = serve(&dir, "front", &front_toml);
+    wait_for_consumer(&users_queue).await;
+    wait_for_consumer(&format!("{events}.{audit_group}")).await;
+    wait_for_rest(rest).await;
+
+    // A caller that is itself traced: its traceparent is the REST span's parent.
+    let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let name = format!("Tracy{}", names.id);
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{rest}/relay"))
+        .header("traceparent", format!("00-{trace}-{caller}-01"))
+        .header("content-type", "application/json")
+        .body(json!({"inner": {"module": "user", "if": "create", "name": name}}).to_string())
+        .send()
+        .await
+        .expect("front answers");
+    assert_eq!(answer.status(), 200);
+    let answer: Value = serde_json::from_str(&answer.text().await.expect("body")).expect("JSON");
+    assert_eq!(answer["inner"]["name"], name, "{answer}");
+
+    let spans = collector
+        .wait_for(trace, |spans| {
+            spans
+                .iter()
+                .any(|s| s.service == "audit" && s.name.starts_with("observe"))
+                && spans
+                    .iter()
+                    .any(|s| s.service == "users" && s.name == "publish reply")
+        })
+        .await;
+    let services: HashSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(
+        services,
+        HashSet::from(["front", "users", "audit"]),
+        "{}",
+        outline(&spans)
+    );
+    // Every parent link is right: one root span (the REST request, under the caller's span),
+    // every other span's parent is a span of the trace.
+    let ids: HashMap<&str, &Got> = spans.iter().map(|s| (s.id.as_str(), s)).collect();
+    for span in &spans {
+        assert!(
+            span.parent == caller || ids.contains_key(span.parent.as_str()),
+            "{} of {} has a parent outside the trace: {spans:#?}",
+            span.name,
+            span.service
+        );
+    }
+    let parent = |s: &Got| ids[s.parent.as_str()].clone();
+
+    // front: the REST request, the act, the plugin's call with its log line, the nested act
+    // sent to a peer, and its AMQP publish.
+    let request = one(&spans, "the REST span", |s| s.parent == caller);
+    assert_eq!(
+        (
+            request.service.as_str(),
+            request.name.as_str(),
+            request.kind
+        ),
+        ("front", "POST /relay", SERVER)
+    );
+    assert_eq!(request.attr("http.route"), Some("/relay"));
+    assert_eq!(request.attr("http.response.status_code"), Some("200"));
+    let relay = one(&spans, "the act of chaos:relay", |s| {
+        s.name == "act chaos:relay"
+    });
+    assert_eq!(relay.parent, request.id);
+    assert_eq!(relay.attr("wasmeca.plugin"), Some("chaos@1.0.0"));
+    let guest = one(&spans, "the call into chaos", |s| {
+        s.service == "front" && s.name == "handle chaos@1.0.0"
+    });
+    assert_eq!(guest.parent, relay.id);
+    assert!(
+        guest.events.iter().any(|e| e.starts_with("chaos relays")),
+        "the plugin's log line is an event of its call: {guest:#?}"
+    );
+    let nested = one(&spans, "the nested act", |s| {
+        s.service == "front" && s.parent == guest.id
+    });
+    assert_eq!(nested.name, "act if:create,module:user");
+    assert!(
+        nested
+            .attr("wasmeca.peer")
+            .is_some_and(|p| p.contains("amqp")),
+        "{nested:#?}"
+    );
+    let sent = one(&spans, "front's AMQP publish", |s| {
+        s.service == "front" && s.kind == PRODUCER
+    });
+    assert_eq!(sent.parent, nested.id);
+    assert_eq!(sent.attr("messaging.system"), Some("rabbitmq"));
+
+    // users: the delivery continues front's publish, and acts, saves and publishes inside it.
+    let delivery = one(&spans, "users' AMQP delivery", |s| {
+        s.service == "users" && s.kind == CONSUMER
+    });
+    assert_eq!(delivery.parent, sent.id, "consumer under producer");
+    let create = one(&spans, "the act of module:user,if:create", |s| {
+        s.service == "users" && s.name.starts_with("act ") && s.parent == delivery.id
+    });
+    assert!(
+        create
+            .attr("wasmeca.plugin")
+            .is_some_and(|p| p.starts_with("user@")),
+        "{create:#?}"
+    );
+    let save = one(&spans, "the entity save", |s| {
+        s.service == "users" && s.attr("db.operation.name") == Some("save")
+    });
+    assert_eq!(save.kind, CLIENT);
+    assert_eq!(save.attr("db.system.name"), Some("sqlite"));
+    assert_eq!(save.attr("db.collection.name"), Some("-/-/user"));
+    let store_act = parent(save);
+    assert!(
+        store_act.name.starts_with("act ") && store_act.name.contains("sys:entity"),
+        "{store_act:#?}"
+    );
+    assert!(
+        parent(&store_act).name.starts_with("handle user@"),
+        "the save is a nested act of the plugin's call: {spans:#?}"
+    );
+    let published = one(&spans, "the event's publish", |s| {
+        s.service == "users" && s.name == "publish event"
+    });
+    assert_eq!(published.kind, PRODUCER);
+    let reply = one(&spans, "the reply", |s| s.name == "publish reply");
+    assert_eq!(
+        (reply.kind, reply.parent.as_str()),
+        (PRODUCER, delivery.id.as_str())
+    );
+
+    // audit: the event's delivery continues the publish; the observer runs inside it.
+    let heard = one(&spans, "audit's event delivery", |s| {
+        s.service == "audit" && s.kind == CONSUMER
+    });
+    assert_eq!(heard.parent, published.id, "consumer under producer");
+    assert_eq!(
+        heard.attr("messaging.consumer.group.name"),
+        Some(audit_group.as_str())
+    );
+    assert_eq!(heard.name, format!("process {events}"));
+    let observe = one(&spans, "the observer's run", |s| {
+        s.service == "audit" && s.name == "observe cmd:created,evt:user"
+    });
+    assert_eq!(observe.parent, heard.id);
+    let call = one(&spans, "the call into audit", |s| {
+        s.name == "observe audit@1.0.0"
+    });
+    assert_eq!(call.parent, observe.id);
+
+    // Never the values: no name or attribute of any span carries what the user sent.
+    for span in &spans {
+        assert!(
+            !span.name.contains(&name) && span.attrs.values().all(|v| !v.contains(&name)),
+            "{span:#?} carries the user's data"
+        );
+        assert_ne!(span.status, STATUS_ERROR, "{span:#?}");
+    }
+    // Logs joined to traces: front's JSON line of the plugin's log carries the trace.
+    let lines = log_lines(&dir, "front", "chaos relays");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["trace_id"], trace, "{}", lines[0]);
+    assert_eq!(lines[0]["span_id"], guest.id, "{}", lines[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A host with a REST route to chaos, exporting to `endpoint` with a small queue.
+fn lonely(dir: &Path, name: &str, endpoint: &str, rest: u16) -> Process {
+    let toml = format!(
+        "listen = []\n{}[rest]\nlisten = \"127.0.0.1:{rest}\"\n[[rest.route]]\npin = \"chaos:*\"\nmap = {{ relay = {{ POST = true }} }}\n\
+         [[plugin]]\npath = {:?}\ninstances = 2\n",
+        telemetry_toml(endpoint, name, "queue_size = 64\nexport_timeout_ms = 500"),
+        plugin("chaos"),
+    );
+    serve(dir, name, &toml)
+}
+
+/// `count` REST requests relaying `chaos:ok`, one after another; answers how many were
+/// answered right.
+async fn relay_all(rest: u16, count: usize) -> usize {
+    let http = reqwest::Client::new();
+    let mut right = 0;
+    for _ in 0..count {
+        let Ok(answer) = http
+            .post(format!("http://127.0.0.1:{rest}/relay"))
+            .header("content-type", "application/json")
+            .body(r#"{"inner":{"chaos":"ok"}}"#)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let status = answer.status();
+        let body: Value = answer
+            .text()
+            .await
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if status == 200 && body["inner"]["ok"] == true {
+            right += 1;
+        }
+    }
+    right
+}
+
+/// Waits (up to 20 s) until the host's `/metrics` counts dropped spans; answers the count.
+async fn dropped(rest: u16) -> f64 {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = match http
+            .get(format!("http://127.0.0.1:{rest}/metrics"))
+            .send()
+            .await
+        {
+            Ok(answer) => answer.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let count = metric(&text, "wasmeca_telemetry_spans_dropped_total").unwrap_or(0.0);
+        if count > 0.0 || Instant::now() > deadline {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_away_or_stalled_changes_nothing_for_callers_and_drops_are_counted() {
+    let stalled = Collector::start().await;
+    stalled.stalled.store(true, Ordering::SeqCst);
+    let dir = folder(&wasmeca::message::new_id());
+    // Nothing listens on `away`'s port.
+    let away = format!("http://127.0.0.1:{}", free_port());
+    let (rest_away, rest_stalled) = (free_port(), free_port());
+    let _away = lonely(&dir, "away", &away, rest_away);
+    let _stalled = lonely(&dir, "stalled", &stalled.url(), rest_stalled);
+    wait_for_rest(rest_away).await;
+    wait_for_rest(rest_stalled).await;
+
+    // 300 requests of 5 spans each: far more than the queue of 64 holds.
+    let (away_right, stalled_right) =
+        tokio::join!(relay_all(rest_away, 300), relay_all(rest_stalled, 300));
+    assert_eq!(
+        (away_right, stalled_right),
+        (300, 300),
+        "every caller answered right"
+    );
+    let (away_dropped, stalled_dropped) = tokio::join!(dropped(rest_away), dropped(rest_stalled));
+    assert!(
+        away_dropped > 0.0,
+        "spans for a collector that is away are dropped and counted"
+    );
+    assert!(
+        stalled_dropped > 0.0,
+        "spans for a stalled collector are dropped and counted"
+    );
+    assert!(
+        stalled.spans.lock().expect("the spans").is_empty(),
+        "the stalled collector took nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_seneca_callers_tx_reaches_the_plugin_and_the_logs_and_names_the_trace() {
+    let collector = Collector::start().await;
+    let mut names = Names::new();
+    let dir = folder(&names.id);
+    let (topic, dlx) = (names.exchange("topic"), names.exchange("dlx"));
+    let (queue, dlq) = (names.queue("relay"), names.queue("dlq"));
+    let toml = format!(
+        "{}[rest]\nlisten = \"off\"\n[[listen]]\ntype = \"amqp\"\nname = {queue:?}\npins = [\"chaos:relay\"]\n\
+         url = {AMQP:?}\nexchange = {topic:?}\ndead_letter_exchange = {dlx:?}\ndead_letter_queue = {dlq:?}\n\
+         [[plugin]]\npath = {:?}\ninstances = 2\n",
+        telemetry_toml(&collector.url(), "relay", ""),
+        plugin("chaos"),
+    );
+    let _host = serve(&dir, "relay", &toml);
+    wait_for_consumer(&queue).await;
+
+    // Seneca's `id$` sets the act's message id and tx; the transport sends it with no
+    // traceparent.
+    let tx = names.id.clone();
+    let msgs =
+        json!([{"chaos": "relay", "id$": format!("abcdefabcdef/{tx}"), "inner": {"chaos": "ok"}}])
+            .to_string();
+    let args = [
+        "--url",
+        AMQP,
+        "--pin",
+        "chaos:relay",
+        "--exchange",
+        &topic,
+        "--dlx",
+        &dlx,
+        "--msgs",
+        &msgs,
+        "--timeout",
+        "15000",
+    ]
+    .map(str::to_owned);
+    let lines = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        node_client("amqp-client.js", &args)
+    })
+    .await
+    .expect("node");
+    assert_eq!(lines[0]["ok"], true, "{lines:?}");
+    assert_eq!(
+        lines[0]["result"]["tx"], tx,
+        "the plugin saw Node's tx$: {lines:?}"
+    );
+    assert_eq!(lines[0]["result"]["inner"]["ok"], true, "{lines:?}");
+
+    // The trace id is the first 16 bytes of BLAKE3(tx$), as the README says.
+    let trace = hex(&blake3::hash(tx.as_bytes()).as_bytes()[..16]);
+    let logged = log_lines(&dir, "relay", "chaos relays");
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0]["tx"], tx, "{}", logged[0]);
+    assert_eq!(logged[0]["trace_id"], trace, "{}", logged[0]);
+    let spans = collector
+        .wait_for(&trace, |spans| {
+            spans.iter().any(|s| s.name == "publish reply")
+        })
+        .await;
+    let delivery = one(&spans, "the delivery", |s| s.kind == CONSUMER);
+    let remote = hex(&blake3::hash(tx.as_bytes()).as_bytes()[16..24]);
+    assert_eq!(delivery.parent, remote, "{}", outline(&spans));
+    let act = one(&spans, "the act", |s| s.name == "act chaos:relay");
+    assert_eq!(act.attr("seneca.tx"), Some(tx.as_str()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
