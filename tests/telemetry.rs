@@ -731,3 +731,73 @@ async fn a_node_seneca_callers_tx_reaches_the_plugin_and_the_logs_and_names_the_
     assert_eq!(act.attr("seneca.tx"), Some(tx.as_str()));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seneca_http_hop_carries_the_trace_from_client_span_to_server_span() {
+    let collector = Collector::start().await;
+    let dir = folder(&wasmeca::message::new_id());
+    let (act_port, rest) = (free_port(), free_port());
+    let callee = format!(
+        "{}[rest]\nlisten = \"off\"\n[[listen]]\ntype = \"http\"\nhost = \"127.0.0.1\"\nport = {act_port}\n\
+         [[plugin]]\npath = {:?}\n",
+        telemetry_toml(&collector.url(), "callee", ""),
+        plugin("salute"),
+    );
+    let _callee = serve(&dir, "callee", &callee);
+    let caller = format!(
+        "listen = []\n{}[rest]\nlisten = \"127.0.0.1:{rest}\"\n[[rest.route]]\npin = \"chaos:*\"\nmap = {{ relay = {{ POST = true }} }}\n\
+         [[client]]\ntype = \"http\"\nport = {act_port}\npin = \"cmd:salute\"\n[[plugin]]\npath = {:?}\n",
+        telemetry_toml(&collector.url(), "caller", ""),
+        plugin("chaos"),
+    );
+    let _caller = serve(&dir, "caller", &caller);
+    wait_for_rest(rest).await;
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The callee may still be starting: relay until it answers.
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    loop {
+        let answer = http
+            .post(format!("http://127.0.0.1:{rest}/relay"))
+            .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+            .header("content-type", "application/json")
+            .body(r#"{"inner":{"cmd":"salute","name":"Ada"}}"#)
+            .send()
+            .await
+            .expect("caller answers");
+        if answer.status() == 200 {
+            let body: Value =
+                serde_json::from_str(&answer.text().await.expect("body")).expect("JSON");
+            assert_eq!(body["inner"]["message"], "Hello Ada!", "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the callee never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let spans = collector
+        .wait_for(trace, |spans| {
+            spans
+                .iter()
+                .any(|s| s.service == "callee" && s.name == "act cmd:salute")
+        })
+        .await;
+    let sent = one(&spans, "the Seneca HTTP client's request", |s| {
+        s.service == "caller" && s.kind == CLIENT && s.status != STATUS_ERROR
+    });
+    assert_eq!(sent.attr("http.response.status_code"), Some("200"));
+    let served = one(&spans, "the callee's /act", |s| {
+        s.service == "callee" && s.kind == SERVER
+    });
+    assert_eq!(served.name, "POST /act");
+    assert_eq!(
+        served.parent,
+        sent.id,
+        "server under client: {}",
+        outline(&spans)
+    );
+    let act = one(&spans, "the callee's act", |s| {
+        s.service == "callee" && s.name == "act cmd:salute"
+    });
+    assert_eq!(act.parent, served.id);
+    let _ = std::fs::remove_dir_all(&dir);
+}

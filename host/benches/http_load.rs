@@ -9,7 +9,10 @@
 //! Seneca HTTP listener (`POST /act` role:math,cmd:sum) and Node's seneca-transport listener.
 //!
 //! Run: `cargo bench -p wasmeca --bench http_load` (`LOAD_SECONDS`, default 10, sets the
-//! measuring time per contender and mode; `ONLY=substring` runs the matching contenders).
+//! measuring time per contender and mode; `ONLY=substring` runs the matching contenders;
+//! `TRACES=1` turns wasmeca's telemetry on, every trace sampled (or as `OTEL_TRACES_SAMPLER`
+//! and `_ARG` say), exporting to an OTLP sink this
+//! binary runs as its own process, and prints how many spans it took and how many were dropped).
 //! Figures go in BENCHMARKS.md.
 
 use std::net::SocketAddr;
@@ -215,6 +218,42 @@ async fn hello(port: u16) {
     axum::serve(listener, app).await.expect("serve");
 }
 
+/// The OTLP/HTTP sink this binary serves when started with `--sink PORT`: decodes every export
+/// (as a collector would) and answers `GET /count` with the spans taken.
+async fn sink(port: u16) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    use std::sync::atomic::AtomicU64;
+    let spans = Arc::new(AtomicU64::new(0));
+    let counted = spans.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP");
+                let taken: usize = request
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .map(|s| s.spans.len())
+                    .sum();
+                counted.fetch_add(taken as u64, Ordering::Relaxed);
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }),
+        )
+        .route(
+            "/count",
+            axum::routing::get(move || async move { spans.load(Ordering::Relaxed).to_string() }),
+        );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    axum::serve(listener, app).await.expect("serve");
+}
+
 fn get(path: &str, port: u16) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\r\n")
 }
@@ -239,6 +278,11 @@ fn main() {
         rt.block_on(hello(port));
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--sink") {
+        let port = args[i + 1].parse().expect("port");
+        rt.block_on(sink(port));
+        return;
+    }
     if !args.iter().any(|a| a == "--bench") {
         return; // `cargo test` runs benches once without --bench: nothing to do.
     }
@@ -253,8 +297,35 @@ fn main() {
         free_port(),
         free_port(),
     );
+    let exe = std::env::current_exe().expect("own path");
+    let traces = std::env::var("TRACES").is_ok_and(|v| v == "1");
+    let sink_port = free_port();
+    let _sink = traces.then(|| {
+        Server(
+            Command::new(&exe)
+                .args(["--sink", &sink_port.to_string()])
+                .spawn()
+                .expect("sink runs"),
+        )
+    });
+    let mut command = wasmeca_tests::wasmeca_command!();
+    command
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    if traces {
+        command
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{sink_port}"),
+            )
+            // Every trace sampled unless the environment asks for a ratio.
+            .env(
+                "OTEL_TRACES_SAMPLER",
+                std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_else(|_| "always_on".into()),
+            );
+    }
     let wasmeca = Server(
-        wasmeca_tests::wasmeca_command!()
+        command
             .args([
                 "serve",
                 "--rest",
@@ -272,7 +343,6 @@ fn main() {
             .spawn()
             .expect("wasmeca runs"),
     );
-    let exe = std::env::current_exe().expect("own path");
     let bare_server = Server(
         Command::new(exe)
             .args(["--hello", &bare.to_string()])
@@ -389,4 +459,34 @@ fn main() {
             }
         }
     }
+    if traces {
+        let (taken, dropped) = rt.block_on(async {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let taken = text(addr(sink_port), "/count").await;
+            let metrics = text(addr(rest), "/metrics").await;
+            let dropped = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("wasmeca_telemetry_spans_dropped_total "))
+                .unwrap_or("?")
+                .to_owned();
+            (taken, dropped)
+        });
+        println!("\nspans exported to the sink: {taken}; dropped by wasmeca: {dropped}");
+    }
+}
+
+/// The body of `GET path` on `addr` (HTTP/1.0, so the server closes when done).
+async fn text(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return "?".into();
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return "?".into();
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    answer
+        .split_once("\r\n\r\n")
+        .map_or("?".into(), |(_, body)| body.trim().to_owned())
 }

@@ -103,7 +103,7 @@ pub async fn deliver(
                 wasmeca.plugin = %observer.plugin.key(),
                 messaging.message.id = id_of(event),
             );
-            let outcome = telemetry::traced(&span, observer.observe(event, ctx)).await;
+            let outcome = telemetry::traced!(&span, observer.observe(event, ctx));
             outcome.err().map(|error| {
                 tracing::warn!(
                     plugin = %observer.plugin.key(),
@@ -236,7 +236,7 @@ async fn run_local(
                 messaging.message.id = id_of(&event),
             );
             let delivered = deliver_with_retries(observers, &event, timeout, retry, &stop);
-            for failure in telemetry::inside(&span, delivered).await {
+            for failure in telemetry::inside!(&span, delivered) {
                 failure.observer.metrics.dropped();
                 tracing::error!(
                     plugin = %failure.observer.plugin.key(),

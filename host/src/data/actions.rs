@@ -208,7 +208,7 @@ impl Handler for StoreAction {
                     .map(|value| Reply::from_value(&value))
                     .map_err(to_act_error)
             };
-            telemetry::traced(&span, answer).await
+            telemetry::traced!(&span, answer)
         })
     }
 

@@ -173,7 +173,7 @@ async fn route(State(g): State<Gateway>, request: axum::extract::Request) -> Res
     );
     server::continue_trace(&span, &headers, None);
     let serve = serve_route(&g, entry, params, &method, &uri, &headers, body);
-    let response = match telemetry::traced(&span, serve).await {
+    let response = match telemetry::traced!(&span, serve) {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };

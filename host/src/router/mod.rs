@@ -260,7 +260,7 @@ impl Upcalls for Inner {
                 ..parent.clone()
             };
             let span = span!("prior", seneca.pattern = prior.describe());
-            telemetry::traced(&span, prior.call(msg, ctx)).await
+            telemetry::traced!(&span, prior.call(msg, ctx))
         })
     }
 }
@@ -284,7 +284,7 @@ impl Inner {
             messaging.message.id = crate::events::id_of(&event),
             wasmeca.bus = %bus.describe(),
         );
-        telemetry::traced(&span, bus.publish(event, deadline)).await
+        telemetry::traced!(&span, bus.publish(event, deadline))
     }
 
     /// The act path, for ingresses (`parent` = `None`; `remote`: from the network) and for
@@ -337,7 +337,7 @@ impl Inner {
             wasmeca.peer = Empty,
             wasmeca.depth = depth,
         );
-        telemetry::traced(&span, self.dispatch(msg, ctx, &span, has_meta)).await
+        telemetry::traced!(&span, self.dispatch(msg, ctx, &span, has_meta))
     }
 
     /// Finds who answers `msg` (an action here, a `[[client]]`, a peer) and has it answer,

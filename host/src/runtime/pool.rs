@@ -197,7 +197,7 @@ impl Pool {
             seneca.pattern = pattern,
         );
         let call = instance.handle(call, &msg, Frame { ctx, prior });
-        let outcome = telemetry::inside(&span, within(deadline, &self.runtime, call)).await;
+        let outcome = telemetry::inside!(&span, within(deadline, &self.runtime, call));
         let answer = match outcome {
             Ok(Outcome::Returned(Ok(answer))) if answer.len() > self.runtime.max_result() => {
                 lease.clean = true;

@@ -141,7 +141,7 @@ async fn act(
         Err(e) => Err(e),
         Ok(msg) => {
             server::continue_trace(&span, &headers, msg.act_id().1);
-            telemetry::traced(&span, s.ingress.act(msg, seneca_id.as_deref())).await
+            telemetry::traced!(&span, s.ingress.act(msg, seneca_id.as_deref()))
         }
     };
     let response = respond(answer, seneca_id.as_deref(), origin.as_deref(), &track, &me);
@@ -422,7 +422,7 @@ impl Remote for HttpClient {
                 rpc.system = "seneca",
                 http.response.status_code = Empty,
             );
-            telemetry::traced(&span, self.send(msg, call, &span)).await
+            telemetry::traced!(&span, self.send(msg, call, &span))
         })
     }
 

@@ -351,7 +351,7 @@ impl Remote for AmqpClient {
                     )),
                 }
             };
-            telemetry::traced(&span, sent).await
+            telemetry::traced!(&span, sent)
         })
     }
 

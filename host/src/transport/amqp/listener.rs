@@ -340,7 +340,7 @@ impl Listener {
         );
         continue_trace(&span, &delivery.properties, command.msg.act_id().1);
         let act = self.ingress.act(command.msg, command.id.as_deref());
-        let answer = telemetry::traced(&span, act).await;
+        let answer = telemetry::traced!(&span, act);
         if let Err(e) = &answer
             && e.is(Code::Closed)
             && self.shutdown.is_cancelled()
@@ -372,7 +372,7 @@ impl Listener {
             messaging.operation.type = "send",
             messaging.destination.name = reply_to.as_ref().map(ShortString::as_str),
         );
-        let answered = telemetry::inside(&span, answered);
+        let answered = telemetry::wrap(&span, answered);
         match tokio::time::timeout(REPLY_TIMEOUT, answered).await {
             Ok(Ok(_)) => {}
             // Not acknowledged: the broker redelivers it, and the history answers it again.

@@ -321,7 +321,7 @@ impl Consumer {
             self.queue.retry,
             &self.shutdown,
         );
-        let failures = telemetry::inside(&span, delivered).await;
+        let failures = telemetry::inside!(&span, delivered);
         if failures.is_empty() {
             self.finish(&id);
             self.received.handled.inc();
