@@ -1227,3 +1227,121 @@ async fn three_hosts_share_their_entities_and_cache_and_one_losing_postgres_hurt
     }
     cut.restore().await;
 }
+
+/// Data rules hold from `init` on (issue 24): a plugin limited to `shop` is refused a save
+/// into `other` during its `init` (its load fails, naming the plugin and the base) and in its
+/// observer, and may save into `shop` in both.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_rules_hold_during_init_and_in_observers() {
+    let config = wasmeca_tests::test_config!("listen = []\n[rest]\nlisten = \"off\"\n");
+    let stop = CancellationToken::new();
+    let host = Host::start(&config, stop.clone()).await.expect("host");
+    let save = |base: &str, id: &str| {
+        json!({"sys": "entity", "cmd": "save", "base": base, "name": "item",
+               "ent": {"id": id, "name": id}})
+    };
+    let load = |base: &str, id: &str| {
+        let Value::Object(msg) =
+            json!({"sys": "entity", "cmd": "load", "base": base, "name": "item", "id": id})
+        else {
+            unreachable!()
+        };
+        host.router().act(Message::new(msg))
+    };
+    let limited = |options: Value| wasmeca::PluginSource {
+        options,
+        data: Some(vec!["shop".to_owned()]),
+        ..wasmeca::PluginSource::new(plugin("chaos"))
+    };
+
+    // init: another base is refused, and the plugin does not load.
+    let refused = host
+        .router()
+        .registry()
+        .load_all(&[limited(json!({"init_act": save("other", "seeded")}))])
+        .await
+        .expect_err("a save into another base during init is refused");
+    let text = refused.to_string();
+    assert!(
+        text.contains("entity_forbidden")
+            && text.contains("plugin chaos")
+            && text.contains("base other"),
+        "{text}"
+    );
+    let nothing = load("other", "seeded").await.expect("load").to_value();
+    assert_eq!(nothing, Value::Null, "nothing was saved: {nothing}");
+
+    // init: its own base works; the observer acts the same way.
+    host.router()
+        .registry()
+        .load_all(&[limited(json!({
+            "init_act": save("shop", "seeded"),
+            "observe": ["evt:stock"],
+            "record": false,
+            "observe_act": save("other", "observed"),
+        }))])
+        .await
+        .expect("a save into its own base during init");
+    let seeded = load("shop", "seeded").await.expect("load").to_value();
+    assert_eq!(seeded["name"], "seeded", "{seeded}");
+    let Value::Object(event) = json!({"evt": "stock", "cmd": "moved"}) else {
+        unreachable!()
+    };
+    host.router()
+        .publish(Message::new(event))
+        .await
+        .expect("published");
+    // The observer's save is refused (it is retried, then given up); give it the time.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let nothing = load("other", "observed").await.expect("load").to_value();
+    assert_eq!(
+        nothing,
+        Value::Null,
+        "the observer saved outside its bases: {nothing}"
+    );
+    stop.cancel();
+    host.wait().await.expect("stops");
+
+    // The same observer saving into its own base does save.
+    let stop = CancellationToken::new();
+    let host = Host::start(&config, stop.clone()).await.expect("host");
+    host.router()
+        .registry()
+        .load_all(&[limited(json!({
+            "observe": ["evt:stock"],
+            "record": false,
+            "observe_act": save("shop", "observed"),
+        }))])
+        .await
+        .expect("loads");
+    let Value::Object(event) = json!({"evt": "stock", "cmd": "moved"}) else {
+        unreachable!()
+    };
+    host.router()
+        .publish(Message::new(event))
+        .await
+        .expect("published");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let Value::Object(msg) = json!({"sys": "entity", "cmd": "load", "base": "shop", "name": "item", "id": "observed"})
+        else {
+            unreachable!()
+        };
+        let got = host
+            .router()
+            .act(Message::new(msg))
+            .await
+            .expect("load")
+            .to_value();
+        if got["name"] == "observed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the observer's save in its own base never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    host.wait().await.expect("stops");
+}

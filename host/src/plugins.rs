@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::message::json_kind;
 use crate::pattern::Pattern;
+use crate::principal::{Caller, Principal};
 use crate::runtime::{
     Contract, Handler, LoadError, Manifest, ManifestAction, ManifestProblem, Pool, Runtime, Upcalls,
 };
@@ -169,6 +170,15 @@ impl Plugin {
         let hash = compiled.hash.clone();
         let contract = compiled.contract();
         let options = Arc::new(source.options.to_string());
+        // Its init acts as the plugin, under its `[[plugin]] data` rules; it has no manifest
+        // name yet, so its file names it.
+        let caller = Caller {
+            name: source
+                .path
+                .file_stem()
+                .map_or_else(|| "-".into(), |s| s.to_string_lossy().into_owned()),
+            data: source.data.clone(),
+        };
         let (pool, manifest) = Pool::start(
             runtime,
             compiled,
@@ -176,6 +186,7 @@ impl Plugin {
             options,
             source.instances,
             init_timeout,
+            Principal::plugin(&Arc::new(caller)),
         )
         .await?;
         let problem = |problem| LoadError::Manifest {

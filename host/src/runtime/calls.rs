@@ -37,7 +37,8 @@ pub struct CallCtx {
 }
 
 impl CallCtx {
-    /// A context for work that no act started (init, replacements), due by `deadline`.
+    /// A context for work that no act started, due by `deadline`: the host's own, acting for
+    /// nobody in particular until [`acting_as`](Self::acting_as) says for whom.
     pub fn root(tx: Arc<str>, deadline: Instant) -> Self {
         let timeout = deadline.saturating_duration_since(Instant::now());
         Self {
@@ -48,6 +49,12 @@ impl CallCtx {
             held: SmallVec::new(),
             principal: Principal::default(),
         }
+    }
+
+    /// This context, acting for `principal` (a plugin's `init` acts as that plugin).
+    pub fn acting_as(mut self, principal: Principal) -> Self {
+        self.principal = principal;
+        self
     }
 
     /// The act's timeout.

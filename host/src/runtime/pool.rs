@@ -15,6 +15,7 @@ use super::calls::{CallCtx, Frame, Handler, Upcalls};
 use super::instance::{Call, Instance, Outcome, instantiate};
 use super::{Compiled, LoadError, Runtime};
 use crate::error::{ActError, Code};
+use crate::principal::Principal;
 use crate::telemetry::{self, span};
 
 /// Source of pool ids, which call chains use to detect re-entry.
@@ -46,6 +47,9 @@ pub struct Pool {
     long: Arc<Semaphore>,
     /// The default init deadline for replacements.
     init_timeout: std::time::Duration,
+    /// Who the plugin's `init` acts as: the plugin itself, under its own access rules, for
+    /// the first instances and for every replacement (no plugin code runs as the host).
+    init_as: Principal,
 }
 
 impl Pool {
@@ -57,6 +61,7 @@ impl Pool {
         options: Arc<String>,
         size: usize,
         init_timeout: std::time::Duration,
+        init_as: Principal,
     ) -> Result<(Arc<Self>, Manifest), LoadError> {
         let size = size.max(1);
         let ctx = || {
@@ -64,6 +69,7 @@ impl Pool {
                 crate::message::new_id().into(),
                 Instant::now() + init_timeout,
             )
+            .acting_as(init_as.clone())
         };
         let long = Arc::new(Semaphore::new(runtime.long_calls_per_plugin()));
         let (first, manifest) = instantiate(
@@ -113,6 +119,7 @@ impl Pool {
             permits: Arc::new(Semaphore::new(size)),
             long,
             init_timeout,
+            init_as,
         };
         Ok((Arc::new(pool), manifest))
     }
@@ -237,7 +244,8 @@ impl Pool {
             let ctx = CallCtx::root(
                 crate::message::new_id().into(),
                 Instant::now() + pool.init_timeout,
-            );
+            )
+            .acting_as(pool.init_as.clone());
             match instantiate(
                 &pool.runtime,
                 &pool.compiled,

@@ -6,7 +6,8 @@
 //! name, with the event's `tx$` as the value; not with `{"record": false}`), spin for the
 //! event's `ms` (and, with `until: KEY`, after setting `KEY:held` in the host's cache, until
 //! the cache holds `KEY`), and fail on an event with `fail: true`; `chaos:observed` answers
-//! the count, and `chaos:publish` publishes its `event`.
+//! the count, and `chaos:publish` publishes its `event`. `{"init_act": MSG}` acts MSG during
+//! init (failing init with its error); `{"observe_act": MSG}` has every observer act MSG.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,10 @@ struct Chaos {
 fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
     if options.bool("fail_init") == Some(true) {
         return Err(Error::new("bad_options", "fail_init was set"));
+    }
+    // `init_act`: a message acted during init (a seed, a migration); init fails with its error.
+    if let Some(msg) = options.get("init_act") {
+        wasmeca_sdk::act(msg.clone())?;
     }
     let name = options.str("name").unwrap_or("chaos").to_owned();
     let mark = options.str("mark").unwrap_or(&name).to_owned();
@@ -134,10 +139,17 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
     // counts each event's handlings in the cache (`incr`), so a fault test sees duplicates.
     let record = options.bool("record") != Some(false);
     let count = options.str("record") == Some("count");
+    // `observe_act`: a message each observer acts for every event; the observer fails with its
+    // error.
+    let observe_act = options.get("observe_act").cloned();
     for pattern in &observed {
+        let observe_act = observe_act.clone();
         plugin = plugin.observe(pattern, move |s, event| {
             if event.bool("fail") == Some(true) {
                 return Err(Error::new("observer_failed", "this event asks to fail"));
+            }
+            if let Some(msg) = &observe_act {
+                wasmeca_sdk::act(msg.clone())?;
             }
             let start = Instant::now();
             let ms = event.f64("ms").unwrap_or(0.0) as u64;
