@@ -1284,15 +1284,17 @@ async fn data_rules_hold_during_init_and_in_observers() {
         .expect("a save into its own base during init");
     let seeded = load("shop", "seeded").await.expect("load").to_value();
     assert_eq!(seeded["name"], "seeded", "{seeded}");
-    let Value::Object(event) = json!({"evt": "stock", "cmd": "moved"}) else {
-        unreachable!()
-    };
-    host.router()
-        .publish(Message::new(event))
-        .await
-        .expect("published");
-    // The observer's save is refused (it is retried, then given up); give it the time.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    publish_stock(&host).await;
+    // The observer's save is refused: the observer fails (and is retried).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !host.router().metrics().encode().lines().any(|l| {
+        l.starts_with("wasmeca_events_total{")
+            && l.contains("outcome=\"failed\"")
+            && !l.ends_with(" 0")
+    }) {
+        assert!(Instant::now() < deadline, "the observer never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let nothing = load("other", "observed").await.expect("load").to_value();
     assert_eq!(
         nothing,
@@ -1314,13 +1316,7 @@ async fn data_rules_hold_during_init_and_in_observers() {
         }))])
         .await
         .expect("loads");
-    let Value::Object(event) = json!({"evt": "stock", "cmd": "moved"}) else {
-        unreachable!()
-    };
-    host.router()
-        .publish(Message::new(event))
-        .await
-        .expect("published");
+    publish_stock(&host).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let Value::Object(msg) = json!({"sys": "entity", "cmd": "load", "base": "shop", "name": "item", "id": "observed"})
@@ -1344,4 +1340,15 @@ async fn data_rules_hold_during_init_and_in_observers() {
     }
     stop.cancel();
     host.wait().await.expect("stops");
+}
+
+/// Publishes `evt:stock,cmd:moved` from `host`.
+async fn publish_stock(host: &Host) {
+    let Value::Object(event) = json!({"evt": "stock", "cmd": "moved"}) else {
+        unreachable!()
+    };
+    host.router()
+        .publish(Message::new(event))
+        .await
+        .expect("published");
 }
