@@ -171,6 +171,11 @@ fn steps() -> Vec<Step> {
         step("E39 no base is another bucket", msg("list", "-/-/item", json!({}), None), Ok(json!([]))),
         step("bad sort$", list(json!({"sort$": 5})), Err("entity_invalid")),
         step("bad $in", list(json!({"name": {"$in": "apple"}})), Err("entity_invalid")),
+        // A query no store can run (PostgreSQL takes 65,535 parameters, SQLite 32,766) is the
+        // caller's error on every store, not a retryable 503 or a 500.
+        step("$in of 70,000", list(json!({"id": {"$in": (0..70_000).collect::<Vec<u32>>()}})), Err("entity_invalid")),
+        step("70,000 ids", list(json!((0..70_000).map(|i| i.to_string()).collect::<Vec<String>>())), Err("entity_invalid")),
+        step("$in of 10,000 fits", list(json!({"id": {"$in": (0..10_000).map(|i| format!("none-{i}")).collect::<Vec<String>>()}})), Ok(json!([]))),
         step("E40 remove by id", remove(json!({"id": "@apple"})), Ok(json!(null))),
         step("E40 removed", load(json!({"id": "@apple"})), Ok(json!(null))),
         step("E41 remove a miss", remove(json!({"id": "nope-404"})), Ok(json!(null))),

@@ -19,6 +19,12 @@ use serde_json::{Map, Number, Value};
 
 use crate::data::DataError;
 
+/// The most values one query may hold (ids, `$in`/`$nin` items, filters, sort keys, fields).
+/// Every store answers the same past it (`entity_invalid`, 400) rather than each failing its own
+/// way: PostgreSQL takes at most 65,535 parameters in a statement (it answered 503, as if a
+/// retry could help), SQLite 32,766.
+pub const MAX_QUERY_VALUES: usize = 10_000;
+
 /// One stored entity: its data fields plus `id` (never `entity$`).
 pub type Record = Map<String, Value>;
 
@@ -135,6 +141,7 @@ impl Query {
         let obj = match q {
             None | Some(Value::Null) => return Ok(Query::default()),
             Some(Value::Array(ids)) => {
+                bounded("q", ids.len())?;
                 let ids = ids
                     .iter()
                     .filter(|v| matches!(v, Value::String(_) | Value::Number(_)));
@@ -177,6 +184,10 @@ impl Query {
                 _ => {} // all$, load$, upsert$, native$…: not filters
             }
         }
+        let values: usize = filters.iter().map(|f| f.test.size()).sum::<usize>()
+            + query.sort.len()
+            + query.fields.as_ref().map_or(0, Vec::len);
+        bounded("q", values)?;
         query.select = Select::Where(filters);
         Ok(query)
     }
@@ -221,6 +232,30 @@ impl Query {
         let mut out: Vec<Record> = records.filter(|r| matches(r, filters)).collect();
         sort_records(&mut out, &self.sort);
         page(out, self.skip, self.limit)
+    }
+}
+
+/// Refuses a query of more than [`MAX_QUERY_VALUES`] values.
+fn bounded(field: &str, values: usize) -> Result<(), DataError> {
+    if values > MAX_QUERY_VALUES {
+        return Err(DataError::invalid(
+            field,
+            format!(
+                "holds {values} values (ids, $in/$nin items, filters); at most \
+                 {MAX_QUERY_VALUES} fit in one query: split it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Test {
+    /// How many values the condition holds (one per list item).
+    fn size(&self) -> usize {
+        match self {
+            Test::In(v) | Test::Nin(v) => v.len().max(1),
+            _ => 1,
+        }
     }
 }
 
@@ -531,6 +566,23 @@ mod tests {
         assert_eq!(names(json!({"name": {"$gt": "f", "$lt": "g"}})), ["fig"]); // strings by code point
         assert!(names(json!({"name": []})).is_empty());
         assert!(Query::parse(Some(&json!({"a": {"$in": 3}}))).is_err());
+    }
+
+    #[test]
+    fn a_query_holds_at_most_max_query_values() {
+        let ids = |n: usize| Value::Array((0..n).map(|i| json!(i)).collect());
+        let at = MAX_QUERY_VALUES;
+        assert!(Query::parse(Some(&ids(at))).is_ok());
+        assert!(Query::parse(Some(&json!({"id": {"$in": ids(at - 1)}, "name": "x"}))).is_ok());
+        for too_many in [
+            ids(at + 1),
+            json!({"id": {"$in": ids(at)}, "name": "x"}),
+            json!({"a": {"$in": ids(at / 2)}, "b": {"$nin": ids(at / 2 + 1)}}),
+        ] {
+            let e = Query::parse(Some(&too_many)).unwrap_err();
+            assert_eq!((e.code(), e.status()), ("entity_invalid", 400));
+            assert!(e.to_string().contains("split it"), "{e}");
+        }
     }
 
     #[test]

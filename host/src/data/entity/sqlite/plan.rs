@@ -150,8 +150,31 @@ impl Plan {
         }
     }
 
+    /// Strict equality with any of `list`: the strings in one `IN`, the numbers in another
+    /// (an `OR` per value would pass SQLite's expression depth of 1,000 long before a query's
+    /// bound of values), booleans and null one term each.
     pub(super) fn any(&mut self, f: &Field, list: &[Value]) -> String {
-        let terms: Vec<String> = list.iter().map(|v| self.eq(f, v)).collect();
+        let (ty, val) = (f.ty(), f.val());
+        let mut terms = Vec::new();
+        let texts: Vec<Sql> = list
+            .iter()
+            .filter_map(|v| v.as_str().map(|s| Sql::Text(s.to_owned())))
+            .collect();
+        let numbers: Vec<Sql> = list
+            .iter()
+            .filter_map(|v| v.as_number().map(num_param))
+            .collect();
+        for (values, types) in [(texts, "= 'text'"), (numbers, "IN ('integer','real')")] {
+            if values.is_empty() {
+                continue;
+            }
+            let marks = vec!["?"; values.len()].join(",");
+            self.params.extend(values);
+            terms.push(format!("({val} IN ({marks}) AND {ty} {types})"));
+        }
+        for other in list.iter().filter(|v| v.is_boolean() || v.is_null()) {
+            terms.push(self.eq(f, other));
+        }
         if terms.is_empty() {
             "0".into()
         } else {
