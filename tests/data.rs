@@ -1352,3 +1352,52 @@ async fn publish_stock(host: &Host) {
         .await
         .expect("published");
 }
+
+/// A store's answer is bounded like a plugin's (issue 17 item 8): a `limit$:0` list larger
+/// than `[limits] max_result_bytes` is `result_too_large`, naming the limit, and a page of it
+/// answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn store_answers_honour_max_result_bytes() {
+    let config = wasmeca_tests::test_config!(
+        "listen = []\n[rest]\nlisten = \"off\"\n[limits]\nmax_result_bytes = 20000\n"
+    );
+    let stop = CancellationToken::new();
+    let host = Host::start(&config, stop.clone()).await.expect("host");
+    let act = |msg: Value| {
+        let Value::Object(msg) = msg else {
+            unreachable!()
+        };
+        host.router().act(Message::new(msg))
+    };
+    let note = "x".repeat(100);
+    for i in 0..300 {
+        act(
+            json!({"sys": "entity", "cmd": "save", "base": "big", "name": "row",
+                   "ent": {"id": i, "note": note}}),
+        )
+        .await
+        .expect("save");
+    }
+    let err = act(
+        json!({"sys": "entity", "cmd": "list", "base": "big", "name": "row",
+                         "q": {"limit$": 0}}),
+    )
+    .await
+    .expect_err("300 rows of ~140 bytes are over 20,000 bytes");
+    assert_eq!(err.code, "result_too_large", "{err}");
+    assert!(
+        err.message.contains("20000") && err.message.contains("max_result_bytes"),
+        "{err}"
+    );
+    let page = act(
+        json!({"sys": "entity", "cmd": "list", "base": "big", "name": "row",
+                          "q": {"limit$": 50, "skip$": 100, "sort$": {"id": 1}}}),
+    )
+    .await
+    .expect("a page fits")
+    .to_value();
+    assert_eq!(page.as_array().map(Vec::len), Some(50));
+    assert_eq!(page[0]["id"], 100, "{}", page[0]);
+    stop.cancel();
+    host.wait().await.expect("stops");
+}

@@ -52,6 +52,10 @@ pub struct DataSettings {
     pub expire: Duration,
     /// True when acts from the network (REST, `/act`, AMQP) may reach the store directly.
     pub expose: bool,
+    /// The largest answer a store call may give, in bytes of JSON (`[limits]
+    /// max_result_bytes`): a store answers under the same bound as a plugin, so a `limit$:0`
+    /// list cannot hand a caller (or a plugin's memory) more than any plugin could.
+    pub max_answer_bytes: usize,
 }
 
 impl DataSettings {
@@ -62,6 +66,7 @@ impl DataSettings {
             cache: "memory://".into(),
             expire: Duration::from_secs(3600),
             expose: false,
+            max_answer_bytes: crate::runtime::MAX_RESULT_BYTES,
         }
     }
 }

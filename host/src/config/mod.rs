@@ -330,6 +330,7 @@ impl Config {
             cache,
             expire: Duration::from_secs(self.cache.expire_s),
             expose: self.data.expose,
+            max_answer_bytes: self.limits.max_result_bytes,
         }
     }
 

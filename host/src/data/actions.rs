@@ -203,10 +203,21 @@ impl Handler for StoreAction {
                 db.collection.name = Empty,
             );
             let answer = async {
-                self.answer(msg, &span)
-                    .await
-                    .map(|value| Reply::from_value(&value))
-                    .map_err(to_act_error)
+                let value = self.answer(msg, &span).await.map_err(to_act_error)?;
+                let reply = Reply::from_value(&value);
+                let limit = self.stores.settings.max_answer_bytes;
+                if reply.as_str().len() > limit {
+                    return Err(ActError::host(
+                        Code::ResultTooLarge,
+                        format!(
+                            "{} answered {} bytes; the limit is {limit} ([limits] \
+                             max_result_bytes): page the list with limit$ and skip$",
+                            self.describe(),
+                            reply.as_str().len()
+                        ),
+                    ));
+                }
+                Ok(reply)
             };
             telemetry::traced!(&span, answer)
         })
