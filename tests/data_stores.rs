@@ -468,3 +468,43 @@ async fn concurrent_creates() {
         assert_eq!(is, (0..200).collect::<Vec<_>>(), "{url}");
     }
 }
+
+/// A store that makes a table per entity kind holds at most `max_kinds` of them (issue 17
+/// item 9): one more is `entity_kinds_full` (507) naming it, kinds it has keep working, and the
+/// bound holds after a restart.
+#[tokio::test]
+async fn sqlite_holds_at_most_max_kinds() {
+    let dir = TempDir::new();
+    let url = format!("sqlite://{}", dir.file("k.db"));
+    let save = |name: &str| json!({"sys": "entity", "cmd": "save", "base": "b", "name": name, "ent": {"v": 1}});
+    let store = wasmeca::data::open_store_with(&url, 3).await.unwrap();
+    for name in ["k1", "k2", "k3"] {
+        call(&*store, save(name))
+            .await
+            .expect("a kind within the bound");
+    }
+    let full = call(&*store, save("k4")).await.expect_err("a fourth kind");
+    assert_eq!(
+        (full.code(), full.status()),
+        ("entity_kinds_full", 507),
+        "{full}"
+    );
+    assert!(
+        full.to_string().contains("b/k4") && full.to_string().contains("max_kinds"),
+        "{full}"
+    );
+    call(&*store, save("k2")).await.expect("a kind it holds");
+    drop(store);
+    let again = wasmeca::data::open_store_with(&url, 3).await.unwrap();
+    let full = call(&*again, save("k5"))
+        .await
+        .expect_err("still full after a restart");
+    assert_eq!(full.code(), "entity_kinds_full");
+    let listed = call(
+        &*again,
+        json!({"sys": "entity", "cmd": "list", "base": "b", "name": "k4"}),
+    )
+    .await
+    .expect("a list of a kind it does not hold");
+    assert_eq!(listed, json!([]), "a refused kind left nothing behind");
+}

@@ -118,6 +118,9 @@ codes! {
     EntityIdExists = "entity-id-exists", 500, false;
     /// A malformed entity message: `ent`, `q`, `sort$`, an operator, a canon part.
     EntityInvalid = "entity_invalid", 400, false;
+    /// A save that would make the store hold more entity kinds (base and name pairs, each a
+    /// table) than `[data] max_kinds` allows.
+    EntityKindsFull = "entity_kinds_full", 507, false;
     /// A malformed cache message (`key` missing or not a string, `val` missing on set).
     CacheInvalid = "cache_invalid", 400, false;
     /// A cache `add` of a key that is already cached (@seneca/cache's code).

@@ -19,7 +19,15 @@ pub struct Data {
     /// True to let acts from the network (REST, `/act`, AMQP) reach the store directly, as a
     /// Node Seneca client pinned on `sys:entity` does; plugins always can.
     pub expose: bool,
+    /// The most entity kinds (base and name pairs) the store may hold where each is a table
+    /// (SQLite), so an exposed store cannot be made to create tables without end; default
+    /// [`DEFAULT_MAX_KINDS`].
+    pub max_kinds: Option<usize>,
 }
+
+/// How many entity kinds a store that makes a table per kind holds unless `[data] max_kinds`
+/// says otherwise.
+pub const DEFAULT_MAX_KINDS: usize = 1_000;
 
 /// `[cache]`: the cache plugins use through Seneca's `role:cache`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -56,6 +64,8 @@ pub struct DataSettings {
     /// max_result_bytes`): a store answers under the same bound as a plugin, so a `limit$:0`
     /// list cannot hand a caller (or a plugin's memory) more than any plugin could.
     pub max_answer_bytes: usize,
+    /// `[data] max_kinds`, or its default.
+    pub max_kinds: usize,
 }
 
 impl DataSettings {
@@ -67,6 +77,7 @@ impl DataSettings {
             expire: Duration::from_secs(3600),
             expose: false,
             max_answer_bytes: crate::runtime::MAX_RESULT_BYTES,
+            max_kinds: DEFAULT_MAX_KINDS,
         }
     }
 }

@@ -9,7 +9,7 @@ mod network;
 mod telemetry;
 
 pub use amqp::{Amqp, AmqpClientConfig, AmqpListen, QueueType, Urls, amqp_urls};
-pub use data::{Cache, Data, DataSettings, PROJECT_STORE};
+pub use data::{Cache, DEFAULT_MAX_KINDS, Data, DataSettings, PROJECT_STORE};
 pub use limits::Limits;
 pub use network::{Balance, Client, Consul, Events, Http, Listen, ListenAddr, Rest};
 pub use telemetry::Telemetry;
@@ -331,6 +331,7 @@ impl Config {
             expire: Duration::from_secs(self.cache.expire_s),
             expose: self.data.expose,
             max_answer_bytes: self.limits.max_result_bytes,
+            max_kinds: self.data.max_kinds.unwrap_or(DEFAULT_MAX_KINDS),
         }
     }
 

@@ -12,7 +12,9 @@ use tokio::sync::OnceCell;
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::{CacheStore, DataError, EntityStore, cache, canon, entity, open_cache, open_store};
+use super::{
+    CacheStore, DataError, EntityStore, cache, canon, entity, open_cache, open_store_with,
+};
 use crate::config::DataSettings;
 use crate::error::{ActError, Code};
 use crate::message::{Message, Reply};
@@ -36,7 +38,7 @@ struct Stores {
 impl Stores {
     async fn entities(&self) -> Result<&Arc<dyn EntityStore>, DataError> {
         self.entities
-            .get_or_try_init(|| open_store(&self.settings.store))
+            .get_or_try_init(|| open_store_with(&self.settings.store, self.settings.max_kinds))
             .await
     }
 

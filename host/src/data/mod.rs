@@ -101,6 +101,18 @@ pub enum DataError {
         /// The key, clipped.
         key: String,
     },
+    /// A save of a new entity kind in a store that already holds `limit` kinds (each a table
+    /// and its indexes).
+    #[error(
+        "entity {canon} would be a new kind, and the store already holds {limit} kinds \
+         ([data] max_kinds)"
+    )]
+    KindsFull {
+        /// The new kind (`base/name`), clipped.
+        canon: String,
+        /// `[data] max_kinds`.
+        limit: usize,
+    },
     /// The store cannot be reached (down, restarting, pool exhausted); retrying later may work.
     #[error("{store} store unavailable: {reason}")]
     Unavailable {
@@ -146,6 +158,7 @@ impl DataError {
         match self {
             DataError::IdExists { .. } => Code::EntityIdExists,
             DataError::EntityInvalid { .. } => Code::EntityInvalid,
+            DataError::KindsFull { .. } => Code::EntityKindsFull,
             DataError::CacheInvalid { .. } => Code::CacheInvalid,
             DataError::KeyExists { .. } => Code::KeyExists,
             DataError::NotANumber { .. } => Code::OpFailedNan,
@@ -175,6 +188,7 @@ impl DataError {
                 json!({"field": field})
             }
             DataError::KeyExists { key } | DataError::NotJson { key } => json!({"key": key}),
+            DataError::KindsFull { canon, limit } => json!({"type": canon, "max_kinds": limit}),
             DataError::NotANumber { cmd, key, what } => {
                 json!({"op": cmd, "key": key, "what": what})
             }
@@ -228,12 +242,21 @@ const STORE_SCHEMES: &str =
 /// connection URL; extra parameters `layout=document|columns` and `schema=NAME`). PostgreSQL is
 /// not contacted here: a server that is down makes each call answer `store_unavailable` until it is back.
 pub async fn open_store(url: &str) -> Result<Arc<dyn EntityStore>, DataError> {
+    open_store_with(url, crate::config::DEFAULT_MAX_KINDS).await
+}
+
+/// [`open_store`], the store holding at most `max_kinds` entity kinds where each kind is a
+/// table of its own (SQLite); memory and PostgreSQL make none.
+pub async fn open_store_with(
+    url: &str,
+    max_kinds: usize,
+) -> Result<Arc<dyn EntityStore>, DataError> {
     let scheme = url.split("://").next().unwrap_or_default();
     match scheme {
         "memory" if url.contains("://") => Ok(Arc::new(MemoryStore::new())),
         "sqlite" if url.contains("://") => {
             let path = &url["sqlite://".len()..];
-            Ok(Arc::new(SqliteStore::open(path).await?))
+            Ok(Arc::new(SqliteStore::open(path, max_kinds).await?))
         }
         "postgres" | "postgresql" if url.contains("://") => Ok(Arc::new(PgStore::open(url)?)),
         _ => Err(DataError::BadUrl {

@@ -67,8 +67,9 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path` (`:memory:` for a private one).
-    pub async fn open(path: &str) -> Result<SqliteStore, DataError> {
+    /// Opens (creating if needed) the database file at `path` (`:memory:` for a private one),
+    /// which will hold at most `max_kinds` entity kinds.
+    pub async fn open(path: &str, max_kinds: usize) -> Result<SqliteStore, DataError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, opened) = tokio::sync::oneshot::channel();
         let path = path.to_string();
@@ -76,7 +77,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("wasmeca-sqlite".into())
             .spawn(move || {
-                let mut db = match Db::open(&db_path) {
+                let mut db = match Db::open(&db_path, max_kinds) {
                     Ok(db) => {
                         let _ = ready.send(Ok(()));
                         db

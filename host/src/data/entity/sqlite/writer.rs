@@ -28,6 +28,8 @@ pub(super) struct Db {
     tables: HashMap<Kind, i64>,
     /// Fields indexed per table (names of the index expressions' fields).
     indexed: HashMap<i64, HashSet<String>>,
+    /// The most entity kinds (each a table) the store may hold (`[data] max_kinds`).
+    max_kinds: usize,
 }
 
 /// How long the worker keeps looking for a next job before it sleeps: a caller that sends its
@@ -48,7 +50,7 @@ pub(super) fn next_job(queue: &mpsc::Receiver<Job>) -> Option<Job> {
 }
 
 impl Db {
-    pub(super) fn open(path: &str) -> Result<Db, DataError> {
+    pub(super) fn open(path: &str, max_kinds: usize) -> Result<Db, DataError> {
         // The folder may not exist yet (a project's .wasmeca/ on its first save).
         let parent = std::path::Path::new(path).parent();
         if let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty() && !path.starts_with(':')) {
@@ -71,6 +73,7 @@ impl Db {
             conn,
             tables: HashMap::new(),
             indexed: HashMap::new(),
+            max_kinds,
         })
     }
 
@@ -86,6 +89,17 @@ impl Db {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_error)?;
+            // Each kind is a table and its indexes: a caller saving ever new kinds (an exposed
+            // store) must not make tables without end.
+            let kinds: i64 = tx
+                .query_row("SELECT count(*) FROM wasmeca_kind", [], |r| r.get(0))
+                .map_err(sql_error)?;
+            if usize::try_from(kinds).unwrap_or(usize::MAX) >= self.max_kinds {
+                return Err(DataError::KindsFull {
+                    canon: crate::error::clip(&format!("{}/{}", kind.base, kind.name)).into_owned(),
+                    limit: self.max_kinds,
+                });
+            }
             tx.execute(
                 "INSERT OR IGNORE INTO wasmeca_kind (base, name) VALUES (?1, ?2)",
                 args,
