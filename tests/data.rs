@@ -447,10 +447,11 @@ async fn network_refused_without_expose_plugins_limited_to_their_bases_and_prior
     let (status, body) = post_act(
         &http,
         h.http,
-        &relay(json!({"role": "cache", "cmd": "set", "key": "k", "val": 7})),
+        &relay(json!({"role": "cache", "cmd": "set", "key": "shop:k", "val": 7})),
     )
     .await;
-    assert_eq!((status, &body["inner"]), (200, &json!({"key": "k"})));
+    // (Limited to `shop`, its cache keys are `shop:...`.)
+    assert_eq!((status, &body["inner"]), (200, &json!({"key": "shop:k"})));
 
     // Outside its bases: entity_forbidden naming the plugin and the base.
     for (inner, base) in [
@@ -1400,4 +1401,31 @@ async fn store_answers_honour_max_result_bytes() {
     assert_eq!(page[0]["id"], 100, "{}", page[0]);
     stop.cancel();
     host.wait().await.expect("stops");
+}
+
+/// The cache is scoped by `[[plugin]] data` like the entity store (issue 17 item 7): a plugin
+/// limited to `shop` uses the keys `shop:...` and no other.
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_keys_are_scoped_by_a_plugins_bases() {
+    let h = TestHost::start(&["chaos data=shop"], "memory://", "").await;
+    let relay = |inner: Value| h.act(json!({"chaos": "relay", "inner": inner}));
+    let set = |key: &str| json!({"role": "cache", "cmd": "set", "key": key, "val": 7});
+    relay(set("shop:cart:1")).await.expect("a key in its base");
+    let got = relay(json!({"role": "cache", "cmd": "get", "key": "shop:cart:1"}))
+        .await
+        .expect("get");
+    assert_eq!(got["inner"]["value"], 7, "{got}");
+    for key in ["other:cart:1", "cart", "shopping:x"] {
+        let err = relay(set(key)).await.expect_err("a key outside its bases");
+        assert_eq!(err.code, "entity_forbidden", "{key}: {err}");
+        assert!(
+            err.message.contains("plugin chaos")
+                && err.message.contains(&format!("cache key {key}")),
+            "{err}"
+        );
+    }
+    // This process (no plugin) uses any key.
+    h.act(set("other:cart:1"))
+        .await
+        .expect("the host's own act");
 }

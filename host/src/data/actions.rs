@@ -123,8 +123,8 @@ pub fn install(registry: &Registry, settings: DataSettings) {
 }
 
 impl StoreAction {
-    /// Who may do this: a plugin (for an entity, in a base its configuration allows), or an
-    /// act from this process; the network only when the data is exposed.
+    /// Who may do this: a plugin (in a base its configuration allows, for an entity or a cache
+    /// key), or an act from this process; the network only when the data is exposed.
     fn allowed(&self, msg: &Message, ctx: &CallCtx) -> Result<(), ActError> {
         let what = match self.api {
             Api::Entity => "entity",
@@ -140,30 +140,50 @@ impl StoreAction {
                 ),
             ));
         }
-        if self.api != Api::Entity {
-            return Ok(());
-        }
-        // The sender, and every override the message came through, must allow the base.
+        // The sender, and every override the message came through, must allow the base: an
+        // entity's base, or a cache key's (the part before its first `:`, so `shop:cart:42`
+        // is in `shop`; keys shared with Node apps follow the same convention).
         let mut base = None;
         for caller in who.caller.iter().chain(who.overrides()) {
             let Some(bases) = &caller.data else {
                 continue;
             };
-            let base = base.get_or_insert_with(|| canon(msg, self.cmd).ok().and_then(|c| c.base));
+            let base = base.get_or_insert_with(|| self.base_of(msg));
             if base.as_ref().is_some_and(|b| bases.contains(b)) {
                 continue;
             }
+            let (thing, wanted, keys) = match self.api {
+                Api::Entity => ("entity base", base.as_deref().unwrap_or("- (none)"), ""),
+                Api::Cache => (
+                    "cache key",
+                    msg.get("key").and_then(Value::as_str).unwrap_or("-"),
+                    ": cache keys BASE:...",
+                ),
+            };
             return Err(ActError::host(
                 Code::EntityForbidden,
                 format!(
-                    "plugin {} may not use entity base {} (its [[plugin]] data allows {})",
+                    "plugin {} may not use {thing} {} (its [[plugin]] data allows {}{keys})",
                     caller.name,
-                    base.as_deref().unwrap_or("- (none)"),
+                    crate::error::clip(wanted),
                     bases.join(", ")
                 ),
             ));
         }
         Ok(())
+    }
+
+    /// The base a message works in: its entity's, or its cache key's prefix up to the first
+    /// `:`; `None` when it names none.
+    fn base_of(&self, msg: &Message) -> Option<String> {
+        match self.api {
+            Api::Entity => canon(msg, self.cmd).ok().and_then(|c| c.base),
+            Api::Cache => msg
+                .get("key")
+                .and_then(Value::as_str)
+                .and_then(|key| key.split_once(':'))
+                .map(|(base, _)| base.to_owned()),
+        }
     }
 
     async fn answer(&self, msg: Message, span: &Span) -> Result<Value, DataError> {
