@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ingress", 3),
     ("events", 3),
     ("builtins", 3),
+    ("readiness", 3),
     ("config", 4),
     ("server", 5),
     ("gateway", 5),

@@ -1429,3 +1429,105 @@ async fn cache_keys_are_scoped_by_a_plugins_bases() {
         .await
         .expect("the host's own act");
 }
+
+/// `/health/ready` (issue 20 item 5): 200 while every dependency answers; 503 naming it when
+/// RabbitMQ or PostgreSQL is cut (a proxy stopped), 200 again when they are back; 503 from the
+/// start of a drain. `/health/live` answers 200 throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_follows_the_broker_and_the_store_and_goes_503_at_a_drain() {
+    let rabbit = Proxy::start("127.0.0.1:5672").await;
+    let postgres = Proxy::start("127.0.0.1:5432").await;
+    let schema = PgSchema::new("").await;
+    let store = schema
+        .url("document")
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", postgres.port));
+    let id = unique("ready");
+    let (queue, exchange) = (format!("test.{id}.q"), format!("test.{id}.topic"));
+    let (dlx, dlq) = (format!("test.{id}.dlx"), format!("test.{id}.dlq"));
+    let toml = format!(
+        "[rest]\nlisten = \"off\"\n[data]\nurl = {store:?}\n\
+         [[listen]]\ntype = \"http\"\nport = 0\n\
+         [[listen]]\ntype = \"amqp\"\nurl = \"amqp://guest:guest@127.0.0.1:{}/%2f\"\nname = {queue:?}\n\
+         pins = [\"chaos:ok\"]\nexchange = {exchange:?}\ndead_letter_exchange = {dlx:?}\n\
+         dead_letter_queue = {dlq:?}\nconnect_timeout_ms = 1000\n\
+         [[plugin]]\npath = {:?}\n",
+        rabbit.port,
+        plugin("chaos")
+    );
+    let config = wasmeca_tests::test_config!(toml);
+    let stop = CancellationToken::new();
+    let host = Host::start(&config, stop.clone()).await.expect("host");
+    let base = format!("http://{}", host.http_addrs()[0]);
+    let http = client();
+    let probe = |path: &'static str| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            let answer = http.get(url).send().await.expect("the host answers");
+            let status = answer.status().as_u16();
+            let text = answer.text().await.unwrap_or_default();
+            let body: Value = serde_json::from_str(&text).unwrap_or_default();
+            (status, body)
+        }
+    };
+    // Waits (up to 60 s) until `/health/ready` answers `status` with a problem containing
+    // `naming` (when 503); answers the body.
+    let until = |status: u16, naming: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (got, body) = probe("/health/ready").await;
+            let named = body["problems"].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|p| p.as_str().is_some_and(|p| p.contains(naming)))
+            });
+            if got == status && (status == 200 || named) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {status} naming {naming:?}; last {got} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let ready = until(200, "").await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+
+    rabbit.cut();
+    let body = until(503, "AMQP listener").await;
+    assert_eq!(body["status"], "unready", "{body}");
+    assert_eq!(probe("/health/live").await.0, 200, "alive all the same");
+    rabbit.restore().await;
+    until(200, "").await;
+
+    postgres.cut();
+    until(503, "entity store").await;
+    postgres.restore().await;
+    until(200, "").await;
+
+    host.router().drain();
+    let (status, body) = probe("/health/ready").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (503, Some("draining")),
+        "{body}"
+    );
+    stop.cancel();
+    host.wait().await.expect("stops");
+    drop((rabbit, postgres));
+    if let Ok(conn) =
+        lapin::Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", Default::default())
+            .await
+        && let Ok(channel) = conn.create_channel().await
+    {
+        for q in [&queue, &dlq] {
+            let _ = channel
+                .queue_delete(q.as_str().into(), Default::default())
+                .await;
+        }
+        for x in [&exchange, &dlx] {
+            let _ = channel
+                .exchange_delete(x.as_str().into(), Default::default())
+                .await;
+        }
+    }
+}

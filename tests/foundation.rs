@@ -39,7 +39,11 @@ fn router_with(limits: Limits) -> Router {
         wasmeca::message::instance_id(),
     );
     // The user seed keeps its users in the entity store: one in memory per router.
-    wasmeca::data::install(router.registry(), wasmeca::config::DataSettings::memory());
+    wasmeca::data::install(
+        router.registry(),
+        router.readiness(),
+        wasmeca::config::DataSettings::memory(),
+    );
     router
 }
 

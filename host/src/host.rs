@@ -192,7 +192,11 @@ pub fn router(config: &Config) -> Result<Router, ServeError> {
     let origin = message::instance_id();
     let clients = clients(config, &origin)?;
     let router = assemble(runtime, &config.limits, clients, origin);
-    data::install(router.registry(), config.data_settings());
+    data::install(
+        router.registry(),
+        router.readiness(),
+        config.data_settings(),
+    );
     let bus: Arc<dyn events::Bus> = match transport::amqp::EventQueue::of(config) {
         Some(queue) => Arc::new(transport::amqp::AmqpBus::new(queue)),
         None => Arc::new(events::LocalBus::new(
@@ -522,7 +526,10 @@ impl Wiring<'_> {
             self.shutdown.clone(),
         );
         self.router.set_peers(discovery.clone());
-        let registration = discovery.start(self.router.registry().clone(), http, rest);
+        // Registered in Consul is part of ready when this host registers (it has a transport
+        // listener to be called on).
+        let registered = http.map(|_| self.router.readiness().flag("registered in Consul"));
+        let registration = discovery.start(self.router.registry().clone(), registered, http, rest);
         serve_task(
             &mut self.tasks,
             "the Consul registration",

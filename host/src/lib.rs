@@ -19,7 +19,8 @@
 //! 3. core: [`plugins`] (one plugin: manifest, backend), [`remote`] (the `Remote` and `Peers`
 //!    traits), [`registry`] (the plugin set, its snapshots and life cycle), [`router`] (`act()`),
 //!    [`ingress`] (the step every listener shares), [`events`] (publish and observe, the
-//!    in-memory bus), [`builtins`] (Seneca's `role:seneca` actions, answered natively).
+//!    in-memory bus), [`builtins`] (Seneca's `role:seneca` actions, answered natively),
+//!    [`readiness`] (the dependencies a readiness probe checks).
 //! 4. settings: [`config`] (`wasmeca.toml`, validated; builds the core's types).
 //! 5. adapters: [`server`] (the HTTP server both HTTP listeners run on, and `/health` and
 //!    `/plugins`), [`gateway`] (REST routes, `/metrics`), [`transport`] (Seneca's HTTP and AMQP
@@ -69,6 +70,7 @@ pub mod metrics;
 pub mod pattern;
 pub mod plugins;
 pub mod principal;
+pub mod readiness;
 pub mod registry;
 pub mod reload;
 pub mod remote;

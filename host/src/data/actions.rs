@@ -14,12 +14,14 @@ use tracing::field::Empty;
 
 use super::{
     CacheStore, DataError, EntityStore, cache, canon, entity, open_cache, open_store_with,
+    redact_url,
 };
 use crate::config::DataSettings;
 use crate::error::{ActError, Code};
 use crate::message::{Message, Reply};
 use crate::pattern::Pattern;
 use crate::plugins::Plugin;
+use crate::readiness::{Probe, Readiness};
 use crate::registry::Registry;
 use crate::runtime::{BoxFuture, CallCtx, Handler};
 use crate::telemetry::{self, span};
@@ -46,6 +48,14 @@ impl Stores {
         self.cache
             .get_or_try_init(|| open_cache(&self.settings.cache, self.settings.expire))
             .await
+    }
+
+    /// Answers when the store behind `api` can be used now (opening it first if need be).
+    async fn ping(&self, api: Api) -> Result<(), DataError> {
+        match api {
+            Api::Entity => self.entities().await?.ping().await,
+            Api::Cache => self.cache().await?.ping().await,
+        }
     }
 }
 
@@ -75,13 +85,24 @@ const ENTITY: [&str; 4] = ["save", "load", "list", "remove"];
 const CACHE: [&str; 6] = ["set", "get", "add", "delete", "incr", "decr"];
 
 /// Installs the entity and cache actions in `registry`, before any plugin, so plugins may
-/// override them.
-pub fn install(registry: &Registry, settings: DataSettings) {
+/// override them, and has `readiness` ping both stores.
+pub fn install(registry: &Registry, readiness: &Readiness, settings: DataSettings) {
     let stores = Arc::new(Stores {
         settings,
         entities: OnceCell::new(),
         cache: OnceCell::new(),
     });
+    for (api, what, url) in [
+        (Api::Entity, "entity store", &stores.settings.store),
+        (Api::Cache, "cache", &stores.settings.cache),
+    ] {
+        let pinged = stores.clone();
+        let probe: Probe = Arc::new(move || {
+            let stores = pinged.clone();
+            Box::pin(async move { stores.ping(api).await.map_err(|e| e.to_string()) })
+        });
+        readiness.probe(format!("{what} {}", redact_url(url)), probe);
+    }
     let version = Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0));
     let actions =
         |api: Api, patterns: &[(String, &'static str)]| -> Vec<(Pattern, Arc<dyn Handler>)> {

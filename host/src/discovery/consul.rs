@@ -17,6 +17,7 @@ use crate::config::Consul;
 use crate::error::{ActError, Code};
 use crate::message::Message;
 use crate::pattern::{Patrun, Pattern};
+use crate::readiness::Flag;
 use crate::registry::Registry;
 use crate::remote::{Connect, PeerChoice, Peers, Remote};
 use crate::runtime::BoxFuture;
@@ -208,10 +209,12 @@ impl Discovery {
     }
 
     /// Starts the watches of the peer services and, when `http` is this host's transport
-    /// address, the registration. Returns the registration task (it deregisters on shutdown).
+    /// address, the registration, which raises `registered` while the agent holds it. Returns
+    /// the registration task (it deregisters on shutdown).
     pub fn start(
         self: &Arc<Self>,
         registry: Registry,
+        registered: Option<Flag>,
         http: Option<std::net::SocketAddr>,
         rest: Option<std::net::SocketAddr>,
     ) -> tokio::task::JoinHandle<()> {
@@ -221,7 +224,7 @@ impl Discovery {
         let this = self.clone();
         tokio::spawn(async move {
             if let Some(http) = http {
-                this.register_loop(registry, http, rest).await;
+                this.register_loop(registry, registered, http, rest).await;
             } else {
                 tracing::warn!(
                     "Consul: no HTTP transport listener, so this host is not registered (peers could not call it)"

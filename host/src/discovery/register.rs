@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::consul::{ConsulError, Discovery};
+use crate::readiness::Flag;
 use crate::registry::Registry;
 
 /// What the registration loop knows between rounds.
@@ -121,6 +122,7 @@ impl Discovery {
     pub(super) async fn register_loop(
         self: Arc<Self>,
         registry: Registry,
+        registered: Option<Flag>,
         http: std::net::SocketAddr,
         rest: Option<std::net::SocketAddr>,
     ) {
@@ -129,7 +131,14 @@ impl Discovery {
         let mut backoff = Duration::from_millis(250);
         loop {
             let (id, body) = self.registration(&registry, http, rest);
-            let wait = match self.register_once(&mut state, &id, &body).await {
+            let outcome = self.register_once(&mut state, &id, &body).await;
+            if let Some(flag) = &registered {
+                match &outcome {
+                    Ok(()) => flag.up(),
+                    Err(e) => flag.down(e.to_string()),
+                }
+            }
+            let wait = match outcome {
                 Ok(()) => {
                     let current = self.current.load(Ordering::Relaxed) % self.agents.len();
                     let elsewhere: Vec<usize> = state

@@ -101,6 +101,8 @@ pub async fn run(
     let gateway = Gateway { ingress, routes };
     let app = axum::Router::new()
         .route("/health", axum::routing::get(health))
+        .route("/health/live", axum::routing::get(live))
+        .route("/health/ready", axum::routing::get(ready))
         .route("/metrics", axum::routing::get(metrics))
         .route("/plugins", axum::routing::get(plugins))
         .fallback(route)
@@ -110,6 +112,14 @@ pub async fn run(
 
 async fn health(State(g): State<Gateway>) -> Response {
     status::health(g.ingress.router())
+}
+
+async fn live(State(g): State<Gateway>) -> Response {
+    status::live(g.ingress.router())
+}
+
+async fn ready(State(g): State<Gateway>) -> Response {
+    status::ready(g.ingress.router()).await
 }
 
 async fn metrics(State(g): State<Gateway>) -> Response {

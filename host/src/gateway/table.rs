@@ -17,7 +17,13 @@ use crate::plugins::Plugin;
 use crate::registry::{Admission, Registry, Snapshot};
 
 /// Paths the gateway itself serves; plugin routes on them are reported and ignored.
-const RESERVED: [&str; 3] = ["/health", "/metrics", "/plugins"];
+const RESERVED: [&str; 5] = [
+    "/health",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/plugins",
+];
 
 /// The most path parameters a route may have: matchit 0.8 names them `a` to `z` internally and
 /// panics on the 26th, so a route map with more (a plugin's, or the config's) is skipped with a

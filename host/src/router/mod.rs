@@ -19,6 +19,7 @@ use crate::events::{Bus, LocalBus, Retry};
 use crate::message::{self, Message, Reply, json_kind};
 use crate::metrics::Metrics;
 use crate::principal::Principal;
+use crate::readiness::Readiness;
 use crate::registry::{Registry, Resolution, Target};
 use crate::remote::{PeerChoice, Peers, track, try_in_order};
 use crate::runtime::{BoxFuture, CallCtx, Handler, Upcalls};
@@ -89,6 +90,8 @@ struct Inner {
     /// Where published events go: a broker's bus when one is set, else (from the first
     /// publish) the in-memory one.
     bus: OnceLock<Arc<dyn Bus>>,
+    /// The dependencies the adapters registered, which `/health/ready` checks.
+    readiness: Readiness,
 }
 
 /// The router: answers acts against the registry's plugins. Cheap to clone.
@@ -109,6 +112,7 @@ impl Router {
             instance_id,
             peers: OnceLock::new(),
             bus: OnceLock::new(),
+            readiness: Readiness::default(),
         });
         let weak: std::sync::Weak<Inner> = Arc::downgrade(&inner);
         inner.registry.attach(weak);
@@ -128,6 +132,11 @@ impl Router {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// The dependencies whose state says whether this host is ready for work.
+    pub fn readiness(&self) -> &Readiness {
+        &self.0.readiness
     }
 
     /// The limits acts run under.

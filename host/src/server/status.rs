@@ -1,5 +1,6 @@
 //! What this host says about itself, shared by the REST gateway and Seneca's HTTP listener (which
-//! peers and Consul's check read): `GET /health` and `GET /plugins`.
+//! peers and Consul's check read): `GET /health`, the probes `GET /health/live` and `GET
+//! /health/ready`, and `GET /plugins`.
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -37,6 +38,36 @@ pub fn health(router: &Router) -> Response {
         "in_flight": router.in_flight(),
         "peers": router.peer_ids(),
     });
+    respond(status, body.to_string())
+}
+
+/// How long `/health/ready` waits for a dependency's probe (a store's ping) to answer.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /health/live`: 200 whenever the process can answer at all. A liveness probe that fails
+/// restarts the process, so it asks nothing of the dependencies (a broker away is no reason to
+/// restart every host).
+pub fn live(router: &Router) -> Response {
+    let body = json!({"status": "live", "instance": router.instance_id()});
+    respond(StatusCode::OK, body.to_string())
+}
+
+/// `GET /health/ready`: 200 when the host can do its work (every broker it consumes from
+/// connected, its stores answering, registered in Consul when it registers), 503 with the
+/// reasons otherwise, and 503 from the moment a drain starts, so traffic stops before the
+/// process does.
+pub async fn ready(router: &Router) -> Response {
+    if router.is_closing() || router.is_draining() {
+        let body = json!({"status": "draining", "problems": ["the host is stopping"]});
+        return respond(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
+    }
+    let problems = router.readiness().problems(PROBE_TIMEOUT).await;
+    let (status, said) = if problems.is_empty() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unready")
+    };
+    let body = json!({"status": said, "instance": router.instance_id(), "problems": problems});
     respond(status, body.to_string())
 }
 

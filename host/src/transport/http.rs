@@ -105,6 +105,8 @@ async fn act(
     if uri.path() != &*s.path {
         return match (method, uri.path()) {
             (axum::http::Method::GET, "/health") => status::health(router),
+            (axum::http::Method::GET, "/health/live") => status::live(router),
+            (axum::http::Method::GET, "/health/ready") => status::ready(router).await,
             (axum::http::Method::GET, "/plugins") => status::plugins(router, &s.routes),
             (axum::http::Method::POST, "/publish") => publish(router, &body).await,
             _ => StatusCode::NOT_FOUND.into_response(),

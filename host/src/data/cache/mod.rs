@@ -26,6 +26,12 @@ pub trait CacheStore: Send + Sync {
     /// The backend's name (`memory`, `redis`).
     fn backend(&self) -> &'static str;
 
+    /// Answers when the cache can be used now (a readiness probe asks): a round trip to a
+    /// server; an in-process cache always can.
+    fn ping(&self) -> BoxFuture<'_, Result<(), DataError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Stores `val` under `key`, replacing any value, with a fresh expiry.
     fn set<'a>(&'a self, key: &'a str, val: &'a Value) -> BoxFuture<'a, Result<(), DataError>>;
 

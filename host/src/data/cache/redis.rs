@@ -133,6 +133,16 @@ impl CacheStore for RedisCache {
         "redis"
     }
 
+    fn ping(&self) -> BoxFuture<'_, Result<(), DataError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("PING")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(redis_error)
+        })
+    }
+
     fn set<'a>(&'a self, key: &'a str, val: &'a Value) -> BoxFuture<'a, Result<(), DataError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();

@@ -154,6 +154,12 @@ pub trait EntityStore: Send + Sync {
     /// The backend's name for logs and errors (`memory`, `sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 
+    /// Answers when the store can be used now (a readiness probe asks): a round trip to a
+    /// server; an embedded store always can.
+    fn ping(&self) -> BoxFuture<'_, Result<(), DataError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Saves and returns the stored record (all its fields, `id` included). A create whose id is
     /// taken fails with [`DataError::IdExists`] (its `canon` may be left empty: the caller fills it).
     fn save<'a>(&'a self, kind: &'a Kind, op: SaveOp) -> BoxFuture<'a, Result<Record, DataError>>;

@@ -25,6 +25,7 @@ use super::{
 use crate::config::AmqpListen;
 use crate::error::Code;
 use crate::ingress::Ingress;
+use crate::readiness::Flag;
 use crate::registry::Registry;
 use crate::telemetry::{self, span};
 
@@ -92,6 +93,8 @@ struct Listener {
     shutdown: CancellationToken,
     /// The largest command accepted, in bytes.
     max_message: usize,
+    /// Up while it consumes; `/health/ready` reads it.
+    ready: Flag,
 }
 
 /// Runs an AMQP listener until `shutdown`: connects to one of the broker's nodes, declares,
@@ -105,17 +108,26 @@ pub async fn run_listener(
     shutdown: CancellationToken,
 ) -> Result<(), BrokerError> {
     let brokers = Brokers::new(&config.url.clone().unwrap_or_default());
+    let ready = ingress
+        .router()
+        .readiness()
+        .flag(format!("AMQP listener on {brokers}"));
     let listener = Arc::new(Listener {
         me: ingress.router().instance_id().to_owned(),
         refused: ingress.router().metrics().transport("amqp", "refused"),
         ingress,
         shutdown: shutdown.clone(),
         max_message: config.max_message_bytes,
+        ready,
     });
     let tracker = TaskTracker::new();
-    let ended = supervise("AMQP listener", &brokers, &shutdown, || {
-        session(&brokers, &config, &listener, &tracker, &shutdown)
-    })
+    let ended = supervise(
+        "AMQP listener",
+        &brokers,
+        &shutdown,
+        &listener.ready,
+        || session(&brokers, &config, &listener, &tracker, &shutdown),
+    )
     .await;
     tracker.close();
     // Deliveries in flight end within their (clamped) deadlines; a dead connection makes
@@ -191,6 +203,7 @@ async fn session(
             tokio::spawn(handling.run(consumer));
             consuming.insert(plan.name.clone(), (plan, tag));
         }
+        listener.ready.up();
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             Some(e) = failed.recv() => break Err(e),

@@ -34,6 +34,7 @@ pub use observe::run_events;
 pub use wire::{binding_key, event_binding, event_routing_key, queue_name, routing_key};
 
 use crate::config::{QueueType, Urls};
+use crate::readiness::Flag;
 
 /// Why the broker could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -224,12 +225,14 @@ impl std::fmt::Display for Brokers {
 }
 
 /// Runs `session` until `shutdown`, starting it again with backoff whenever the broker is lost
-/// (each failure logged as `what` on `brokers`); returns the error that made it stop for good
-/// (a [fatal](BrokerError::is_fatal) one), if any.
+/// (each failure logged as `what` on `brokers`, and lowering `ready`, which the session raises
+/// once it consumes); returns the error that made it stop for good (a
+/// [fatal](BrokerError::is_fatal) one), if any.
 async fn supervise<F, Fut>(
     what: &str,
     brokers: &Brokers,
     shutdown: &CancellationToken,
+    ready: &Flag,
     mut session: F,
 ) -> Result<(), BrokerError>
 where
@@ -243,6 +246,7 @@ where
             return Ok(());
         }
         if let Err(lost) = outcome {
+            ready.down(lost.error.to_string());
             if lost.error.is_fatal() {
                 tracing::error!("{what} on {brokers}: {}", lost.error);
                 return Err(lost.error);

@@ -27,6 +27,7 @@ use super::{
 };
 use crate::events::{self, Failure};
 use crate::message::{self, Message};
+use crate::readiness::Flag;
 use crate::router::Router;
 use crate::telemetry::{self, span};
 
@@ -120,6 +121,8 @@ struct Consumer {
     /// Cancelled when the host shuts down: an event whose observers it cut short goes back to
     /// the broker.
     shutdown: CancellationToken,
+    /// Up while it consumes; `/health/ready` reads it.
+    ready: Flag,
 }
 
 /// Consumes this host's group queue until `shutdown`: declares the exchange, the queue and its
@@ -140,17 +143,25 @@ pub async fn run_events(
         requeued: metrics.event_received("requeued"),
     };
     let brokers = Brokers::new(&queue.url);
+    let ready = router
+        .readiness()
+        .flag(format!("AMQP events consumer on {brokers}"));
     let consumer = Arc::new(Consumer {
         queue,
         router,
         handled: Mutex::new(Handled::default()),
         received,
         shutdown: shutdown.clone(),
+        ready,
     });
     let tracker = TaskTracker::new();
-    let ended = supervise("AMQP events consumer", &brokers, &shutdown, || {
-        session(&brokers, &consumer, &tracker, &shutdown)
-    })
+    let ended = supervise(
+        "AMQP events consumer",
+        &brokers,
+        &shutdown,
+        &consumer.ready,
+        || session(&brokers, &consumer, &tracker, &shutdown),
+    )
     .await;
     tracker.close();
     tracker.wait().await;
@@ -226,6 +237,7 @@ async fn session(
             tokio::spawn(handling.run(stream));
             tracing::info!(queue = %queue, group = %q.group, "consuming events");
         }
+        consumer.ready.up();
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             Some(e) = failed.recv() => break Err(e),

@@ -261,6 +261,19 @@ impl EntityStore for PgStore {
         "postgres"
     }
 
+    fn ping(&self) -> BoxFuture<'_, Result<(), DataError>> {
+        Box::pin(async move {
+            let mut lease = self.lease().await?;
+            lease
+                .client()
+                .simple_query("SELECT 1")
+                .await
+                .map_err(pg_error)?;
+            lease.settle();
+            Ok(())
+        })
+    }
+
     fn save<'a>(&'a self, kind: &'a Kind, op: SaveOp) -> BoxFuture<'a, Result<Record, DataError>> {
         Box::pin(async move {
             let mut lease = self.lease().await?;
