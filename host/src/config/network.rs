@@ -245,7 +245,8 @@ pub struct Consul {
     pub token: Option<String>,
     /// The service name this host registers as.
     pub service: String,
-    /// The address peers reach this host at; default the HTTP listener's address (127.0.0.1
+    /// The address peers reach this host at; default `$WASMECA_ADVERTISE` (a container's own
+    /// address, which only its entrypoint knows), else the HTTP listener's address (127.0.0.1
     /// when it listens on every interface).
     pub advertise: Option<String>,
     /// Health check interval, in ms.
@@ -315,6 +316,16 @@ impl Consul {
             std::env::var("CONSUL_HTTP_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty())
+        })
+    }
+
+    /// The address peers reach this host at, when one is set: the configured one, else
+    /// `$WASMECA_ADVERTISE`.
+    pub fn advertised(&self) -> Option<String> {
+        self.advertise.clone().or_else(|| {
+            std::env::var("WASMECA_ADVERTISE")
+                .ok()
+                .filter(|a| !a.is_empty())
         })
     }
 

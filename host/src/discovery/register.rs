@@ -36,7 +36,7 @@ impl Discovery {
         http: std::net::SocketAddr,
         rest: Option<std::net::SocketAddr>,
     ) -> (String, Value) {
-        let address = self.config.advertise.clone().unwrap_or_else(|| {
+        let address = self.config.advertised().unwrap_or_else(|| {
             if http.ip().is_unspecified() {
                 "127.0.0.1".to_owned()
             } else {
