@@ -31,7 +31,7 @@ RUN cargo build --release --locked -p wasmeca --bin wasmeca \
     done
 
 FROM ${BASE}
-RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin wasmeca \
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /data --shell /usr/sbin/nologin wasmeca \
  && mkdir -p /plugins /data /etc/wasmeca /var/cache/wasmeca \
  && chown wasmeca:wasmeca /data /var/cache/wasmeca
 COPY --from=build /out/wasmeca /usr/local/bin/wasmeca

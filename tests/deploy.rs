@@ -168,3 +168,27 @@ fn the_configurations_the_image_and_the_config_map_ship_parse() {
     assert_eq!(config.events.group.as_deref(), Some("wasmeca"));
     assert_eq!(config.limits.drain_delay_ms, Some(5000));
 }
+
+/// The image builds and runs (`deploy/image-test.sh`, with the binary and plugins this test
+/// run built already): the demo answers, the process is not root, data lands in /data, and
+/// SIGTERM drains and exits 0.
+#[test]
+fn the_image_builds_runs_as_non_root_keeps_data_and_drains() {
+    let plugins = wasmeca_tests::plugin("salute");
+    let plugins = plugins.parent().expect("the plugin folder");
+    let out = Command::new(repo().join("deploy/image-test.sh"))
+        .env("WASMECA_BIN", env!("CARGO_BIN_EXE_wasmeca"))
+        .env("WASMECA_PLUGINS_DIR", plugins)
+        .output()
+        .expect("deploy/image-test.sh runs");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    for step in [
+        "runs as uid 10001",
+        "the demo answers",
+        "data lands in /data",
+        "SIGTERM drained and exited 0",
+    ] {
+        assert!(said.contains(step), "no {step:?} in {said}");
+    }
+}
