@@ -75,7 +75,10 @@ step "images: $(buildah "${store[@]}" images --format '{{.Name}} {{.Size}}' | tr
 
 # 4. Run it: serve on loopback, as the image's user, and check it.
 ctr=$(buildah "${store[@]}" from localhost/wasmeca)
-trap 'buildah "${store[@]}" rm "$ctr" >/dev/null 2>&1 || true' EXIT
+serve=
+# Whatever happens, nothing is left running and the working container goes.
+trap '[ -z "$serve" ] || { pkill -f "wasmeca serve /etc/wasmeca/wasmeca.toml" 2>/dev/null; kill "$serve" 2>/dev/null; }
+      buildah "${store[@]}" rm "$ctr" >/dev/null 2>&1 || true' EXIT
 user=$(buildah "${store[@]}" run --isolation chroot "$ctr" -- id -u)
 [ "$user" != 0 ] || { echo "image-test: the image runs as root" >&2; exit 1; }
 step "runs as uid $user"
@@ -98,6 +101,7 @@ step "data lands in /data"
 pid=$(pgrep -f "wasmeca serve /etc/wasmeca/wasmeca.toml" | head -n 1)
 kill -TERM "$pid"
 code=0; wait $serve || code=$?
+serve=
 [ "$code" = 0 ] || { cat "$work/serve.log" >&2; echo "image-test: exit $code after SIGTERM" >&2; exit 1; }
 grep -q '"drain' "$work/serve.log" || grep -qi 'drain' "$work/serve.log" \
   || { echo "image-test: no drain in the log" >&2; exit 1; }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{PG, PgSchema, Proxy, REDIS, TempDir, redis_conn, unique};
+use support::{Broker, PG, PgSchema, Proxy, REDIS, TempDir, redis_conn, unique};
 use wasmeca::{CancellationToken, Host, Message};
 use wasmeca_tests::{Process, SEEDS, free_port, node_client, plugin, wasmeca_command};
 
@@ -1048,16 +1048,18 @@ async fn node_seneca_entity_app_is_refused_without_expose() {
 /// unless the store is exposed.
 #[tokio::test(flavor = "multi_thread")]
 async fn amqp_entity_commands_follow_expose() {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     use wasmeca::config::AmqpClientConfig as ClientConfig;
     use wasmeca::pattern::Pattern;
     use wasmeca::transport::amqp::{AmqpClient, Sent, queue_name, routing_key};
 
-    const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
     const PIN: &str = "sys:entity,cmd:save";
     for expose in [false, true] {
         let id = unique("data");
         let (exchange, prefix) = (format!("test.{id}.topic"), format!("test.{id}.add"));
+        let _broker = Broker {
+            queues: vec![queue_name(&prefix, &[PIN]).expect("queue name")],
+            exchanges: vec![exchange.clone()],
+        };
         let listen = format!(
             "[data]\nexpose = {expose}\n[[listen]]\ntype = \"amqp\"\nexchange = {exchange:?}\n\
              queue_prefix = {prefix:?}\npins = [{PIN:?}]\n"
@@ -1103,18 +1105,6 @@ async fn amqp_entity_commands_follow_expose() {
             let err = answer.expect_err("refused");
             assert_eq!(err.code, "entity_forbidden", "{err}");
             assert_eq!(stored, Value::Null, "nothing was written");
-        }
-        // Clean the broker up.
-        if let Ok(conn) = lapin::Connection::connect(AMQP, Default::default()).await
-            && let Ok(channel) = conn.create_channel().await
-        {
-            let queue = queue_name(&prefix, &[PIN]).expect("queue name");
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-            let _ = channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
         }
     }
 }
@@ -1444,6 +1434,10 @@ async fn ready_follows_the_broker_and_the_store_and_goes_503_at_a_drain() {
     let id = unique("ready");
     let (queue, exchange) = (format!("test.{id}.q"), format!("test.{id}.topic"));
     let (dlx, dlq) = (format!("test.{id}.dlx"), format!("test.{id}.dlq"));
+    let _broker = Broker {
+        queues: vec![queue.clone(), dlq.clone()],
+        exchanges: vec![exchange.clone(), dlx.clone()],
+    };
     let toml = format!(
         "[rest]\nlisten = \"off\"\n[data]\nurl = {store:?}\n\
          [[listen]]\ntype = \"http\"\nport = 0\n\
@@ -1513,21 +1507,4 @@ async fn ready_follows_the_broker_and_the_store_and_goes_503_at_a_drain() {
     );
     stop.cancel();
     host.wait().await.expect("stops");
-    drop((rabbit, postgres));
-    if let Ok(conn) =
-        lapin::Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", Default::default())
-            .await
-        && let Ok(channel) = conn.create_channel().await
-    {
-        for q in [&queue, &dlq] {
-            let _ = channel
-                .queue_delete(q.as_str().into(), Default::default())
-                .await;
-        }
-        for x in [&exchange, &dlx] {
-            let _ = channel
-                .exchange_delete(x.as_str().into(), Default::default())
-                .await;
-        }
-    }
 }

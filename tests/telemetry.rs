@@ -6,6 +6,10 @@
 //! sends `tx$` and no traceparent, joins the trace its `tx$` stands for; a collector that is
 //! away or stalled changes nothing for callers, and the spans it could not take are counted.
 
+#[allow(dead_code)] // shared with tests/data.rs, which uses all of it
+#[path = "data_stores/support.rs"]
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,16 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use prost::Message as _;
 use serde_json::{Value, json};
+use support::{AMQP, Broker};
 use wasmeca_tests::{Process, free_port, node_client, plugin};
-
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// OTLP's span kinds (`opentelemetry.proto.trace.v1.Span.SpanKind`).
 const SERVER: i32 = 2;
@@ -163,69 +166,31 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The queues and exchanges one test declares, deleted at its end (also when it fails).
+/// The names one test gives its queues and exchanges, which are deleted at its end (also when
+/// it fails).
 struct Names {
     id: String,
-    queues: Vec<String>,
-    exchanges: Vec<String>,
+    broker: Broker,
 }
 
 impl Names {
     fn new() -> Self {
         Self {
             id: wasmeca::message::new_id(),
-            queues: Vec::new(),
-            exchanges: Vec::new(),
+            broker: Broker::default(),
         }
     }
 
     fn queue(&mut self, what: &str) -> String {
         let name = format!("test.{}.{what}", self.id);
-        self.queues.push(name.clone());
+        self.broker.queues.push(name.clone());
         name
     }
 
     fn exchange(&mut self, what: &str) -> String {
         let name = format!("test.{}.{what}", self.id);
-        self.exchanges.push(name.clone());
+        self.broker.exchanges.push(name.clone());
         name
-    }
-
-    async fn cleanup(queues: Vec<String>, exchanges: Vec<String>) {
-        let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await else {
-            return;
-        };
-        let Ok(channel) = conn.create_channel().await else {
-            return;
-        };
-        for queue in queues {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in exchanges {
-            let _ = channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
-    }
-}
-
-impl Drop for Names {
-    fn drop(&mut self) {
-        let (queues, exchanges) = (
-            std::mem::take(&mut self.queues),
-            std::mem::take(&mut self.exchanges),
-        );
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(Names::cleanup(queues, exchanges));
-            }
-        })
-        .join();
     }
 }
 
@@ -360,8 +325,8 @@ async fn one_rest_request_is_one_trace_across_amqp_the_store_and_another_groups_
     let audit_group = format!("audit{}", names.id);
     let users_group = format!("users{}", names.id);
     for group in [&audit_group, &users_group] {
-        names.queues.push(format!("{events}.{group}"));
-        names.queues.push(format!("{events}.{group}.dead"));
+        names.broker.queues.push(format!("{events}.{group}"));
+        names.broker.queues.push(format!("{events}.{group}.dead"));
     }
     let client_names =
         format!("exchange = {topic:?}\ndead_letter_exchange = {dlx:?}\nurl = {AMQP:?}\n");

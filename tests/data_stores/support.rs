@@ -1,4 +1,5 @@
-//! Test support: unique names, a PostgreSQL schema per test, temp dirs, and a TCP proxy that can
+//! Test support: unique names, a PostgreSQL schema per test, temp dirs, a test's own RabbitMQ
+//! queues and exchanges (deleted when it ends, failing or not), and a TCP proxy that can
 //! be cut and restored (a store going down and coming back) or muted and unmuted (a store that
 //! stops answering while its connections stay open: a partition, a hung server).
 
@@ -16,6 +17,8 @@ use tokio::task::AbortHandle;
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Redis on this machine.
 pub const REDIS: &str = "redis://127.0.0.1:6379/";
+/// RabbitMQ on this machine.
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A connection to [`REDIS`] that may take 10 s to connect and to answer: redis-rs's shorter
 /// defaults are overrun on a loaded 2-core CI machine (seen on a `SCAN`).
@@ -247,5 +250,52 @@ async fn pump(
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.cut();
+    }
+}
+
+/// The RabbitMQ queues and exchanges one test declared, deleted when it is dropped, so a failing
+/// test leaves none behind either.
+#[derive(Default)]
+pub struct Broker {
+    /// Queues to delete.
+    pub queues: Vec<String>,
+    /// Exchanges to delete.
+    pub exchanges: Vec<String>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let (queues, exchanges) = (
+            std::mem::take(&mut self.queues),
+            std::mem::take(&mut self.exchanges),
+        );
+        // On a thread of its own: drop may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(conn) = lapin::Connection::connect(AMQP, Default::default()).await else {
+                    return;
+                };
+                let Ok(channel) = conn.create_channel().await else {
+                    return;
+                };
+                for queue in &queues {
+                    let _ = channel
+                        .queue_delete(queue.as_str().into(), Default::default())
+                        .await;
+                }
+                for exchange in &exchanges {
+                    let _ = channel
+                        .exchange_delete(exchange.as_str().into(), Default::default())
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }

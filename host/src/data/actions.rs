@@ -212,10 +212,13 @@ impl StoreAction {
             Api::Entity => {
                 let store = self.stores.entities().await?;
                 if !span.is_disabled() {
-                    describe(span, self.cmd, store.backend());
-                    if let Ok(canon) = canon(&msg, self.cmd) {
-                        telemetry::rename(span, format!("{} {canon}", self.cmd));
-                        span.record("db.collection.name", canon.to_string());
+                    describe(span, store.backend());
+                    match canon(&msg, self.cmd) {
+                        Ok(canon) => {
+                            telemetry::rename(span, format!("{} {canon}", self.cmd));
+                            span.record("db.collection.name", canon.to_string());
+                        }
+                        Err(_) => telemetry::rename(span, self.cmd.to_owned()),
                     }
                 }
                 entity(store.as_ref(), self.cmd, &msg).await
@@ -223,7 +226,8 @@ impl StoreAction {
             Api::Cache => {
                 let store = self.stores.cache().await?;
                 if !span.is_disabled() {
-                    describe(span, self.cmd, store.backend());
+                    describe(span, store.backend());
+                    telemetry::rename(span, self.cmd.to_owned());
                 }
                 cache(store.as_ref(), self.cmd, &msg).await
             }
@@ -276,12 +280,11 @@ impl Handler for StoreAction {
 
 /// Records which store answers on a data call's span (`db.system.name`, and `db.system` as
 /// the conventions before 1.26 called it).
-fn describe(span: &Span, cmd: &str, backend: &'static str) {
+fn describe(span: &Span, backend: &'static str) {
     let system = match backend {
         "postgres" => "postgresql",
         other => other,
     };
-    telemetry::rename(span, cmd.to_owned());
     span.record("db.system.name", system);
     span.record("db.system", system);
 }

@@ -64,35 +64,28 @@ impl Pool {
         init_as: Principal,
     ) -> Result<(Arc<Self>, Manifest), LoadError> {
         let size = size.max(1);
-        let ctx = || {
-            CallCtx::root(
+        let long = Arc::new(Semaphore::new(runtime.long_calls_per_plugin()));
+        // Each instance initialised as the plugin itself, with its own init deadline.
+        let make = || {
+            let ctx = CallCtx::root(
                 crate::message::new_id().into(),
                 Instant::now() + init_timeout,
             )
-            .acting_as(init_as.clone())
-        };
-        let long = Arc::new(Semaphore::new(runtime.long_calls_per_plugin()));
-        let (first, manifest) = instantiate(
-            runtime,
-            &compiled,
-            host.clone(),
-            long.clone(),
-            &options,
-            ctx(),
-        )
-        .await?;
-        let ident: Arc<str> = format!("{}@{}", manifest.name, manifest.version).into();
-        let mut idle = vec![first];
-        for index in 1..size {
-            let (instance, other) = instantiate(
+            .acting_as(init_as.clone());
+            instantiate(
                 runtime,
                 &compiled,
                 host.clone(),
                 long.clone(),
                 &options,
-                ctx(),
+                ctx,
             )
-            .await?;
+        };
+        let (first, manifest) = make().await?;
+        let ident: Arc<str> = format!("{}@{}", manifest.name, manifest.version).into();
+        let mut idle = vec![first];
+        for index in 1..size {
+            let (instance, other) = make().await?;
             let got = format!("{}@{}", other.name, other.version);
             if *got != *ident {
                 let problem = super::ManifestProblem::Inconsistent {

@@ -283,11 +283,7 @@ async fn consume(
 
 impl Handler for Listener {
     async fn handle(self: Arc<Self>, channel: Channel, delivery: Delivery) {
-        let large = delivery.data.len() >= LARGE_BODY;
-        self.answer(&channel, delivery).await;
-        if large {
-            give_back_memory();
-        }
+        self.answer(&channel, delivery).await
     }
 }
 
@@ -442,17 +438,4 @@ async fn publish_reply(
         .await?;
     // Without confirms this resolves at once; it is awaited so the publish is done before the ack.
     confirm.await.map(|_| ())
-}
-
-/// A body this large (bytes) has its memory given back to the OS once its delivery is done.
-const LARGE_BODY: usize = 1 << 20;
-
-/// Returns the memory a large body took to the OS now, rather than when the threads that held it
-/// next allocate (the allocator's purges are lazy): a refused 100 MB command must not leave an
-/// idle host 100 MB larger. (mimalloc is the binary's allocator; where it is not, as in tests
-/// that link the library alone, this collects mimalloc's unused heaps: nothing.)
-#[allow(unsafe_code)]
-fn give_back_memory() {
-    // SAFETY: mi_collect takes no pointer and may be called from any thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) };
 }
