@@ -53,6 +53,9 @@ enum Command {
     Serve(ServeArgs),
     /// Load plugins, act one message, print the JSON answer (or the error) and exit.
     Act(ActArgs),
+    /// Talk to a running host (or plugins loaded here): type messages, see the answers; with
+    /// stdin not a terminal, one message per line in, one JSON answer per line out.
+    Repl(ReplArgs),
     /// Publish one event: every service observing it handles it once (through a running host,
     /// or straight to RabbitMQ with --amqp); prints the event's id.
     Publish(PublishArgs),
@@ -223,6 +226,36 @@ pub(crate) struct ActArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct ReplArgs {
+    /// Plugin files or folders (or a wasmeca.toml) to load in this process; with none, the
+    /// messages go to the running host at --url.
+    #[arg(value_name = "PLUGINS")]
+    paths: Vec<PathBuf>,
+    /// The Seneca HTTP transport of a running host, used when no plugins are given (and, with
+    /// --amqp, where `.plugins` and `.patterns` come from).
+    #[arg(
+        long,
+        env = "WASMECA_URL",
+        default_value = "http://127.0.0.1:10101/act"
+    )]
+    url: String,
+    /// Publish the messages to RabbitMQ's `seneca.topic` exchange instead (the broker at URL,
+    /// or a comma list of its nodes; else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
+    amqp: Option<String>,
+    /// With --amqp: the pin whose routing key to publish with [default: the shortest leading
+    /// part of each message, in written order, that a queue is bound for].
+    #[arg(long, requires = "amqp")]
+    pin: Option<String>,
+    /// With --amqp: the exchange.
+    #[arg(long, requires = "amqp", default_value = "seneca.topic")]
+    exchange: String,
+    /// Host options.
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Args)]
 pub(crate) struct PublishArgs {
     /// The event as jsonic (`evt:user,cmd:created,id:7`) or JSON.
     event: String,
@@ -317,6 +350,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve(serve_config(&args)?, args.build).await,
         Command::Act(args) => cli::act::act(args).await,
+        Command::Repl(args) => cli::repl::repl(args).await,
         Command::Publish(args) => cli::publish::publish(args).await,
         Command::Inspect(args) => cli::listing::inspect(args).await,
         Command::Plugins(args) => cli::listing::plugins(args).await,

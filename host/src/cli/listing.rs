@@ -7,10 +7,11 @@ use anyhow::{Context, bail};
 
 use crate::{InspectArgs, PluginsArgs, config_for};
 
-/// Runs `wasmeca plugins`.
-pub async fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
-    let mut url = reqwest::Url::parse(&args.url)
-        .with_context(|| format!("--url {} is not a URL", args.url))?;
+/// What a running host serves: the JSON of the `/plugins` beside its Seneca HTTP transport at
+/// `act_url`.
+pub(crate) async fn fetch(act_url: &str) -> anyhow::Result<serde_json::Value> {
+    let mut url =
+        reqwest::Url::parse(act_url).with_context(|| format!("--url {act_url} is not a URL"))?;
     url.set_path("/plugins");
     let text = reqwest::get(url.clone())
         .await
@@ -22,8 +23,23 @@ pub async fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
         })?
         .text()
         .await?;
-    let listing: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{url} did not answer JSON"))?;
+    serde_json::from_str(&text).with_context(|| format!("{url} did not answer JSON"))
+}
+
+/// The same listing as a host's `/plugins` (its `plugins` and `native`), for the plugins
+/// loaded in this process.
+pub(crate) fn of_router(router: &wasmeca::Router) -> serde_json::Value {
+    let set = router.registry().snapshot();
+    let (native, plugins): (Vec<_>, Vec<_>) = set.plugins().iter().partition(|p| p.is_native());
+    let describe = |list: Vec<&std::sync::Arc<wasmeca::Plugin>>| -> Vec<serde_json::Value> {
+        list.into_iter().map(|p| p.describe()).collect()
+    };
+    serde_json::json!({ "plugins": describe(plugins), "native": describe(native) })
+}
+
+/// Runs `wasmeca plugins`.
+pub async fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
+    let listing = fetch(&args.url).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&listing)?);
         return Ok(ExitCode::SUCCESS);

@@ -260,21 +260,39 @@ impl<D> Patrun<D> {
     /// Every stored pattern with its data, in trie order (globs included).
     pub fn list(&self) -> Vec<(Pattern, &D)> {
         let mut out = Vec::new();
-        self.collect(0, &mut Vec::new(), &mut out);
+        self.collect(0, &mut Vec::new(), &mut out, false);
         out
     }
 
+    /// Every stored pattern with its data, in the order the walk of [`find`](Self::find)
+    /// prefers them (SENECA.md §1): keys alphabetically; per key an exact value, then its globs
+    /// in insertion order, then the patterns without that key; a pattern after the narrower
+    /// ones that extend it; the catch-all `{}` last.
+    pub fn precedence(&self) -> Vec<(Pattern, &D)> {
+        let mut out = Vec::new();
+        self.collect(0, &mut Vec::new(), &mut out, true);
+        out
+    }
+
+    /// Walks the trie from `at`; a node's own data comes before its children (trie order) or,
+    /// with `data_last`, after its children and its skip branch (precedence order).
     fn collect<'s>(
         &'s self,
         at: NodeId,
         path: &mut Vec<(String, String)>,
         out: &mut Vec<(Pattern, &'s D)>,
+        data_last: bool,
     ) {
         let node = &self.nodes[at];
-        if let Some(d) = &node.data {
-            let mut pairs = path.clone();
-            pairs.sort();
-            out.push((Pattern { pairs }, d));
+        let own = |out: &mut Vec<(Pattern, &'s D)>, path: &[(String, String)]| {
+            if let Some(d) = &node.data {
+                let mut pairs = path.to_vec();
+                pairs.sort();
+                out.push((Pattern { pairs }, d));
+            }
+        };
+        if !data_last {
+            own(out, path);
         }
         if let Some(key) = &node.key {
             let mut exact: Vec<_> = node.exact.iter().collect();
@@ -283,12 +301,15 @@ impl<D> Patrun<D> {
             let globs = node.globs.iter().map(|(g, id)| (g.source.as_str(), *id));
             for (value, id) in children.chain(globs) {
                 path.push((key.clone(), value.to_owned()));
-                self.collect(id, path, out);
+                self.collect(id, path, out, data_last);
                 path.pop();
             }
         }
         if let Some(s) = node.skip {
-            self.collect(s, path, out);
+            self.collect(s, path, out, data_last);
+        }
+        if data_last {
+            own(out, path);
         }
     }
 }
@@ -441,6 +462,42 @@ mod tests {
             .map(|(p, d)| format!("{p}={d}"))
             .collect();
         assert_eq!(listed, ["=ROOT", "a:1,c:*=AC", "b:1=B"]);
+    }
+
+    #[test]
+    fn precedence_lists_the_narrow_before_the_wide_and_the_catch_all_last() {
+        let r = router(&[
+            ("", "ROOT"),
+            ("b:2", "B"),
+            ("a:'*'", "AS"),
+            ("a:1", "A"),
+            ("a:1,c:1", "AC"),
+            ("a:1,b:1", "AB"),
+            ("a:'x*'", "AX"),
+        ]);
+        let ordered: Vec<String> = r
+            .precedence()
+            .into_iter()
+            .map(|(p, d)| format!("{p}={d}"))
+            .collect();
+        assert_eq!(
+            ordered,
+            [
+                "a:1,b:1=AB",
+                "a:1,c:1=AC",
+                "a:1=A",
+                "a:*=AS",
+                "a:x*=AX",
+                "b:2=B",
+                "=ROOT"
+            ]
+        );
+        // The walk agrees: each message finds the first listed pattern it fits.
+        assert_eq!(find(&r, json!({"a":1,"b":1,"c":1})), Some("AB"));
+        assert_eq!(find(&r, json!({"a":1,"c":1,"b":2})), Some("AC"));
+        assert_eq!(find(&r, json!({"a":"xy","b":2})), Some("AS"));
+        assert_eq!(find(&r, json!({"b":2})), Some("B"));
+        assert_eq!(r.list().len(), 7, "the same patterns as the trie order");
     }
 
     #[test]

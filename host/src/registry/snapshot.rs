@@ -446,6 +446,19 @@ impl Snapshot {
         self.plugins.iter().find(|p| p.key() == key)
     }
 
+    /// Who answers `msg` here, as [`resolve`](Self::resolve) finds it: a plugin's
+    /// `name@version`, or `client <url>` for a `[[client]]` pin; `None` when nothing here
+    /// does (a peer may), for the traces the REPL shows.
+    pub fn answerer(&self, msg: &Message) -> Option<String> {
+        match self.resolve(msg).ok()? {
+            Resolution::Found(target) | Resolution::CatchAll(target) => Some(match target {
+                Target::Local(action) => action.plugin.key(),
+                Target::Remote(client) => format!("client {}", client.remote.describe()),
+            }),
+            Resolution::VersionMissing(_) | Resolution::NotFound => None,
+        }
+    }
+
     /// Which target answers `msg`, honouring a `$version` pin.
     pub fn resolve(&self, msg: &Message) -> Result<Resolution, ActError> {
         let (slot, catch_all) = match self.trie.find_match(&**msg) {

@@ -1,8 +1,9 @@
 //! Seneca's HTTP transport, wire-compatible with seneca-transport 8 (SENECA.md §3): the
 //! listener (`POST /act`, any method, `?cmd=x` and `?msg$=...` forms, the `seneca-*` headers,
 //! Seneca's error bodies and statuses, answers cached by `seneca-id`; plus wasmeca's `POST
-//! /publish` for events, `GET /health` and `GET /plugins`) and the client
-//! (`[[client]] type = "http"`), which keeps its connections alive where Node closes them.
+//! /publish` for events, `GET /health`, `GET /plugins`, and the answering plugin named when a
+//! request asks with `wasmeca-trace: 1`) and the client (`[[client]] type = "http"`), which
+//! keeps its connections alive where Node closes them.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,6 +46,12 @@ const TIME_CLIENT_SENT: &str = "seneca-time-client-sent";
 const TIME_LISTEN_RECV: &str = "seneca-time-listen-recv";
 /// Listener send time (always `0` in seneca-transport's responses).
 const TIME_LISTEN_SENT: &str = "seneca-time-listen-sent";
+/// wasmeca's request header `wasmeca-trace: 1`: asks the listener to name who answered in
+/// [`PLUGIN`]. Node's peers never send it, so Seneca's wire format is unchanged for them.
+const TRACE: &str = "wasmeca-trace";
+/// wasmeca's response header, only when asked with [`TRACE`]: the plugin `name@version` (or
+/// `client <url>`) this host resolved the message to.
+const PLUGIN: &str = "wasmeca-plugin";
 
 /// What the listener's handlers share.
 #[derive(Clone)]
@@ -74,7 +81,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let me: Arc<str> = ingress.router().instance_id().into();
     // The errors the server answers itself (a body too slow or too large), as Seneca's error JSON.
-    let error_page: server::ErrorPage = Arc::new(move |e| respond(Err(e), None, None, &[], &me));
+    let error_page: server::ErrorPage =
+        Arc::new(move |e| respond(Err(e), None, None, &[], &me, None));
     let state = Listener {
         ingress,
         routes,
@@ -132,6 +140,8 @@ async fn act(
         rpc.system = "seneca",
         http.response.status_code = Empty,
     );
+    let traced = header_str(&headers, TRACE) == Some("1");
+    let mut answerer = None;
     let answer = match message(
         &uri,
         &headers,
@@ -142,11 +152,22 @@ async fn act(
     ) {
         Err(e) => Err(e),
         Ok(msg) => {
+            // A `$target` message goes to another service: nothing here names who answers.
+            if traced && msg.target().is_none() {
+                answerer = router.registry().with_snapshot(|set| set.answerer(&msg));
+            }
             server::continue_trace(&span, &headers, msg.act_id().1);
             telemetry::traced!(&span, s.ingress.act(msg, seneca_id.as_deref()))
         }
     };
-    let response = respond(answer, seneca_id.as_deref(), origin.as_deref(), &track, &me);
+    let response = respond(
+        answer,
+        seneca_id.as_deref(),
+        origin.as_deref(),
+        &track,
+        &me,
+        answerer.as_deref(),
+    );
     span.record("http.response.status_code", response.status().as_u16());
     response
 }
@@ -248,14 +269,16 @@ fn message(
     Ok(Message::new(msg))
 }
 
-/// The answer with seneca-transport's headers; errors carry Seneca's fields and the status
-/// `statusCode` else 500.
+/// The answer with seneca-transport's headers (and `wasmeca-plugin` when the request asked for
+/// a trace and `answerer` is known); errors carry Seneca's fields and the status `statusCode`
+/// else 500.
 fn respond(
     answer: Result<Reply, ActError>,
     id: Option<&str>,
     origin: Option<&str>,
     track: &[String],
     me: &str,
+    answerer: Option<&str>,
 ) -> Response {
     let (status, body) = match answer {
         Ok(reply) => (StatusCode::OK, reply.into_string()),
@@ -287,6 +310,9 @@ fn respond(
     set(TIME_CLIENT_SENT, "0");
     set(TIME_LISTEN_RECV, "0");
     set(TIME_LISTEN_SENT, "0");
+    if let Some(answerer) = answerer {
+        set(PLUGIN, answerer);
+    }
     response
 }
 
@@ -308,6 +334,17 @@ pub struct HttpClient {
     timeout: Duration,
     /// This host's Seneca instance id, sent as `seneca-origin` and in `seneca-track`.
     origin: Arc<str>,
+}
+
+/// What a listener's response says about who answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answerer {
+    /// `seneca-accept`: the Seneca instance id of the host that answered (every Seneca
+    /// listener sends it).
+    pub instance: Option<String>,
+    /// `wasmeca-plugin`: the plugin `name@version` (or `client <url>`) that host resolved the
+    /// message to; only a wasmeca listener asked with `wasmeca-trace: 1` sends it.
+    pub plugin: Option<String>,
 }
 
 impl HttpClient {
@@ -337,11 +374,44 @@ impl HttpClient {
         })
     }
 
+    /// Acts `msg` as [`Remote::act`] does, and says which host answered; with `trace`, the
+    /// request asks the listener (`wasmeca-trace: 1`) which plugin answered too.
+    pub async fn act_answered(
+        &self,
+        msg: &Message,
+        call: RemoteCall<'_>,
+        trace: bool,
+    ) -> (Result<Reply, ActError>, Answerer) {
+        let mut answerer = Answerer::default();
+        let answer = self.act_with(msg, call, Some((&mut answerer, trace))).await;
+        (answer, answerer)
+    }
+
+    /// The act in its client span; `answerer` is filled from the response when given.
+    async fn act_with(
+        &self,
+        msg: &Message,
+        call: RemoteCall<'_>,
+        answerer: Option<(&mut Answerer, bool)>,
+    ) -> Result<Reply, ActError> {
+        let span = span!(
+            "send",
+            otel.name = "POST",
+            otel.kind = "client",
+            http.request.method = "POST",
+            url.full = &*self.url,
+            rpc.system = "seneca",
+            http.response.status_code = Empty,
+        );
+        telemetry::traced!(&span, self.send(msg, call, &span, answerer))
+    }
+
     async fn send(
         &self,
         msg: &Message,
         call: RemoteCall<'_>,
         span: &Span,
+        answerer: Option<(&mut Answerer, bool)>,
     ) -> Result<Reply, ActError> {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         let timeout = self.timeout.min(remaining);
@@ -373,6 +443,9 @@ impl HttpClient {
         for (name, value) in telemetry::carry(span) {
             request = request.header(name, value);
         }
+        if let Some((_, true)) = answerer {
+            request = request.header(TRACE, "1");
+        }
         let failed = |e: reqwest::Error| {
             if e.is_timeout() {
                 ActError::timeout(&call.pin.to_string(), timeout)
@@ -388,6 +461,11 @@ impl HttpClient {
         let response = request.send().await.map_err(failed)?;
         let status = response.status();
         span.record("http.response.status_code", status.as_u16());
+        if let Some((answerer, _)) = answerer {
+            let named = |name: &str| header_str(response.headers(), name).map(str::to_owned);
+            answerer.instance = named(SENECA_ACCEPT);
+            answerer.plugin = named(PLUGIN);
+        }
         let text = response.text().await.map_err(failed)?;
         if status.is_success() {
             // Seneca's client: an object or array is the result, anything else null.
@@ -414,18 +492,7 @@ impl Remote for HttpClient {
         msg: &'a Message,
         call: RemoteCall<'a>,
     ) -> BoxFuture<'a, Result<Reply, ActError>> {
-        Box::pin(async move {
-            let span = span!(
-                "send",
-                otel.name = "POST",
-                otel.kind = "client",
-                http.request.method = "POST",
-                url.full = &*self.url,
-                rpc.system = "seneca",
-                http.response.status_code = Empty,
-            );
-            telemetry::traced!(&span, self.send(msg, call, &span))
-        })
+        Box::pin(self.act_with(msg, call, None))
     }
 
     fn describe(&self) -> String {
@@ -434,104 +501,4 @@ impl Remote for HttpClient {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_merge_body_query_and_headers_like_seneca() {
-        let uri: Uri = "/act?msg$=a:1,b:x&cmd=config&x=1&args$=c:true"
-            .parse()
-            .unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert(TIME_CLIENT_SENT, HeaderValue::from_static("123"));
-        let track = vec!["t1".to_owned()];
-        let msg = message(
-            &uri,
-            &headers,
-            br#"{"cmd":"sum","left":1}"#,
-            Some("m/t"),
-            Some("o"),
-            &track,
-        )
-        .unwrap();
-        let msg = Value::Object(msg.into_map());
-        assert_eq!(msg["cmd"], "config", "query values win over the body");
-        assert_eq!(msg["x"], "1", "query values are strings");
-        assert_eq!(
-            (msg["a"].clone(), msg["b"].clone(), msg["c"].clone()),
-            (json!(1), json!("x"), json!(true))
-        );
-        assert_eq!(msg["left"], 1);
-        assert_eq!(msg["id$"], "m/t");
-        assert_eq!(
-            msg["transport$"],
-            json!({"track": ["t1"], "origin": "o", "time": {"client_sent": "123"}})
-        );
-        assert!(msg.get("msg$").is_none());
-
-        let empty = message(
-            &"/act".parse().unwrap(),
-            &HeaderMap::new(),
-            b"  ",
-            None,
-            None,
-            &[],
-        )
-        .unwrap();
-        assert_eq!(
-            Value::Object(empty.into_map())["transport$"]["origin"],
-            "UNKNOWN"
-        );
-        let bad = message(
-            &"/act".parse().unwrap(),
-            &HeaderMap::new(),
-            b"{oops",
-            None,
-            None,
-            &[],
-        )
-        .unwrap_err();
-        assert!(bad.is(Code::InvalidJson));
-    }
-
-    #[test]
-    fn responses_carry_senecas_headers() {
-        let ok = respond(
-            Ok(Reply::from_value(&json!({"answer": 3}))),
-            Some("m/t"),
-            Some("o"),
-            &["a".into(), "b".into()],
-            "me",
-        );
-        assert_eq!(ok.status(), 200);
-        let h = ok.headers();
-        assert_eq!(h[SENECA_ID], "m/t");
-        assert_eq!(h[SENECA_KIND], "res");
-        assert_eq!(h[SENECA_ORIGIN], "o");
-        assert_eq!(h[SENECA_ACCEPT], "me");
-        assert_eq!(h[SENECA_TRACK], "a,b");
-        assert_eq!(h[TIME_LISTEN_SENT], "0");
-        assert_eq!(h["cache-control"], "private, max-age=0, no-cache, no-store");
-        let not_found = respond(
-            Err(ActError::host(Code::ActNotFound, "nope")),
-            None,
-            None,
-            &[],
-            "me",
-        );
-        assert_eq!(
-            not_found.status(),
-            500,
-            "Seneca answers act_not_found with 500"
-        );
-        assert_eq!(not_found.headers()[SENECA_ORIGIN], "UNKNOWN");
-        let teapot = respond(
-            Err(ActError::new("x", "y").with_status(418)),
-            None,
-            None,
-            &[],
-            "me",
-        );
-        assert_eq!(teapot.status(), 418);
-    }
-}
+mod tests;
