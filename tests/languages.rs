@@ -1,9 +1,9 @@
 //! Plugins in JavaScript, Python and C next to Rust: the toolchains installed by
 //! `sdk/toolchains.sh`, every example built with `wasmeca build`, one shared set of behaviour
-//! assertions run against each language through the host, `wasmeca check` on every example,
-//! `wasmeca new` → build → serve for every template, and each SDK's events, entities and cache
-//! through real plugins: a JavaScript plugin publishes what a Python plugin observes, and a C
-//! plugin keeps notes.
+//! assertions run against each language through the host, `wasmeca check` and the message spec
+//! (`wasmeca test`) of every example, `wasmeca new` → build → serve → spec for every template,
+//! and each SDK's events, entities and cache through real plugins: a JavaScript plugin publishes
+//! what a Python plugin observes, and a C plugin keeps notes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -207,14 +207,63 @@ async fn math_suite(file: &Path) {
     stop.cancel();
 }
 
-/// `wasmeca check` passes.
+/// `wasmeca check` passes, and so does the spec it runs when one sits beside the plugin.
 fn checks(file: &Path) {
     let out = wasmeca(&["check", &file.to_string_lossy()], &repo());
     let report = String::from_utf8_lossy(&out.stdout);
+    let spec_passed = match wasmeca::authoring::spec::spec_beside(file) {
+        Some(_) => report
+            .trim_end()
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("  PASS: ")),
+        None => true,
+    };
     assert!(
-        out.status.success() && report.trim_end().ends_with("PASS"),
+        out.status.success() && report.lines().any(|l| l == "PASS") && spec_passed,
         "{report}"
     );
+}
+
+/// `wasmeca test` in the example or project folder `dir` passes its spec (`NAME.spec.jsonic`,
+/// NAME the folder's).
+fn specs_pass(dir: &Path) {
+    let out = wasmeca(&["test"], dir);
+    let report = String::from_utf8_lossy(&out.stdout);
+    let name = dir.file_name().expect("a name").to_string_lossy();
+    assert!(
+        out.status.success()
+            && report.contains(&format!("{name}.spec.jsonic  ("))
+            && report.contains("  PASS: "),
+        "wasmeca test in {}:\n{report}",
+        dir.display()
+    );
+}
+
+/// A spec whose `out` differs from the answer fails, naming the call and the key.
+fn a_wrong_out_fails_naming_the_call_and_the_key(file: &Path) {
+    let dir = std::env::temp_dir().join(format!("wasmeca-wrong-{}", wasmeca::message::new_id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let spec = dir.join("wrong.spec.jsonic");
+    let text = format!(
+        "plugins: [{:?}]\nallow: {{ missing: true }}\ncalls: [\n  \
+         {{ name: 'ann', pattern: 'cmd:salute', params: {{ name: 'Ann' }}, out: {{ id: 1, message: 'Hello Bob!' }} }}\n]\n",
+        file.to_string_lossy()
+    );
+    std::fs::write(&spec, text).expect("spec written");
+    let out = wasmeca(&["test", &spec.to_string_lossy()], &repo());
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("  FAIL ann  {\"cmd\":\"salute\",\"name\":\"Ann\"}")
+            && report.contains(
+                "out.message: expected \"Hello Bob!\" (a string), got \"Hello Ann!\" (a string)"
+            )
+            && !report.contains("out.id")
+            && report.contains("  FAIL: 0 passed, 1 failed, 1 calls in "),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -247,6 +296,9 @@ async fn user_and_salute_examples_pass(language: &'static str) {
     salute_suite(&salute).await;
     checks(&user);
     checks(&salute);
+    for example in ["user", "salute"] {
+        specs_pass(&repo().join("examples").join(language).join(example));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -270,6 +322,8 @@ async fn the_c_example_passes_the_shared_suites() {
     salute_suite(&file).await;
     math_suite(&file).await;
     checks(&file);
+    specs_pass(&repo().join("examples/c/salute-math"));
+    a_wrong_out_fails_naming_the_call_and_the_key(&file);
 }
 
 #[test]
@@ -347,6 +401,9 @@ async fn new_project(language: &str) {
         "{language}: {greetings}"
     );
     stop.cancel();
+    // The spec the template ships passes, and `wasmeca check` runs it too.
+    specs_pass(&project);
+    checks(&file);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -513,6 +570,9 @@ async fn a_javascript_plugin_publishes_what_a_python_plugin_observes() {
     stop.cancel();
     checks(&built[0]);
     checks(&built[1]);
+    // The specs: audit's loads accounts too, and follows its events.
+    specs_pass(&repo().join("examples/js/accounts"));
+    specs_pass(&repo().join("examples/python/audit"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -564,4 +624,5 @@ async fn the_c_notes_example_keeps_data_and_hears_its_events() {
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     stop.cancel();
     checks(&built[0]);
+    specs_pass(&repo().join("examples/c/notes"));
 }

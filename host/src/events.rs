@@ -29,6 +29,14 @@ pub trait Bus: Send + Sync {
 
     /// What it is, for logs (`in memory`, `amqp://…@host (exchange wasmeca.events)`).
     fn describe(&self) -> String;
+
+    /// Resolves once every event this host accepted has been handled by this host's
+    /// observers, including the events they published in turn (`wasmeca test` runs each call
+    /// after the events of the calls before it). A bus that cannot know (a broker's, where
+    /// other hosts observe) resolves at once.
+    fn settled(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Gives `event` its id (unless it has one) and transaction (its own `tx$`, else `tx`, else a
@@ -171,7 +179,49 @@ pub struct LocalBus {
     /// How failing observers are retried.
     retry: Retry,
     /// The queue, made (and its task started) on the first publish, inside the async runtime.
-    queue: OnceLock<mpsc::Sender<(Message, Span)>>,
+    queue: OnceLock<mpsc::Sender<(Message, Span, Handled)>>,
+    /// Events accepted and not yet handled, so [`Bus::settled`] knows when the bus is quiet.
+    pending: Arc<Pending>,
+}
+
+/// A count of events in flight, and a wake-up for whoever waits for it to reach zero.
+#[derive(Default)]
+struct Pending {
+    /// Events accepted and not yet handled by every observer.
+    count: std::sync::atomic::AtomicUsize,
+    /// Woken each time the count reaches zero.
+    quiet: tokio::sync::Notify,
+}
+
+impl Pending {
+    fn add(&self) {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn done(&self) {
+        if self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.quiet.notify_waiters();
+        }
+    }
+
+    async fn settled(&self) {
+        loop {
+            let quiet = self.quiet.notified();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            quiet.await;
+        }
+    }
+}
+
+/// Counts one event as handled when dropped, however its delivery ends.
+struct Handled(Arc<Pending>);
+
+impl Drop for Handled {
+    fn drop(&mut self) {
+        self.0.done();
+    }
 }
 
 impl LocalBus {
@@ -183,13 +233,14 @@ impl LocalBus {
             timeout,
             retry,
             queue: OnceLock::new(),
+            pending: Arc::default(),
         }
     }
 
     /// The queue, starting its task the first time.
-    fn queue(&self) -> &mpsc::Sender<(Message, Span)> {
+    fn queue(&self) -> &mpsc::Sender<(Message, Span, Handled)> {
         self.queue.get_or_init(|| {
-            let (queue, events) = mpsc::channel::<(Message, Span)>(LOCAL_QUEUE);
+            let (queue, events) = mpsc::channel::<(Message, Span, Handled)>(LOCAL_QUEUE);
             tokio::spawn(run_local(
                 events,
                 self.registry.clone(),
@@ -204,7 +255,7 @@ impl LocalBus {
 /// The in-memory bus's task: takes each event off the queue and delivers it, at most
 /// [`LOCAL_CONCURRENCY`] at once.
 async fn run_local(
-    mut events: mpsc::Receiver<(Message, Span)>,
+    mut events: mpsc::Receiver<(Message, Span, Handled)>,
     registry: WeakRegistry,
     timeout: Duration,
     retry: Retry,
@@ -212,7 +263,7 @@ async fn run_local(
     let running = Arc::new(Semaphore::new(LOCAL_CONCURRENCY));
     // Nothing stops the retries early: the queue is not durable, and nothing drains it.
     let stop = CancellationToken::new();
-    while let Some((event, published)) = events.recv().await {
+    while let Some((event, published, handled)) = events.recv().await {
         let Some(registry) = registry.upgrade() else {
             break;
         };
@@ -227,6 +278,7 @@ async fn run_local(
         let stop = stop.clone();
         tokio::spawn(async move {
             let _turn = turn;
+            let _handled = handled;
             let span = span!(
                 parent: &published,
                 "process",
@@ -263,7 +315,9 @@ impl Bus for LocalBus {
             } else {
                 Span::none()
             };
-            let queued = self.queue().send((event, published));
+            self.pending.add();
+            let handled = Handled(self.pending.clone());
+            let queued = self.queue().send((event, published, handled));
             match tokio::time::timeout_at(deadline, queued).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(ActError::host(
@@ -283,5 +337,9 @@ impl Bus for LocalBus {
 
     fn describe(&self) -> String {
         "in memory".into()
+    }
+
+    fn settled(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pending.settled())
     }
 }

@@ -67,8 +67,12 @@ enum Command {
     New(NewArgs),
     /// Run a project's declared [build], after checking its toolchain is installed.
     Build(BuildArgs),
-    /// Check a built plugin against the contract, with a readable report (exit 1 on failure).
+    /// Check a built plugin against the contract, with a readable report, and run the message
+    /// spec beside it if there is one (exit 1 on failure).
     Check(CheckArgs),
+    /// Run message specs (`*.spec.jsonic`, `*.spec.json`) against plugins in-process: each
+    /// call's answer held to what the spec expects (exit 1 on failure).
+    Test(TestArgs),
     /// Make a component of a core module built against wit/ (the C toolchain's last step).
     Componentize(ComponentizeArgs),
 }
@@ -94,12 +98,40 @@ struct BuildArgs {
 }
 
 #[derive(Args)]
-struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// The plugin file.
     file: PathBuf,
     /// Host options.
     #[command(flatten)]
     host: HostArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct TestArgs {
+    /// Spec files, or folders to find them in [default: the current folder].
+    specs: Vec<PathBuf>,
+    /// Run the specs with these plugin files in place of the ones of the same file name they
+    /// name (a build elsewhere, in CI).
+    #[arg(long = "plugin", value_name = "FILE")]
+    plugins: Vec<PathBuf>,
+    /// A pattern with no call is not a failure (every spec's `allow: {missing: true}`).
+    #[arg(long)]
+    allow_missing: bool,
+    /// Show every call's answer, not only a failing one's.
+    #[arg(long)]
+    print: bool,
+    /// How to write the results.
+    #[arg(long, value_enum, default_value = "text")]
+    format: cli::test::Format,
+    /// Compiled-component cache folder.
+    #[arg(long, env = "WASMECA_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every plugin afresh instead of using the cache.
+    #[arg(long, env = "WASMECA_NO_CACHE")]
+    no_cache: bool,
+    /// Default act timeout in ms (Seneca's default is 22222).
+    #[arg(long, visible_alias = "timeout", env = "WASMECA_TIMEOUT_MS")]
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Args)]
@@ -368,18 +400,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check(args) => {
-            let config = config_for(std::slice::from_ref(&args.file), &args.host)?;
-            let router = wasmeca::router(&config)?;
-            println!("wasmeca check {}", args.file.display());
-            let report = authoring::check(&args.file, router).await;
-            println!("{report}");
-            Ok(if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Test(args) => cli::test::test(args).await,
+        Command::Check(args) => cli::test::check(args).await,
         Command::Componentize(args) => {
             let core =
                 std::fs::read(&args.core).with_context(|| format!("{}", args.core.display()))?;

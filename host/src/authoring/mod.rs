@@ -1,7 +1,7 @@
 //! Tools for plugin authors: project templates in Rust, JavaScript, Python and C (`wasmeca
 //! new`), the declared build with a check that its toolchain is installed (`wasmeca build`),
-//! turning a core module into a component (`wasmeca componentize`), and the conformance check
-//! of a built plugin (`wasmeca check`).
+//! turning a core module into a component (`wasmeca componentize`), the conformance check
+//! of a built plugin (`wasmeca check`), and message specs (`wasmeca test`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use std::process::Command;
 use crate::config::{Build, Config};
 
 mod check;
+pub mod spec;
 
 pub use check::{CheckItem, CheckReport, check};
 
@@ -115,6 +116,10 @@ pub fn default_sdk() -> PathBuf {
     std::fs::canonicalize(&built_from).unwrap_or(built_from)
 }
 
+/// The message spec every template ships (`{{name}}.spec.jsonic`, run by `wasmeca test`): the
+/// templates answer the same messages, whatever the language.
+const SPEC: &str = include_str!("../../templates/plugin.spec.jsonic");
+
 /// The files of a new project: (relative path, content).
 fn template(language: Language, name: &str, sdk: &Path) -> Vec<(String, String)> {
     let sdk = sdk.display().to_string();
@@ -126,6 +131,7 @@ fn template(language: Language, name: &str, sdk: &Path) -> Vec<(String, String)>
                 include_str!("../../templates/rust/Cargo.toml"),
             ),
             ("src/lib.rs", include_str!("../../templates/rust/lib.rs")),
+            ("{{name}}.spec.jsonic", SPEC),
             (
                 "wasmeca.toml",
                 include_str!("../../templates/rust/wasmeca.toml"),
@@ -137,6 +143,7 @@ fn template(language: Language, name: &str, sdk: &Path) -> Vec<(String, String)>
                 "src/{{name}}.js",
                 include_str!("../../templates/js/plugin.js"),
             ),
+            ("{{name}}.spec.jsonic", SPEC),
             (
                 "wasmeca.toml",
                 include_str!("../../templates/js/wasmeca.toml"),
@@ -148,6 +155,7 @@ fn template(language: Language, name: &str, sdk: &Path) -> Vec<(String, String)>
                 "{{name}}.py",
                 include_str!("../../templates/python/plugin.py"),
             ),
+            ("{{name}}.spec.jsonic", SPEC),
             (
                 "wasmeca.toml",
                 include_str!("../../templates/python/wasmeca.toml"),
@@ -156,6 +164,7 @@ fn template(language: Language, name: &str, sdk: &Path) -> Vec<(String, String)>
         ],
         Language::C => vec![
             ("{{name}}.c", include_str!("../../templates/c/plugin.c")),
+            ("{{name}}.spec.jsonic", SPEC),
             (
                 "wasmeca.toml",
                 include_str!("../../templates/c/wasmeca.toml"),
@@ -427,6 +436,10 @@ mod tests {
             let text: String = files.iter().map(|(p, t)| format!("{p}\n{t}")).collect();
             assert!(!text.contains("{{"), "{language}: {text}");
             assert!(text.contains("greeter"), "{language}");
+            assert!(
+                files.iter().any(|(p, _)| p == "greeter.spec.jsonic"),
+                "{language}: a message spec"
+            );
             // Every template shows the entity store, publishing and an observer.
             assert!(text.contains("greeter/greeting"), "{language}: an entity");
             assert!(text.contains("publish"), "{language}: publish");

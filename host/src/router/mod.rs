@@ -154,6 +154,14 @@ impl Router {
         let _ = self.0.bus.set(bus);
     }
 
+    /// Resolves once the events published so far have been handled by this host's observers
+    /// (at once when a broker carries them; see [`Bus::settled`]).
+    pub async fn events_settled(&self) {
+        if let Some(bus) = self.0.bus.get() {
+            bus.settled().await;
+        }
+    }
+
     /// Publishes an event from this process or an ingress (`wasmeca publish`, `POST
     /// /publish`): stamped with an id and a tx, and accepted by the bus; answers the id.
     pub async fn publish(&self, mut event: Message) -> Result<String, ActError> {
