@@ -17,8 +17,12 @@ step() { printf '%s image-test: %s\n' "$(date +%T)" "$*"; }
 
 if ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null; then
   step "installing debootstrap and buildah"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap buildah >/dev/null \
-    || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap buildah >/dev/null; }
+  # One apt at a time (the test suite installs its validators beside this, under the same
+  # lock), and apt waits for dpkg's own lock rather than failing at once.
+  mkdir -p target
+  apt() { flock target/apt.lock env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+  apt install -y -q debootstrap buildah >/dev/null \
+    || { apt update -q >/dev/null; apt install -y -q debootstrap buildah >/dev/null; }
 fi
 # crun cannot set rlimits in this sandbox: no default ulimits.
 export CONTAINERS_CONF=$work/containers.conf

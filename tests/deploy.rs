@@ -32,10 +32,20 @@ fn tools() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if !works("docker-compose", &["--version"]) {
-            let mut out = run("apt-get", &["install", "-y", "-q", "docker-compose"]);
+            // One apt at a time: deploy/image-test.sh (run by a test beside this one) installs
+            // its tools under the same lock, and dpkg refuses a second apt-get outright.
+            let lock = std::fs::File::create(repo().join("target").join("apt.lock"))
+                .expect("the apt lock file");
+            lock.lock().expect("the apt lock");
+            let apt = |args: &[&str]| {
+                let mut all = vec!["-o", "DPkg::Lock::Timeout=600"];
+                all.extend_from_slice(args);
+                run("apt-get", &all)
+            };
+            let mut out = apt(&["install", "-y", "-q", "docker-compose"]);
             if !out.status.success() {
-                run("apt-get", &["update", "-q"]);
-                out = run("apt-get", &["install", "-y", "-q", "docker-compose"]);
+                apt(&["update", "-q"]);
+                out = apt(&["install", "-y", "-q", "docker-compose"]);
             }
             assert!(out.status.success(), "installing docker-compose: {out:?}");
         }
