@@ -118,7 +118,7 @@ pub fn default_sdk() -> PathBuf {
 
 /// The message spec every template ships (`{{name}}.spec.jsonic`, run by `wasmeca test`): the
 /// templates answer the same messages, whatever the language.
-const SPEC: &str = include_str!("../../templates/plugin.spec.jsonic");
+const SPEC: &str = include_str!("../../templates/spec.jsonic");
 
 /// The files of a new project: (relative path, content).
 fn template(language: Language, name: &str, sdk: &Path) -> Vec<(String, String)> {
