@@ -46,6 +46,10 @@ ENV WASMECA_REST=0.0.0.0:3000 \
 VOLUME ["/plugins", "/data"]
 EXPOSE 3000 10101
 USER wasmeca
+# The seeds compiled into the image's compile cache, so a container answers without compiling
+# them first (the cache is keyed by file hash and engine: a machine whose CPU features differ
+# from the builder's compiles afresh instead of trusting it).
+RUN wasmeca compile /etc/wasmeca/wasmeca.toml
 # The host drains on SIGTERM: /health/ready 503 and deregistered at once, still serving for
 # [limits] drain_delay_ms, then it finishes what it started and exits 0.
 STOPSIGNAL SIGTERM

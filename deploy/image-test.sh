@@ -86,6 +86,9 @@ trap '[ -z "$serve" ] || { pkill -f "wasmeca serve /etc/wasmeca/wasmeca.toml" 2>
 user=$(buildah "${store[@]}" run --isolation chroot "$ctr" -- id -u)
 [ "$user" != 0 ] || { echo "image-test: the image runs as root" >&2; exit 1; }
 step "runs as uid $user"
+cached() { buildah "${store[@]}" run --isolation chroot "$ctr" -- sh -c 'ls /var/cache/wasmeca | grep -c cwasm'; }
+[ "$(cached)" = 6 ] || { echo "image-test: the seeds are not precompiled in the image: $(cached)" >&2; exit 1; }
+step "the seeds are precompiled in the image"
 port=$((20000 + RANDOM % 20000))
 buildah "${store[@]}" run --isolation chroot --env WASMECA_REST=127.0.0.1:$port --env WASMECA_HTTP=off \
   "$ctr" -- wasmeca-entrypoint serve /etc/wasmeca/wasmeca.toml >"$work/serve.log" 2>&1 &
@@ -102,6 +105,8 @@ step "the demo answers: $answer"
 buildah "${store[@]}" run --isolation chroot "$ctr" -- sh -c 'ls /data' | grep -q sqlite \
   || { echo "image-test: no store in /data" >&2; exit 1; }
 step "data lands in /data"
+[ "$(cached)" = 6 ] || { echo "image-test: serve compiled again: $(cached) artifacts" >&2; exit 1; }
+step "serve loaded the image's precompiled seeds"
 pid=$(pgrep -f "wasmeca serve /etc/wasmeca/wasmeca.toml" | head -n 1)
 kill -TERM "$pid"
 code=0; wait $serve || code=$?

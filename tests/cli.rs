@@ -476,3 +476,57 @@ fn the_quickstart_keeps_its_data_in_its_project_and_the_suite_never_meets_it() {
     stop(host);
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// `wasmeca compile` fills the compile cache with one artifact per plugin (named by the file's
+/// hash and the engine), which a later host loads instead of compiling: the cache holds the same
+/// artifacts after acting as before.
+#[test]
+fn compile_fills_the_cache_a_later_host_loads() {
+    let cache = std::env::temp_dir().join(format!("wasmeca-compile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let artifacts = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&cache)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let (salute, math) = (path(plugin("salute")), path(plugin("math")));
+    let out = wasmeca_tests::wasmeca_command!()
+        .env("WASMECA_CACHE_DIR", &cache)
+        .args(["compile", &salute, &math])
+        .output()
+        .expect("wasmeca runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("compiled {salute} (compiled into the cache in ")),
+        "{said}"
+    );
+    let compiled = artifacts();
+    assert_eq!(compiled.len(), 2, "{compiled:?}");
+    assert!(
+        compiled.iter().all(|n| n.ends_with(".cwasm")),
+        "{compiled:?}"
+    );
+    let out = wasmeca_tests::wasmeca_command!()
+        .env("WASMECA_CACHE_DIR", &cache)
+        .args(["act", &salute, &math, "role:math,cmd:sum,left:1,right:2"])
+        .output()
+        .expect("wasmeca runs");
+    assert_eq!(stdout_json(&out), serde_json::json!({"answer": 3}));
+    assert_eq!(artifacts(), compiled, "the host compiled again");
+
+    let out = wasmeca(&["compile", "--no-cache", &salute]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("there is no compile cache to compile into"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -180,8 +180,8 @@ fn the_configurations_the_image_and_the_config_map_ship_parse() {
 }
 
 /// The image builds and runs (`deploy/image-test.sh`, with the binary and plugins this test
-/// run built already): the demo answers, the process is not root, data lands in /data, and
-/// SIGTERM drains and exits 0.
+/// run built already): the seeds are precompiled in the image and served from it, the demo
+/// answers, the process is not root, data lands in /data, and SIGTERM drains and exits 0.
 #[test]
 fn the_image_builds_runs_as_non_root_keeps_data_and_drains() {
     let plugins = wasmeca_tests::plugin("salute");
@@ -195,7 +195,9 @@ fn the_image_builds_runs_as_non_root_keeps_data_and_drains() {
     assert!(out.status.success(), "{said}");
     for step in [
         "runs as uid 10001",
+        "the seeds are precompiled in the image",
         "the demo answers",
+        "serve loaded the image's precompiled seeds",
         "data lands in /data",
         "SIGTERM drained and exited 0",
     ] {

@@ -75,6 +75,9 @@ enum Command {
     Test(TestArgs),
     /// Make a component of a core module built against wit/ (the C toolchain's last step).
     Componentize(ComponentizeArgs),
+    /// Compile plugins into the compile cache ahead of serving (in an image, after a build), so
+    /// a host started later loads them without compiling.
+    Compile(CompileArgs),
 }
 
 #[derive(Args)]
@@ -132,6 +135,15 @@ pub(crate) struct TestArgs {
     /// Default act timeout in ms (Seneca's default is 22222).
     #[arg(long, visible_alias = "timeout", env = "WASMECA_TIMEOUT_MS")]
     timeout_ms: Option<u64>,
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    /// Plugin files or folders, or a wasmeca.toml [default: ./wasmeca.toml].
+    paths: Vec<PathBuf>,
+    /// Host options.
+    #[command(flatten)]
+    host: HostArgs,
 }
 
 #[derive(Args)]
@@ -395,11 +407,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let config = Config::from_file(&path)?;
             authoring::build(&config, &sdk_dir(args.sdk.as_deref()))?;
-            for source in config.plugin_sources()? {
-                eprintln!("built {}", source.path.display());
-            }
-            Ok(ExitCode::SUCCESS)
+            compile(&config, true)
         }
+        Command::Compile(args) => compile(&config_for(&args.paths, &args.host)?, false),
         Command::Test(args) => cli::test::test(args).await,
         Command::Check(args) => cli::test::check(args).await,
         Command::Componentize(args) => {
@@ -559,6 +569,26 @@ pub(crate) fn config_for(paths: &[PathBuf], host: &HostArgs) -> anyhow::Result<C
         config.cache.url = Some(url.clone());
     }
     Ok(config)
+}
+
+/// Compiles the configuration's plugins into the compile cache, saying so for each file;
+/// `after_build` with the cache off (`--no-cache`) only says what was built.
+fn compile(config: &Config, after_build: bool) -> anyhow::Result<ExitCode> {
+    let done = if after_build { "built" } else { "compiled" };
+    if after_build && config.cache().is_none() {
+        for source in config.plugin_sources()? {
+            eprintln!("{done} {}", source.path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (file, took) in authoring::precompile(config)? {
+        eprintln!(
+            "{done} {} (compiled into the cache in {} ms)",
+            file.display(),
+            took.as_millis()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the configuration's `[build]` command in its folder.

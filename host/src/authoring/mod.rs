@@ -6,6 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::config::{Build, Config};
 
@@ -50,6 +51,14 @@ pub enum AuthoringError {
         /// How it ended.
         status: String,
     },
+    /// `compile` has no compile cache to fill (`--no-cache`, or the folder cannot be made).
+    #[error(
+        "there is no compile cache to compile into: drop --no-cache, or set --cache-dir to a folder that can be written"
+    )]
+    NoCache,
+    /// A plugin did not compile.
+    #[error("{0}")]
+    Compile(String),
     /// A core module could not be made a component.
     #[error("cannot make a component of {path}: {reason}")]
     Componentize {
@@ -358,6 +367,37 @@ pub fn build(config: &Config, sdk: &Path) -> Result<(), AuthoringError> {
         });
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// compile
+// ---------------------------------------------------------------------------------------------
+
+/// Compiles every plugin `config` serves into its compile cache, so a host started later (a
+/// container from an image, a `serve` after `build`) loads them without compiling: the cache
+/// names each artifact by the file's blake3 hash and the engine, so a changed file or another
+/// wasmtime is compiled afresh instead of trusted. Answers each file with how long it took
+/// (wasmtime compiles a component's functions on every core already, so one at a time).
+pub fn precompile(config: &Config) -> Result<Vec<(PathBuf, Duration)>, AuthoringError> {
+    let cache = config.cache().ok_or(AuthoringError::NoCache)?;
+    let runtime = crate::runtime::Runtime::new(Some(cache), config.limits.memory_bytes())
+        .map_err(|e| AuthoringError::Compile(e.to_string()))?;
+    if runtime.cache().is_none() {
+        return Err(AuthoringError::NoCache);
+    }
+    let sources = config
+        .plugin_sources()
+        .map_err(|e| AuthoringError::Compile(e.to_string()))?;
+    sources
+        .iter()
+        .map(|source| {
+            let started = Instant::now();
+            runtime
+                .compile_file(&source.path)
+                .map(|_| (source.path.clone(), started.elapsed()))
+                .map_err(|e| AuthoringError::Compile(e.to_string()))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
