@@ -1,6 +1,7 @@
 //! A fixed workload for instruction counting, steadier than wall time on a shared machine:
 //! 20,000 acts through the salute plugin (`MODE=act`), 20,000 raw component calls with the same
-//! payload (`MODE=raw`), or only the setup (`MODE=none`). Run it under
+//! payload (`MODE=raw`), 20,000 entity loads by id in `q` as a seneca-entity client sends them
+//! (`MODE=load-memory`, `MODE=load-sqlite`), or only the setup (`MODE=none`). Run it under
 //! `valgrind --tool=callgrind`; BENCHMARKS.md has the command and the figures.
 
 use serde_json::{Value, json};
@@ -52,6 +53,35 @@ fn main() {
                 for _ in 0..CALLS {
                     raw.handle(0, &payload).await.expect("answers");
                 }
+            }
+            "load-memory" | "load-sqlite" => {
+                let dir =
+                    std::env::temp_dir().join(format!("wasmeca-profile-{}", std::process::id()));
+                let url = if mode == "load-memory" {
+                    "memory://".to_owned()
+                } else {
+                    format!("sqlite://{}", dir.join("data.sqlite").display())
+                };
+                let _ = std::fs::create_dir_all(&dir);
+                let config =
+                    wasmeca::Config::from_toml(&format!("listen = []\n[data]\nurl = {url:?}\n"))
+                        .expect("config");
+                let store = wasmeca::router(&config).expect("router");
+                let Value::Object(save) = json!({"sys": "entity", "cmd": "save", "name": "user",
+                    "ent": {"id$": 1, "name": "Ann"}})
+                else {
+                    unreachable!()
+                };
+                store.act(Message::new(save)).await.expect("saved");
+                let Value::Object(load) = json!({"sys": "entity", "cmd": "load", "name": "user",
+                    "q": {"id": 1}})
+                else {
+                    unreachable!()
+                };
+                for _ in 0..CALLS {
+                    store.act(Message::new(load.clone())).await.expect("loads");
+                }
+                let _ = std::fs::remove_dir_all(&dir);
             }
             _ => {}
         }
