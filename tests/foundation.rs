@@ -610,6 +610,29 @@ async fn a_looping_plugin_does_not_starve_the_others() {
     }
 }
 
+/// A call that computed long and then waits on a nested act of its own plugin does not keep
+/// the plugin's turns to run long: the nested call computes long too and answers. (Holding the
+/// turn while waiting deadlocked the chain until its deadline whenever more calls of the chain
+/// ran past an epoch tick than the plugin has turns: one on two cores, as under a loaded CI.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_call_waiting_on_its_own_plugin_lets_the_nested_call_run_long() {
+    // One more long-running call in the chain than any machine's turns (cores - 1).
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let mut msg = json!({"chaos": "slow", "ms": 50});
+    for _ in 0..cores {
+        msg = json!({"chaos": "relay", "ms": 50, "inner": msg});
+    }
+    let r = serving(&[("chaos", cores + 1, json!({}))], limits()).await;
+    // Deadlocked, the chain answers `action_timeout` at this deadline.
+    msg["timeout$"] = json!(10_000);
+    let answer = ok(&r, msg).await;
+    let mut inner = &answer;
+    for _ in 0..cores {
+        inner = &inner["inner"];
+    }
+    assert_eq!(inner["slept"], 50, "{answer}");
+}
+
 #[tokio::test]
 async fn unbounded_allocation_hits_the_memory_cap() {
     let r = serving(

@@ -540,33 +540,35 @@ fn lonely(dir: &Path, name: &str, endpoint: &str, rest: u16) -> Process {
 }
 
 /// `count` REST requests relaying `chaos:ok`, one after another; answers how many were
-/// answered right.
-async fn relay_all(rest: u16, count: usize) -> usize {
+/// answered right, and what the others got (so a failure says why).
+async fn relay_all(rest: u16, count: usize) -> (usize, Vec<String>) {
     let http = reqwest::Client::new();
-    let mut right = 0;
+    let (mut right, mut wrong) = (0, Vec::new());
     for _ in 0..count {
-        let Ok(answer) = http
+        let answer = match http
             .post(format!("http://127.0.0.1:{rest}/relay"))
             .header("content-type", "application/json")
             .body(r#"{"inner":{"chaos":"ok"}}"#)
             .timeout(Duration::from_secs(10))
             .send()
             .await
-        else {
-            continue;
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                wrong.push(format!("{e:?}"));
+                continue;
+            }
         };
         let status = answer.status();
-        let body: Value = answer
-            .text()
-            .await
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        let text = answer.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or_default();
         if status == 200 && body["inner"]["ok"] == true {
             right += 1;
+        } else {
+            wrong.push(format!("{status} {text}"));
         }
     }
-    right
+    (right, wrong)
 }
 
 /// Waits (up to 20 s) until the host's `/metrics` counts dropped spans; answers the count.
@@ -607,9 +609,11 @@ async fn a_collector_that_is_away_or_stalled_changes_nothing_for_callers_and_dro
     let (away_right, stalled_right) =
         tokio::join!(relay_all(rest_away, 300), relay_all(rest_stalled, 300));
     assert_eq!(
-        (away_right, stalled_right),
+        (away_right.0, stalled_right.0),
         (300, 300),
-        "every caller answered right"
+        "every caller answered right; the others got {:?} {:?}",
+        away_right.1,
+        stalled_right.1
     );
     let (away_dropped, stalled_dropped) = tokio::join!(dropped(rest_away), dropped(rest_stalled));
     assert!(

@@ -36,6 +36,8 @@ impl State {
             .ok_or_else(|| outside("act"))?
             .ctx
             .clone();
+        // Waiting is not running long: a nested call of this plugin may need the turn.
+        self.turn.release();
         let result = host.act(msg, &parent).await;
         result.map(Reply::into_string)
     }
@@ -46,6 +48,7 @@ impl State {
         let msg = parse_object(&msg)?;
         let frame = self.frame.as_ref().ok_or_else(|| outside("prior"))?;
         let (ctx, prior) = (frame.ctx.clone(), frame.prior.clone());
+        self.turn.release();
         let result = host.prior(prior.as_ref(), msg, &ctx).await;
         result.map(Reply::into_string)
     }
@@ -60,6 +63,7 @@ impl State {
             .ok_or_else(|| outside("publish"))?
             .ctx
             .clone();
+        self.turn.release();
         host.publish(event, &parent).await
     }
 

@@ -36,6 +36,10 @@ pub(crate) struct State {
     pub(super) host: Weak<dyn Upcalls>,
     /// The call in progress.
     pub(super) frame: Option<Frame>,
+    /// The plugin's turn to run long, as the call holds it: given back while the guest waits
+    /// on the host (a nested act, `prior`, a publish), so a nested call of the same plugin can
+    /// take it instead of waiting for a caller that waits for it.
+    pub(super) turn: Turn,
 }
 
 impl WasiView for State {
@@ -104,16 +108,15 @@ pub(super) struct Instance {
     store: Store<State>,
     /// Typed access to the exports.
     plugin: Exports,
-    /// The turn to run long its current call holds, if it ran past an epoch tick.
-    turn: Turn,
     /// Whose epoch thread must tick while this instance's guest code runs.
     runtime: Runtime,
 }
 
 /// A plugin's turn to run long, held by an instance's call from its first epoch tick to its
-/// end. Shared with the store's epoch callback, which takes it.
+/// end, except while its guest waits on the host. Shared with the store's epoch callback, which
+/// takes it.
 #[derive(Clone, Default)]
-struct Turn(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+pub(super) struct Turn(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
 
 impl Turn {
     /// True while the call holds a turn.
@@ -130,7 +133,7 @@ impl Turn {
     }
 
     /// Gives the turn back.
-    fn release(&self) {
+    pub(super) fn release(&self) {
         self.take(None);
     }
 }
@@ -171,11 +174,11 @@ impl Instance {
             panic: None,
             host,
             frame: None,
+            turn: Turn::default(),
         };
+        let holding = state.turn.clone();
         let mut store = Store::new(runtime.engine(), state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
-        let turn = Turn::default();
-        let holding = turn.clone();
         let interrupt = runtime.clone();
         // At every epoch tick a running guest yields behind the work already waiting (tokio's
         // `yield_now`, which also lets the I/O driver run); its first tick takes one of the
@@ -208,7 +211,6 @@ impl Instance {
         Ok(Self {
             store,
             plugin,
-            turn,
             runtime: runtime.clone(),
         })
     }
@@ -234,7 +236,7 @@ impl Instance {
                 .await
                 .map(|r| r.map(Manifest::from).map_err(ActError::from)),
         };
-        self.turn.release();
+        self.store.data().turn.release();
         self.store.data_mut().frame = None;
         out
     }
@@ -268,8 +270,8 @@ impl Instance {
                 "a wasmeca:plugin@0.1.0 plugin has no observers",
             ))),
         };
-        self.turn.release();
         let state = self.store.data_mut();
+        state.turn.release();
         let frame = state.frame.take();
         match out {
             Ok(answer) => Outcome::Returned(answer),

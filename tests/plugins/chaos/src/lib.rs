@@ -106,7 +106,13 @@ fn plugin(options: &Msg) -> Result<Plugin<Chaos>> {
     })
     .add("chaos:relay", |_, msg| {
         // Acts `inner` (from the message, or a REST request's body) and answers with this
-        // message's tx and the inner answer.
+        // message's tx and the inner answer; first computes for `ms` (default 0), so the call
+        // runs past epoch ticks before it waits on the nested act.
+        let start = Instant::now();
+        let ms = msg.f64("ms").unwrap_or(0.0) as u64;
+        while start.elapsed() < Duration::from_millis(ms) {
+            std::hint::black_box(start);
+        }
         let inner = msg
             .get("inner")
             .or_else(|| msg.body().and_then(|b| b.get("inner")))
