@@ -170,9 +170,13 @@ impl Plugin {
             source.path.clone(),
             bytes.map(<[u8]>::to_vec),
         );
-        let compiled = tokio::task::spawn_blocking(move || match bytes {
-            Some(bytes) => compiling.compile_bytes(&path, &bytes),
-            None => compiling.compile_file(&path),
+        let compiled = tokio::task::spawn_blocking(move || {
+            let compiled = match bytes {
+                Some(bytes) => compiling.compile_bytes(&path, &bytes),
+                None => compiling.compile_file(&path),
+            };
+            crate::runtime::give_back_compile_memory();
+            compiled
         })
         .await
         .map_err(|e| LoadError::Compile {

@@ -331,6 +331,24 @@ struct Inner {
     ticker: Ticker,
 }
 
+/// Returns the memory this thread freed to the OS now, rather than when it next allocates (the
+/// allocator's purges are lazy): a refused 100 MB command must not leave an idle host 100 MB
+/// larger. mimalloc is the binary's allocator; where it is not, as in tests that link the
+/// library alone, this collects mimalloc's unused heaps: nothing.
+#[allow(unsafe_code)]
+pub fn give_back_memory() {
+    // SAFETY: mi_collect takes no pointer and may be called from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+/// [`give_back_memory`] on this thread and on every thread of rayon's pool, where wasmtime
+/// compiles a component's functions: after a compile, so cranelift's peak does not stay with
+/// an idle host for good (those threads never allocate again to purge it).
+pub fn give_back_compile_memory() {
+    give_back_memory();
+    rayon::broadcast(|_| give_back_memory());
+}
+
 /// The wasmtime side of the host; cheap to clone.
 #[derive(Clone)]
 pub struct Runtime(Arc<Inner>);

@@ -307,7 +307,7 @@ impl<H: Handler> Handling<H> {
                     self.tracker.spawn(async move {
                         handler.handle(channel, delivery).await;
                         if large {
-                            give_back_memory();
+                            crate::runtime::give_back_memory();
                         }
                     });
                 }
@@ -323,17 +323,6 @@ impl<H: Handler> Handling<H> {
 
 /// A body this large (bytes) has its memory given back to the OS once its delivery is done.
 const LARGE_BODY: usize = 1 << 20;
-
-/// Returns the memory a large body (a command's or an event's) took to the OS now, rather than
-/// when the threads that held it next allocate (the allocator's purges are lazy): a refused
-/// 100 MB command must not leave an idle host 100 MB larger. (mimalloc is the binary's
-/// allocator; where it is not, as in tests that link the library alone, this collects
-/// mimalloc's unused heaps: nothing.)
-#[allow(unsafe_code)]
-fn give_back_memory() {
-    // SAFETY: mi_collect takes no pointer and may be called from any thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) };
-}
 
 /// Connects to the broker at `url` as `role` (named in the RabbitMQ UI with the exchange),
 /// giving up after `timeout`. lapin's own recovery is off: the transports reconnect and
