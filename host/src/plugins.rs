@@ -170,13 +170,9 @@ impl Plugin {
             source.path.clone(),
             bytes.map(<[u8]>::to_vec),
         );
-        let compiled = tokio::task::spawn_blocking(move || {
-            let compiled = match bytes {
-                Some(bytes) => compiling.compile_bytes(&path, &bytes),
-                None => compiling.compile_file(&path),
-            };
-            crate::runtime::give_back_compile_memory();
-            compiled
+        let compiled = tokio::task::spawn_blocking(move || match bytes {
+            Some(bytes) => compiling.compile_bytes(&path, &bytes),
+            None => compiling.compile_file(&path),
         })
         .await
         .map_err(|e| LoadError::Compile {

@@ -66,9 +66,9 @@ impl CompileCache {
                 }
             }
         }
-        let compiled = engine
-            .precompile_component(bytes)
-            .map_err(|e| format!("{e:#}"))?;
+        let compiled = engine.precompile_component(bytes);
+        super::give_back_compile_memory();
+        let compiled = compiled.map_err(|e| format!("{e:#}"))?;
         // Write to a private name and rename, so a concurrent reader never sees half a file.
         let tmp = self.dir.join(format!(
             ".{hash}-{}.{}.tmp",

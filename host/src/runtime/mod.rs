@@ -342,8 +342,9 @@ pub fn give_back_memory() {
 }
 
 /// [`give_back_memory`] on this thread and on every thread of rayon's pool, where wasmtime
-/// compiles a component's functions: after a compile, so cranelift's peak does not stay with
-/// an idle host for good (those threads never allocate again to purge it).
+/// compiles a component's functions: after a compile (not after loading a compiled artifact,
+/// which starts no rayon thread), so cranelift's peak does not stay with an idle host for good
+/// (those threads never allocate again to purge it).
 pub fn give_back_compile_memory() {
     give_back_memory();
     rayon::broadcast(|_| give_back_memory());
@@ -495,7 +496,11 @@ impl Runtime {
         let hash = blake3::hash(bytes).to_hex().to_string();
         let component = match &self.0.cache {
             Some(cache) => cache.load_or_compile(&self.0.engine, &hash, bytes),
-            None => Component::new(&self.0.engine, bytes).map_err(|e| format!("{e:#}")),
+            None => {
+                let component = Component::new(&self.0.engine, bytes);
+                give_back_compile_memory();
+                component.map_err(|e| format!("{e:#}"))
+            }
         }
         .map_err(|detail| LoadError::Compile {
             path: path_buf(),
