@@ -34,6 +34,7 @@ fn tools() {
         if !works("docker-compose", &["--version"]) {
             // One apt at a time: deploy/image-test.sh (run by a test beside this one) installs
             // its tools under the same lock, and dpkg refuses a second apt-get outright.
+            std::fs::create_dir_all(repo().join("target")).expect("the target folder");
             let lock = std::fs::File::create(repo().join("target").join("apt.lock"))
                 .expect("the apt lock file");
             lock.lock().expect("the apt lock");

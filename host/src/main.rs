@@ -581,7 +581,18 @@ fn compile(config: &Config, after_build: bool) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    for (file, took) in authoring::precompile(config)? {
+    let compiled = match authoring::precompile(config) {
+        // A build stands without the cache; `serve` will compile at start instead.
+        Err(authoring::AuthoringError::NoCache) if after_build => {
+            eprintln!("note: the compile cache cannot be written; the plugins compile when served");
+            for source in config.plugin_sources()? {
+                eprintln!("{done} {}", source.path.display());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        compiled => compiled?,
+    };
+    for (file, took) in compiled {
         eprintln!(
             "{done} {} (compiled into the cache in {} ms)",
             file.display(),

@@ -399,7 +399,8 @@ fn unknown(key: &str, what: &str, known: &str) -> String {
 }
 
 /// The spec files at `path`: the file itself, or every `*.spec.jsonic` / `*.spec.json` under
-/// the folder (not looking into hidden folders, `target`, `node_modules` or `dist`), sorted.
+/// the folder (not looking into hidden folders, `target`, `node_modules`, `dist` or linked
+/// folders), sorted.
 pub fn find_specs(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
     if !path.is_dir() {
         return Ok(vec![path.to_owned()]);
@@ -414,7 +415,8 @@ pub fn find_specs(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let entry_path = entry.path();
-            if entry_path.is_dir() {
+            // Not following symbolic links to folders: one pointing up would never end.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 let skipped = name.starts_with('.')
                     || ["target", "node_modules", "dist"].contains(&name.as_str());
                 if !skipped {
@@ -454,7 +456,10 @@ pub fn spec_beside(file: &Path) -> Option<PathBuf> {
             })
         })
     };
-    let absolute = std::path::absolute(file).ok()?;
+    // Canonical, so `..` in the path cannot make a folder look like its own parent's child.
+    let absolute = std::fs::canonicalize(file)
+        .or_else(|_| std::path::absolute(file))
+        .ok()?;
     for folder in absolute.ancestors().skip(1) {
         if let Some(found) = in_folder(folder) {
             return Some(found);

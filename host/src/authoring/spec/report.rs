@@ -216,12 +216,12 @@ pub fn tap(reports: &[SpecReport]) -> String {
             test(
                 &mut lines,
                 false,
-                format!("{spec} setup"),
+                tap_name(&format!("{spec} setup")),
                 std::slice::from_ref(setup),
             );
         }
         for call in &report.calls {
-            let name = format!("{spec} {}", call.label);
+            let name = tap_name(&format!("{spec} {}", call.label));
             match &call.outcome {
                 Outcome::Passed { .. } => {
                     test(&mut lines, true, name, &[]);
@@ -240,7 +240,7 @@ pub fn tap(reports: &[SpecReport]) -> String {
             test(
                 &mut lines,
                 false,
-                format!("{spec} every pattern has a call"),
+                tap_name(&format!("{spec} every pattern has a call")),
                 &[missing],
             );
         }
@@ -248,6 +248,11 @@ pub fn tap(reports: &[SpecReport]) -> String {
     let count = test_count(&lines);
     lines.insert(1, format!("1..{count}"));
     lines.join("\n") + "\n"
+}
+
+/// A test's name as TAP reads it: `#` starts a directive there, so it is escaped.
+fn tap_name(name: &str) -> String {
+    name.replace('#', "\\#")
 }
 
 /// How many test lines a TAP text has.
@@ -389,7 +394,7 @@ mod tests {
             lines[..3],
             ["TAP version 13", "1..4", "ok 1 - user.spec.jsonic list"]
         );
-        assert_eq!(lines[3], "not ok 2 - user.spec.jsonic #1");
+        assert_eq!(lines[3], "not ok 2 - user.spec.jsonic \\#1");
         assert!(
             text.contains(
                 "    - \"out.name: expected \\\"Bob\\\" (a string), got \\\"乙\\\" (a string)\""
@@ -397,7 +402,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("ok 3 - user.spec.jsonic #2 # SKIP run: false"),
+            text.contains("ok 3 - user.spec.jsonic \\#2 # SKIP run: false"),
             "{text}"
         );
         assert!(
