@@ -126,15 +126,9 @@ pub(crate) struct TestArgs {
     /// How to write the results.
     #[arg(long, value_enum, default_value = "text")]
     format: cli::test::Format,
-    /// Compiled-component cache folder.
-    #[arg(long, env = "WASMECA_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Compile every plugin afresh instead of using the cache.
-    #[arg(long, env = "WASMECA_NO_CACHE")]
-    no_cache: bool,
-    /// Default act timeout in ms (Seneca's default is 22222).
-    #[arg(long, visible_alias = "timeout", env = "WASMECA_TIMEOUT_MS")]
-    timeout_ms: Option<u64>,
+    /// The compile cache, the act timeout and the memory cap.
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -172,6 +166,22 @@ pub(crate) struct PluginsArgs {
 /// Options shared by every command that loads plugins.
 #[derive(Args)]
 pub(crate) struct HostArgs {
+    /// The compile cache, the act timeout and the memory cap.
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// The entity store: sqlite://PATH, memory:// or postgres://... [config: data.url, else
+    /// $DATABASE_URL, else SQLite in the data folder]
+    #[arg(long, env = "WASMECA_DATA_URL")]
+    data_url: Option<String>,
+    /// The cache: memory:// or redis://... [config: cache.url, else $REDIS_URL, else memory]
+    #[arg(long, env = "WASMECA_CACHE_URL")]
+    cache_url: Option<String>,
+}
+
+/// How plugins are compiled and run: every command that runs plugins takes these (`test` too,
+/// whose stores are always in memory).
+#[derive(Args)]
+pub(crate) struct EngineArgs {
     /// Compiled-component cache folder.
     #[arg(long, env = "WASMECA_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -184,13 +194,47 @@ pub(crate) struct HostArgs {
     /// Memory cap per plugin instance, in MiB.
     #[arg(long, env = "WASMECA_MEMORY_MIB")]
     memory_mib: Option<usize>,
-    /// The entity store: sqlite://PATH, memory:// or postgres://... [config: data.url, else
-    /// $DATABASE_URL, else SQLite in the data folder]
-    #[arg(long, env = "WASMECA_DATA_URL")]
-    data_url: Option<String>,
-    /// The cache: memory:// or redis://... [config: cache.url, else $REDIS_URL, else memory]
-    #[arg(long, env = "WASMECA_CACHE_URL")]
-    cache_url: Option<String>,
+}
+
+impl EngineArgs {
+    /// Sets on `config` what the command line gave.
+    pub(crate) fn apply(&self, config: &mut Config) {
+        if let Some(dir) = &self.cache_dir {
+            config.cache_dir = Some(dir.clone());
+        }
+        config.no_cache |= self.no_cache;
+        if let Some(ms) = self.timeout_ms {
+            config.limits.timeout_ms = ms;
+        }
+        if let Some(mib) = self.memory_mib {
+            config.limits.memory_mib = mib;
+        }
+    }
+}
+
+/// Where `act` and `repl` send messages when they load no plugins themselves.
+#[derive(Args)]
+pub(crate) struct ReachArgs {
+    /// The Seneca HTTP transport of a running host, used when no plugins are given (with `repl
+    /// --amqp`, where `.plugins` and `.patterns` come from).
+    #[arg(
+        long,
+        env = "WASMECA_URL",
+        default_value = "http://127.0.0.1:10101/act"
+    )]
+    url: String,
+    /// Publish to RabbitMQ's `seneca.topic` exchange instead (the broker at URL, or a comma
+    /// list of its nodes; else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672) and print the
+    /// reply.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
+    amqp: Option<String>,
+    /// With --amqp: the pin whose routing key to publish with [default: the shortest leading
+    /// part of the message, in written order, that a queue is bound for].
+    #[arg(long, requires = "amqp")]
+    pin: Option<String>,
+    /// With --amqp: the exchange.
+    #[arg(long, requires = "amqp", default_value = "seneca.topic")]
+    exchange: String,
 }
 
 #[derive(Args)]
@@ -238,29 +282,13 @@ pub(crate) struct ActArgs {
     /// at --url.
     #[arg(required = true, num_args = 1.., value_name = "[PLUGINS...] MESSAGE")]
     args: Vec<String>,
-    /// The Seneca HTTP transport of a running host, used when no plugins are given.
-    #[arg(
-        long,
-        env = "WASMECA_URL",
-        default_value = "http://127.0.0.1:10101/act"
-    )]
-    url: String,
-    /// Publish the message to RabbitMQ's `seneca.topic` exchange instead (the broker at URL, or
-    /// a comma list of its nodes; else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672) and
-    /// print the reply.
-    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
-    amqp: Option<String>,
-    /// With --amqp: the pin whose routing key to publish with [default: the shortest leading
-    /// part of the message, in written order, that a queue is bound for].
-    #[arg(long, requires = "amqp")]
-    pin: Option<String>,
+    /// A running host, or RabbitMQ.
+    #[command(flatten)]
+    reach: ReachArgs,
     /// With --amqp: publish and exit once the broker has the command, without waiting for the
     /// reply.
     #[arg(long, requires = "amqp")]
     no_wait: bool,
-    /// With --amqp: the exchange.
-    #[arg(long, requires = "amqp", default_value = "seneca.topic")]
-    exchange: String,
     /// Pretty-print the answer.
     #[arg(long)]
     pretty: bool,
@@ -275,25 +303,9 @@ pub(crate) struct ReplArgs {
     /// messages go to the running host at --url.
     #[arg(value_name = "PLUGINS")]
     paths: Vec<PathBuf>,
-    /// The Seneca HTTP transport of a running host, used when no plugins are given (and, with
-    /// --amqp, where `.plugins` and `.patterns` come from).
-    #[arg(
-        long,
-        env = "WASMECA_URL",
-        default_value = "http://127.0.0.1:10101/act"
-    )]
-    url: String,
-    /// Publish the messages to RabbitMQ's `seneca.topic` exchange instead (the broker at URL,
-    /// or a comma list of its nodes; else $AMQP_URL, else amqp://guest:guest@127.0.0.1:5672).
-    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", require_equals = true)]
-    amqp: Option<String>,
-    /// With --amqp: the pin whose routing key to publish with [default: the shortest leading
-    /// part of each message, in written order, that a queue is bound for].
-    #[arg(long, requires = "amqp")]
-    pin: Option<String>,
-    /// With --amqp: the exchange.
-    #[arg(long, requires = "amqp", default_value = "seneca.topic")]
-    exchange: String,
+    /// A running host, or RabbitMQ.
+    #[command(flatten)]
+    reach: ReachArgs,
     /// Host options.
     #[command(flatten)]
     host: HostArgs,
@@ -552,16 +564,7 @@ pub(crate) fn config_for(paths: &[PathBuf], host: &HostArgs) -> anyhow::Result<C
             Config::from_paths(many)
         }
     };
-    if let Some(dir) = &host.cache_dir {
-        config.cache_dir = Some(dir.clone());
-    }
-    config.no_cache |= host.no_cache;
-    if let Some(ms) = host.timeout_ms {
-        config.limits.timeout_ms = ms;
-    }
-    if let Some(mib) = host.memory_mib {
-        config.limits.memory_mib = mib;
-    }
+    host.engine.apply(&mut config);
     if let Some(url) = &host.data_url {
         config.data.url = Some(url.clone());
     }
@@ -572,19 +575,17 @@ pub(crate) fn config_for(paths: &[PathBuf], host: &HostArgs) -> anyhow::Result<C
 }
 
 /// Compiles the configuration's plugins into the compile cache, saying so for each file;
-/// `after_build` with the cache off (`--no-cache`) only says what was built.
+/// `after_build` without a cache (`--no-cache`, or a folder it cannot write) only says what was
+/// built, and `serve` compiles them at start.
 fn compile(config: &Config, after_build: bool) -> anyhow::Result<ExitCode> {
     let done = if after_build { "built" } else { "compiled" };
-    if after_build && config.cache().is_none() {
-        for source in config.plugin_sources()? {
-            eprintln!("{done} {}", source.path.display());
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
     let compiled = match authoring::precompile(config) {
-        // A build stands without the cache; `serve` will compile at start instead.
         Err(authoring::AuthoringError::NoCache) if after_build => {
-            eprintln!("note: the compile cache cannot be written; the plugins compile when served");
+            if config.cache().is_some() {
+                eprintln!(
+                    "note: the compile cache cannot be written; the plugins compile when served"
+                );
+            }
             for source in config.plugin_sources()? {
                 eprintln!("{done} {}", source.path.display());
             }

@@ -13,7 +13,7 @@ use wasmeca::transport::amqp::AmqpClient;
 use wasmeca::transport::http::HttpClient;
 use wasmeca::{ActError, Code, Message, Reply, Router};
 
-use crate::{ActArgs, HostArgs, config_for};
+use crate::{ActArgs, HostArgs, ReachArgs, config_for};
 
 /// Runs `wasmeca act`.
 pub async fn act(args: ActArgs) -> anyhow::Result<ExitCode> {
@@ -24,10 +24,7 @@ pub async fn act(args: ActArgs) -> anyhow::Result<ExitCode> {
     let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
     let endpoint = Endpoint::open(Connect {
         paths: &paths,
-        url: &args.url,
-        amqp: args.amqp.as_deref(),
-        pin: args.pin.as_deref(),
-        exchange: &args.exchange,
+        reach: &args.reach,
         wait: !args.no_wait,
         host: &args.host,
     })
@@ -42,14 +39,8 @@ pub async fn act(args: ActArgs) -> anyhow::Result<ExitCode> {
 pub(crate) struct Connect<'a> {
     /// Plugin files, folders or a `wasmeca.toml` to load in this process; none: a running host.
     pub paths: &'a [PathBuf],
-    /// A running host's Seneca HTTP transport, used when no plugins are given.
-    pub url: &'a str,
-    /// `--amqp[=URL]`: publish to RabbitMQ instead (empty: the default broker).
-    pub amqp: Option<&'a str>,
-    /// With --amqp: the pin whose routing key to publish with.
-    pub pin: Option<&'a str>,
-    /// With --amqp: the exchange.
-    pub exchange: &'a str,
+    /// A running host's Seneca HTTP transport, or `--amqp` and its pin and exchange.
+    pub reach: &'a ReachArgs,
     /// With --amqp: wait for the reply (`act --no-wait` does not).
     pub wait: bool,
     /// Timeout, compile cache and stores.
@@ -110,7 +101,8 @@ pub(crate) struct Answered {
 impl Endpoint {
     /// Connects (lazily: nothing is sent yet) or loads the plugins.
     pub async fn open(to: Connect<'_>) -> anyhow::Result<Self> {
-        if let Some(given) = to.amqp {
+        let reach = to.reach;
+        if let Some(given) = reach.amqp.as_deref() {
             // `--amqp amqp://host ...` as well as `--amqp=amqp://host ...`.
             let (url, paths) = match to.paths.split_first() {
                 Some((first, rest))
@@ -125,28 +117,32 @@ impl Endpoint {
             }
             let config = wasmeca::config::AmqpClientConfig {
                 url: Some(wasmeca::config::Urls::parse(&url)).filter(|u| !u.is_empty()),
-                exchange: to.exchange.to_owned(),
+                exchange: reach.exchange.clone(),
                 ..Default::default()
             };
-            let pin = match to.pin {
+            let pin = match &reach.pin {
                 Some(pin) => Some(pin.parse().with_context(|| format!("--pin {pin}"))?),
                 None => None,
             };
             return Ok(Self::Amqp(Amqp {
                 client: AmqpClient::new(config, wasmeca::message::instance_id()),
                 pin,
-                exchange: to.exchange.to_owned(),
+                exchange: reach.exchange.clone(),
                 timeout: Duration::from_millis(
                     to.host
+                        .engine
                         .timeout_ms
                         .unwrap_or(wasmeca::message::DEFAULT_TIMEOUT_MS),
                 ),
                 wait: to.wait,
-                listing_url: to.url.to_owned(),
+                listing_url: reach.url.clone(),
             }));
         }
         if to.paths.is_empty() {
-            return Ok(Self::Http(Http::new(to.url, to.host.timeout_ms)?));
+            return Ok(Self::Http(Http::new(
+                &reach.url,
+                to.host.engine.timeout_ms,
+            )?));
         }
         let config = config_for(to.paths, to.host)?;
         Ok(Self::Local(wasmeca::start(&config).await?))

@@ -123,13 +123,7 @@ async fn run_file(file: &Path, args: &TestArgs) -> SpecReport {
     spec.allow_missing |= args.allow_missing;
     spec.print |= args.print;
     run_spec(&spec, &args.plugins, false, |config| {
-        if let Some(dir) = &args.cache_dir {
-            config.cache_dir = Some(dir.clone());
-        }
-        config.no_cache |= args.no_cache;
-        if let Some(ms) = args.timeout_ms {
-            config.limits.timeout_ms = ms;
-        }
+        args.engine.apply(config)
     })
     .await
 }

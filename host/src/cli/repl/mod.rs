@@ -27,10 +27,7 @@ use crate::ReplArgs;
 pub async fn repl(args: ReplArgs) -> anyhow::Result<ExitCode> {
     let endpoint = Endpoint::open(Connect {
         paths: &args.paths,
-        url: &args.url,
-        amqp: args.amqp.as_deref(),
-        pin: args.pin.as_deref(),
-        exchange: &args.exchange,
+        reach: &args.reach,
         wait: true,
         host: &args.host,
     })
