@@ -26,12 +26,8 @@ fn limits() -> Limits {
 }
 
 fn router_with(limits: Limits) -> Router {
-    let runtime = Runtime::with_limits(
-        Some(cache_dir()),
-        limits.memory_bytes(),
-        limits.max_result_bytes,
-    )
-    .expect("runtime starts");
+    let runtime =
+        Runtime::with_limits(Some(cache_dir()), limits.instance()).expect("runtime starts");
     let router = wasmeca::assemble(
         runtime,
         &limits,

@@ -383,3 +383,58 @@ fn slow_bodies_get_408_and_kept_alive_connections_wait_the_idle_timeout() {
         answered.elapsed()
     );
 }
+
+/// Regression (fault run, item 4): a 15 MiB command left its plugin instance tens of MB
+/// larger for good, since WebAssembly memory never shrinks. An instance that one call grew
+/// past `replace_after_growth_mib` is now replaced once it has answered: the next call meets a
+/// fresh instance (its count starts again), the listener has the allocator give back what the
+/// request freed, and the host holds within a few MB of before.
+#[test]
+fn an_instance_grown_by_one_large_message_is_replaced_and_its_memory_given_back() {
+    let scratch = Scratch::new();
+    let port = free_port();
+    let config = scratch.config(&format!(
+        "[rest]\nlisten = \"off\"\n[http]\nbody_limit = 33554432\n[limits]\nmemory_mib = 128\n\
+         [[listen]]\ntype = \"http\"\nport = {port}\n[[plugin]]\npath = {:?}\n",
+        plugin("chaos"),
+    ));
+    let host = serve(&config, port);
+    let pid = host.0.id();
+    let ok = |msg: Value| {
+        let (status, body) = post(port, &msg).expect("chaos:ok answers");
+        assert_eq!((status, body["ok"].as_bool()), (200, Some(true)), "{body}");
+        body["calls"].as_u64().expect("a count")
+    };
+    for _ in 0..20 {
+        ok(json!({"chaos": "ok"}));
+    }
+    let before = wasmeca_tests::held(pid);
+    let calls = ok(json!({"chaos": "ok", "pad": "x".repeat(12 << 20)}));
+    assert_eq!(
+        calls, 21,
+        "the large message reached the instance that kept count"
+    );
+    // The replacement is made in the background; the next call waits for it.
+    assert_eq!(
+        ok(json!({"chaos": "ok"})),
+        1,
+        "the grown instance was replaced"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let after = wasmeca_tests::held(pid);
+    eprintln!(
+        "host held {} MB before a 12 MiB message, {} MB after",
+        before >> 20,
+        after >> 20
+    );
+    // Kept before the fix: the grown instance (~30 MB here) and what the request's worker
+    // freed but its allocator kept (~40 MB); now the allocator's caches, 3-14 MB.
+    assert!(
+        after < before + (16 << 20),
+        "a 12 MiB message left the host holding {} MB, from {} MB",
+        after >> 20,
+        before >> 20
+    );
+    // A small call grows nothing: the instance stays, its count goes on.
+    assert_eq!(ok(json!({"chaos": "ok"})), 2);
+}

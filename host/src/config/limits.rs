@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::router::ActLimits;
+use crate::runtime::InstanceLimits;
 
 /// Limits every act and instance runs under.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -31,6 +32,11 @@ pub struct Limits {
     pub drain_delay_ms: Option<u64>,
     /// The largest answer a plugin may return, in bytes; larger ones are `result_too_large`.
     pub max_result_bytes: usize,
+    /// An instance whose memory grew by more than this many MiB during one call is replaced
+    /// once it has answered (its in-memory state with it), since WebAssembly memory never
+    /// shrinks: one large message must not leave the host larger for good. `0` keeps every
+    /// instance whatever it grows.
+    pub replace_after_growth_mib: usize,
     /// The sum of every instance's memory cap the host may commit to, in MiB: a plugin that
     /// would go over it is refused at load. Default: the machine's memory.
     pub memory_budget_mib: Option<usize>,
@@ -47,6 +53,7 @@ impl Default for Limits {
             drain_timeout_ms: 10_000,
             drain_delay_ms: None,
             max_result_bytes: crate::runtime::MAX_RESULT_BYTES,
+            replace_after_growth_mib: crate::runtime::REPLACE_AFTER_GROWTH >> 20,
             memory_budget_mib: None,
         }
     }
@@ -80,6 +87,15 @@ impl Limits {
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> usize {
         self.memory_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// The limits every plugin instance runs under.
+    pub fn instance(&self) -> InstanceLimits {
+        InstanceLimits {
+            memory: self.memory_bytes(),
+            max_result: self.max_result_bytes,
+            replace_after_growth: self.replace_after_growth_mib.saturating_mul(1024 * 1024),
+        }
     }
 
     /// The host-wide budget of instance memory, in bytes: the configured one, else the

@@ -8,6 +8,7 @@ fn defaults() {
     let c = Config::from_toml("").unwrap();
     assert_eq!(c.limits.timeout_ms, 22_222);
     assert_eq!(c.limits.memory_bytes(), 64 << 20);
+    assert_eq!(c.limits.instance().replace_after_growth, 16 << 20);
     assert!(c.plugin.is_empty());
 }
 
@@ -21,6 +22,7 @@ fn full_file() {
         [limits]
         timeout_ms = 500
         memory_mib = 8
+        replace_after_growth_mib = 0
         [[plugin]]
         path = "plugins"
         [[plugin]]
@@ -32,6 +34,11 @@ fn full_file() {
     .unwrap();
     assert_eq!(c.limits.timeout(), Duration::from_millis(500));
     assert_eq!(c.limits.max_depth, 32);
+    let instance = c.limits.instance();
+    assert_eq!(
+        (instance.memory, instance.replace_after_growth),
+        (8 << 20, 0)
+    );
     assert_eq!(c.plugin[1].instances, Some(4));
     assert_eq!(
         c.plugin[1].options.as_ref().unwrap()["seed"],

@@ -28,6 +28,9 @@ pub(crate) struct State {
     pub(super) ident: Arc<str>,
     /// Linear memory cap, in bytes.
     memory_limit: usize,
+    /// Linear memory the instance has now, in bytes (every memory of the component): what a
+    /// call grew it by decides whether the instance is kept afterwards.
+    memory: usize,
     /// Set when a memory grow was refused, so the trap that follows is reported as such.
     out_of_memory: bool,
     /// The panic message a Rust guest logged before trapping, if any.
@@ -54,7 +57,7 @@ impl WasiView for State {
 impl ResourceLimiter for State {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -62,6 +65,7 @@ impl ResourceLimiter for State {
             self.out_of_memory = true;
             return Ok(false);
         }
+        self.memory += desired.saturating_sub(current);
         Ok(true)
     }
 
@@ -110,6 +114,9 @@ pub(super) struct Instance {
     plugin: Exports,
     /// Whose epoch thread must tick while this instance's guest code runs.
     runtime: Runtime,
+    /// How many bytes of linear memory the last call added: the pool replaces an instance
+    /// that one call grew by much, since the memory cannot be given back otherwise.
+    grew: usize,
 }
 
 /// A plugin's turn to run long, held by an instance's call from its first epoch tick to its
@@ -170,6 +177,7 @@ impl Instance {
             table: ResourceTable::new(),
             ident,
             memory_limit: runtime.memory_limit(),
+            memory: 0,
             out_of_memory: false,
             panic: None,
             host,
@@ -212,6 +220,7 @@ impl Instance {
             store,
             plugin,
             runtime: runtime.clone(),
+            grew: 0,
         })
     }
 
@@ -241,12 +250,18 @@ impl Instance {
         out
     }
 
+    /// How many bytes of linear memory the last call added.
+    pub(super) fn grew(&self) -> usize {
+        self.grew
+    }
+
     /// Runs `handle` for one message, or `observe` for one event.
     pub(super) async fn handle(&mut self, call: Call, msg: &String, frame: Frame) -> Outcome {
         let state = self.store.data_mut();
         state.frame = Some(frame);
         state.panic = None;
         state.out_of_memory = false;
+        let before = state.memory;
         self.store.set_epoch_deadline(1);
         let _running = self.runtime.running();
         let out = match (&self.plugin, call) {
@@ -272,6 +287,7 @@ impl Instance {
         };
         let state = self.store.data_mut();
         state.turn.release();
+        self.grew = state.memory - before;
         let frame = state.frame.take();
         match out {
             Ok(answer) => Outcome::Returned(answer),

@@ -316,10 +316,8 @@ struct Inner {
     linker: Linker<State>,
     /// Where precompiled components live; `None` compiles in memory every time.
     cache: Option<CompileCache>,
-    /// Linear memory cap per instance, in bytes.
-    memory_limit: usize,
-    /// The largest answer a guest may return, in bytes.
-    max_result: usize,
+    /// What each instance may use and answer.
+    limits: InstanceLimits,
     /// How many calls of one plugin may run long (past their first epoch tick) at once: one
     /// fewer than the CPUs (at least one), so one plugin never holds every async worker.
     long_per_plugin: usize,
@@ -340,6 +338,10 @@ pub fn give_back_memory() {
     // SAFETY: mi_collect takes no pointer and may be called from any thread at any time.
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
+
+/// A message body this large (bytes) has its memory given back to the OS once it was handled
+/// ([`give_back_memory`]), by every ingress that receives whole bodies.
+pub const LARGE_BODY: usize = 1 << 20;
 
 /// [`give_back_memory`] on this thread and on every thread of rayon's pool, where wasmtime
 /// compiles a component's functions: after a compile (not after loading a compiled artifact,
@@ -362,19 +364,44 @@ pub struct RuntimeError(String);
 /// The default largest answer a guest may return (8 MiB).
 pub const MAX_RESULT_BYTES: usize = 8 << 20;
 
+/// What each plugin instance may use and answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceLimits {
+    /// Linear memory cap per instance, in bytes: a guest that asks for more traps.
+    pub memory: usize,
+    /// The largest answer a guest may return, in bytes; larger ones are `result_too_large`.
+    pub max_result: usize,
+    /// An instance whose memory grew by more than this many bytes during one call is replaced
+    /// once it has answered, because WebAssembly memory never shrinks: one large message must
+    /// not leave the host that much larger for good. `0` keeps every instance.
+    pub replace_after_growth: usize,
+}
+
+impl InstanceLimits {
+    /// `memory` bytes per instance, the default answer bound, and the default growth.
+    pub fn with_memory(memory: usize) -> Self {
+        Self {
+            memory,
+            max_result: MAX_RESULT_BYTES,
+            replace_after_growth: REPLACE_AFTER_GROWTH,
+        }
+    }
+}
+
+/// The default growth during one call past which an instance is replaced (16 MiB).
+pub const REPLACE_AFTER_GROWTH: usize = 16 << 20;
+
 impl Runtime {
     /// Builds the engine and linker; `cache_dir` enables the on-disk compile cache. Instances
-    /// may use up to `memory_limit` bytes of linear memory and answer up to
-    /// [`MAX_RESULT_BYTES`].
+    /// may use up to `memory_limit` bytes of linear memory, under the default limits otherwise.
     pub fn new(cache_dir: Option<PathBuf>, memory_limit: usize) -> Result<Self, RuntimeError> {
-        Self::with_limits(cache_dir, memory_limit, MAX_RESULT_BYTES)
+        Self::with_limits(cache_dir, InstanceLimits::with_memory(memory_limit))
     }
 
-    /// Like [`Runtime::new`], with the largest answer a guest may return.
+    /// Like [`Runtime::new`], with every instance limit given.
     pub fn with_limits(
         cache_dir: Option<PathBuf>,
-        memory_limit: usize,
-        max_result: usize,
+        limits: InstanceLimits,
     ) -> Result<Self, RuntimeError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
@@ -416,8 +443,7 @@ impl Runtime {
             interrupt: tokio_util::sync::CancellationToken::new(),
             linker,
             cache,
-            memory_limit,
-            max_result,
+            limits,
             ticker: Ticker(clock),
         })))
     }
@@ -434,12 +460,12 @@ impl Runtime {
 
     /// The memory cap per instance, in bytes.
     pub fn memory_limit(&self) -> usize {
-        self.0.memory_limit
+        self.0.limits.memory
     }
 
-    /// The largest answer a guest may return, in bytes.
-    pub fn max_result(&self) -> usize {
-        self.0.max_result
+    /// What each instance may use and answer.
+    pub fn limits(&self) -> &InstanceLimits {
+        &self.0.limits
     }
 
     /// Ends every guest call still running at its next epoch tick, with `closed`; calls that

@@ -199,20 +199,22 @@ impl Pool {
         let call = instance.handle(call, &msg, Frame { ctx, prior });
         let outcome = telemetry::inside!(&span, within(deadline, &self.runtime, call));
         let answer = match outcome {
-            Ok(Outcome::Returned(Ok(answer))) if answer.len() > self.runtime.max_result() => {
-                lease.clean = true;
+            Ok(Outcome::Returned(Ok(answer)))
+                if answer.len() > self.runtime.limits().max_result =>
+            {
+                lease.clean = lease.keeps();
                 Err(ActError::host(
                     Code::ResultTooLarge,
                     format!(
                         "{pattern} ({}) answered {} bytes; the limit is {} ([limits] max_result_bytes)",
                         self.ident,
                         answer.len(),
-                        self.runtime.max_result()
+                        self.runtime.limits().max_result
                     ),
                 ))
             }
             Ok(Outcome::Returned(answer)) => {
-                lease.clean = true;
+                lease.clean = lease.keeps();
                 answer
             }
             Ok(Outcome::Trapped(_)) if self.runtime.is_interrupted() => {
@@ -332,6 +334,32 @@ struct Lease {
     permit: Option<OwnedSemaphorePermit>,
     /// True once the call returned normally, so the instance is reusable.
     clean: bool,
+}
+
+impl Lease {
+    /// Whether the instance, having answered, goes back to the pool: not when its memory
+    /// grew past [`InstanceLimits::replace_after_growth`](super::InstanceLimits) during the
+    /// call, which only a replacement gives back.
+    fn keeps(&self) -> bool {
+        let Some(instance) = &self.instance else {
+            return false;
+        };
+        let (grew, bound) = (
+            instance.grew(),
+            self.pool.runtime.limits().replace_after_growth,
+        );
+        if bound == 0 || grew <= bound {
+            return true;
+        }
+        tracing::info!(
+            plugin = &*self.pool.ident,
+            "an instance grew {} MiB in one call; replacing it to give that memory back \
+             ([limits] replace_after_growth_mib = {})",
+            grew >> 20,
+            bound >> 20
+        );
+        false
+    }
 }
 
 impl Drop for Lease {

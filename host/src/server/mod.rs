@@ -118,12 +118,16 @@ pub async fn serve(
                     Ok(body) => body,
                     Err(e) => return Ok(error_page(e)),
                 };
+                let large = body.len() >= crate::runtime::LARGE_BODY;
                 let answer = hyper::service::Service::call(
                     &service,
                     Request::from_parts(parts, Body::from(body)),
                 )
                 .await;
                 drop(request_phase);
+                if large {
+                    crate::runtime::give_back_memory();
+                }
                 answer
             }
         });

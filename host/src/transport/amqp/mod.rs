@@ -303,7 +303,7 @@ impl<H: Handler> Handling<H> {
             match next {
                 Some(Ok(delivery)) => {
                     let (handler, channel) = (self.handler.clone(), self.channel.clone());
-                    let large = delivery.data.len() >= LARGE_BODY;
+                    let large = delivery.data.len() >= crate::runtime::LARGE_BODY;
                     self.tracker.spawn(async move {
                         handler.handle(channel, delivery).await;
                         if large {
@@ -320,9 +320,6 @@ impl<H: Handler> Handling<H> {
         }
     }
 }
-
-/// A body this large (bytes) has its memory given back to the OS once its delivery is done.
-const LARGE_BODY: usize = 1 << 20;
 
 /// Connects to the broker at `url` as `role` (named in the RabbitMQ UI with the exchange),
 /// giving up after `timeout`. lapin's own recovery is off: the transports reconnect and
