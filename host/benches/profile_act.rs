@@ -1,7 +1,9 @@
 //! A fixed workload for instruction counting, steadier than wall time on a shared machine:
-//! 20,000 acts through the salute plugin (`MODE=act`), 20,000 raw component calls with the same
+//! 20,000 (`CALLS`) acts through the salute plugin (`MODE=act`), 20,000 raw component calls with the same
 //! payload (`MODE=raw`), 20,000 entity loads by id in `q` as a seneca-entity client sends them
-//! (`MODE=load-memory`, `MODE=load-sqlite`), or only the setup (`MODE=none`). Run it under
+//! (`MODE=load-memory`, `MODE=load-sqlite`), 20,000 `GET /user/1` messages through the user seed
+//! and its nested load from the memory store, as the REST gateway builds them (`MODE=user`), or
+//! only the setup (`MODE=none`). Run it under
 //! `valgrind --tool=callgrind`; BENCHMARKS.md has the command and the figures.
 
 use serde_json::{Value, json};
@@ -9,10 +11,14 @@ use wasmeca::config::Limits;
 use wasmeca::runtime::RawInstance;
 use wasmeca::{Message, PluginSource, Runtime};
 
-const CALLS: usize = 20_000;
-
 fn main() {
     let mode = std::env::var("MODE").unwrap_or_default();
+    // How many of each (`CALLS`, default 20,000): two counts of one mode give the cost of one
+    // call without the setup's.
+    let calls: usize = std::env::var("CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -42,7 +48,7 @@ fn main() {
     rt.block_on(async {
         match mode.as_str() {
             "act" => {
-                for _ in 0..CALLS {
+                for _ in 0..calls {
                     router
                         .act(Message::new(msg.clone()))
                         .await
@@ -50,7 +56,7 @@ fn main() {
                 }
             }
             "raw" => {
-                for _ in 0..CALLS {
+                for _ in 0..calls {
                     raw.handle(0, &payload).await.expect("answers");
                 }
             }
@@ -78,10 +84,29 @@ fn main() {
                 else {
                     unreachable!()
                 };
-                for _ in 0..CALLS {
+                for _ in 0..calls {
                     store.act(Message::new(load.clone())).await.expect("loads");
                 }
                 let _ = std::fs::remove_dir_all(&dir);
+            }
+            "user" => {
+                let config =
+                    wasmeca::Config::from_toml("listen = []\n[data]\nurl = \"memory://\"\n")
+                        .expect("config");
+                let host = wasmeca::router(&config).expect("router");
+                let user = wasmeca_tests::plugin("user");
+                host.registry()
+                    .load_all(&[PluginSource::new(&user)])
+                    .await
+                    .expect("user loads");
+                let Value::Object(get) = json!({"args": {"params": {"id": "1"}, "query": {},
+                    "body": {}}, "module": "user", "if": "load"})
+                else {
+                    unreachable!()
+                };
+                for _ in 0..calls {
+                    host.act(Message::new(get.clone())).await.expect("loads");
+                }
             }
             _ => {}
         }

@@ -10,16 +10,21 @@
 //! let visits = wasmeca_sdk::cache::incr("visits", 1)?;
 //! ```
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use crate::{Result, act};
+use crate::{Result, act_text};
 
 /// An entity type, named by its canon: `name`, `base/name` or `zone/base/name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entity {
-    /// `zone`, `base` and `name`, as the store's messages carry them (absent parts omitted).
-    parts: Map<String, Value>,
+    /// The canon's zone, when it names one: messages leave an absent part out.
+    zone: Option<String>,
+    /// The canon's base, when it names one.
+    base: Option<String>,
+    /// The entity's name, which every message carries.
+    name: String,
     /// The canon as Seneca writes it (`-/shop/item`), the `entity$` of what is saved.
     canon: String,
 }
@@ -36,39 +41,82 @@ pub fn entity(canon: &str) -> Entity {
     fn part(p: Option<&str>) -> Option<&str> {
         p.filter(|p| !p.is_empty() && *p != "-")
     }
-    let mut parts = Map::new();
-    for (key, value) in [
-        ("zone", part(zone)),
-        ("base", part(base)),
-        ("name", Some(name)),
-    ] {
-        if let Some(value) = value {
-            parts.insert(key.into(), Value::String(value.to_owned()));
-        }
-    }
     let canon = format!(
         "{}/{}/{}",
         part(zone).unwrap_or("-"),
         part(base).unwrap_or("-"),
         name
     );
-    Entity { parts, canon }
+    Entity {
+        zone: part(zone).map(str::to_owned),
+        base: part(base).map(str::to_owned),
+        name: name.to_owned(),
+        canon,
+    }
+}
+
+/// A `sys:entity` message as the store reads it (seneca-entity's fields), written straight to
+/// JSON text rather than built as a map first.
+#[derive(Serialize)]
+struct StoreMessage<'a> {
+    /// Always `entity`.
+    sys: &'static str,
+    /// `save`, `load`, `list` or `remove`.
+    cmd: &'a str,
+    /// The zone, when the canon names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<&'a str>,
+    /// The base, when the canon names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base: Option<&'a str>,
+    /// The entity's name.
+    name: &'a str,
+    /// The query (`{}` for a save).
+    q: &'a Value,
+    /// The entity template, naming the canon as seneca-entity's clients do.
+    qent: Qent<'a>,
+    /// What a save stores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ent: Option<&'a Map<String, Value>>,
+}
+
+/// `qent`: `{"entity$": canon}`.
+#[derive(Serialize)]
+struct Qent<'a> {
+    /// The canon.
+    #[serde(rename = "entity$")]
+    entity: &'a str,
 }
 
 impl Entity {
-    /// The message for `cmd` with this type's parts and the query `q`.
-    fn message(&self, cmd: &str, q: Value) -> Value {
-        let mut msg = self.parts.clone();
-        msg.insert("sys".into(), json!("entity"));
-        msg.insert("cmd".into(), json!(cmd));
-        msg.insert("q".into(), q);
-        msg.insert("qent".into(), json!({ "entity$": self.canon }));
-        Value::Object(msg)
+    /// The JSON text of the message for `cmd` with this type's parts, the query `q` and, for a
+    /// save, the entity `ent`.
+    fn message(&self, cmd: &str, q: &Value, ent: Option<&Map<String, Value>>) -> String {
+        let msg = StoreMessage {
+            sys: "entity",
+            cmd,
+            zone: self.zone.as_deref(),
+            base: self.base.as_deref(),
+            name: &self.name,
+            q,
+            qent: Qent {
+                entity: &self.canon,
+            },
+            ent,
+        };
+        // Strings and JSON values always serialise.
+        serde_json::to_string(&msg).unwrap_or_default()
     }
 
     /// Saves `data` (an object): a create when it has no `id` (an `id$` picks the id), else a
     /// merge into the stored record (created when unknown). Answers the stored entity.
     pub fn save(&self, data: Value) -> Result<Value> {
+        self.save_as(data)
+    }
+
+    /// Like [`Entity::save`], the stored entity read as a `T` (without building a JSON tree
+    /// first).
+    pub fn save_as<T: DeserializeOwned>(&self, data: Value) -> Result<T> {
         let mut ent = match data {
             Value::Object(map) => map,
             other => {
@@ -78,21 +126,23 @@ impl Entity {
             }
         };
         ent.insert("entity$".into(), json!(self.canon));
-        let mut msg = self.message("save", json!({}));
-        msg["ent"] = Value::Object(ent);
-        act(msg)
+        act_text(&self.message("save", &json!({}), Some(&ent)))
     }
 
     /// The entity with this id, or the first matching a query object; `None` when there is
     /// none.
     pub fn load(&self, q: impl Into<Query>) -> Result<Option<Value>> {
-        let found = act(self.message("load", q.into().0))?;
-        Ok((!found.is_null()).then_some(found))
+        self.load_as(q)
+    }
+
+    /// Like [`Entity::load`], the entity read as a `T` (without building a JSON tree first).
+    pub fn load_as<T: DeserializeOwned>(&self, q: impl Into<Query>) -> Result<Option<T>> {
+        act_text(&self.message("load", &q.into().0, None))
     }
 
     /// The entities matching a query (`{}` for all; `sort$`, `skip$`, `limit$`, `fields$`).
     pub fn list(&self, q: Value) -> Result<Vec<Value>> {
-        match act(self.message("list", q))? {
+        match act_text::<Value>(&self.message("list", &q, None))? {
             Value::Array(items) => Ok(items),
             Value::Null => Ok(Vec::new()),
             other => Err(crate::Error::new(
@@ -117,8 +167,7 @@ impl Entity {
         if let Value::Object(map) = &mut q {
             map.entry("load$").or_insert(json!(true));
         }
-        let removed = act(self.message("remove", q))?;
-        Ok((!removed.is_null()).then_some(removed))
+        act_text(&self.message("remove", &q, None))
     }
 }
 
@@ -206,16 +255,26 @@ mod tests {
         let e = entity("shop/item");
         assert_eq!(e.canon, "-/shop/item");
         assert_eq!(
-            Value::Object(e.parts.clone()),
-            json!({"base": "shop", "name": "item"})
+            (e.zone.as_deref(), e.base.as_deref(), e.name.as_str()),
+            (None, Some("shop"), "item")
         );
         assert_eq!(entity("user").canon, "-/-/user");
-        assert_eq!(entity("z1/shop/item").parts["zone"], "z1");
-        let msg = e.message("list", json!({"color": "red"}));
+        assert_eq!(entity("z1/shop/item").zone.as_deref(), Some("z1"));
+        let msg: Value =
+            serde_json::from_str(&e.message("list", &json!({"color": "red"}), None)).unwrap();
         assert_eq!(
             msg,
             json!({"sys": "entity", "cmd": "list", "base": "shop", "name": "item",
                    "q": {"color": "red"}, "qent": {"entity$": "-/shop/item"}})
+        );
+        let ent = json!({"id": 1, "entity$": "-/-/user"});
+        let msg: Value =
+            serde_json::from_str(&entity("user").message("save", &json!({}), ent.as_object()))
+                .unwrap();
+        assert_eq!(
+            msg,
+            json!({"sys": "entity", "cmd": "save", "name": "user", "q": {},
+                   "qent": {"entity$": "-/-/user"}, "ent": {"id": 1, "entity$": "-/-/user"}})
         );
     }
 

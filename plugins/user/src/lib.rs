@@ -6,7 +6,7 @@
 //! (`id`); names from the body (`args.body.name`) or the message (`name`).
 
 use serde::{Deserialize, Serialize};
-use wasmeca_sdk::{Entity, Error, Msg, Plugin, Result, Value, entity, json};
+use wasmeca_sdk::{Entity, Error, Msg, Plugin, Result, entity, json};
 
 /// One user, as callers see it (the store's `entity$` marker left out).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,11 +22,6 @@ fn users() -> Entity {
     entity("user")
 }
 
-/// A stored entity as a user.
-fn user(stored: Value) -> Result<User> {
-    Ok(wasmeca_sdk::serde_json::from_value(stored)?)
-}
-
 /// The id the message names.
 fn id(msg: &Msg) -> Result<i64> {
     msg.param("id")
@@ -38,20 +33,24 @@ fn id(msg: &Msg) -> Result<i64> {
 /// The user with the message's id, or `not_found`.
 fn find(msg: &Msg) -> Result<User> {
     let id = id(msg)?;
-    let stored = users()
-        .load(id)?
-        .ok_or_else(|| Error::not_found(format!("no user with id {id}")))?;
-    user(stored)
+    users()
+        .load_as(id)?
+        .ok_or_else(|| Error::not_found(format!("no user with id {id}")))
 }
 
 /// The name the message gives.
 fn name(msg: &Msg) -> Result<String> {
-    let from_body = msg.body().and_then(|b| b.get("name")).and_then(|n| n.as_str());
+    let from_body = msg
+        .body()
+        .and_then(|b| b.get("name"))
+        .and_then(|n| n.as_str());
     from_body
         .or_else(|| msg.str("name"))
         .filter(|n| !n.trim().is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| Error::invalid_input("a non-empty `name` is needed (in the body or the message)"))
+        .ok_or_else(|| {
+            Error::invalid_input("a non-empty `name` is needed (in the body or the message)")
+        })
 }
 
 /// Seeds the store with 甲, 乙, 丙 the first time (another instance may be seeding too: a
@@ -75,13 +74,15 @@ fn create(name: String) -> Result<User> {
     for _ in 0..8 {
         let last = users().list(json!({ "sort$": { "id": -1 }, "limit$": 1 }))?;
         let id = last.first().and_then(|u| u["id"].as_i64()).unwrap_or(0) + 1;
-        match users().save(json!({ "id$": id, "name": name })) {
-            Ok(stored) => {
-                let created = user(stored)?;
+        match users().save_as::<User>(json!({ "id$": id, "name": name })) {
+            Ok(created) => {
                 // Observers (the audit plugin, a mailer...) hear of it; the user exists either way.
                 let event = json!({ "evt": "user", "cmd": "created", "id": created.id, "name": created.name });
                 if let Err(e) = wasmeca_sdk::publish(event) {
-                    wasmeca_sdk::warn!("user {} created, but the event was not published: {e}", created.id);
+                    wasmeca_sdk::warn!(
+                        "user {} created, but the event was not published: {e}",
+                        created.id
+                    );
                 }
                 return Ok(created);
             }
@@ -104,7 +105,7 @@ fn plugin(_options: &Msg) -> Result<Plugin> {
         .example(json!({ "module": "user", "if": "load", "id": 2 }))
         .add("module:user,if:edit", |_, msg| {
             let found = find(msg)?;
-            user(users().save(json!({ "id": found.id, "name": name(msg)? }))?)
+            users().save_as::<User>(json!({ "id": found.id, "name": name(msg)? }))
         })
         .example(json!({ "module": "user", "if": "edit", "id": 2, "name": "乙二" }))
         .add("module:user,if:create", |_, msg| create(name(msg)?))
@@ -114,7 +115,7 @@ fn plugin(_options: &Msg) -> Result<Plugin> {
             let removed = users()
                 .remove(id)?
                 .ok_or_else(|| Error::not_found(format!("no user with id {id}")))?;
-            user(removed)
+            Ok(wasmeca_sdk::serde_json::from_value::<User>(removed)?)
         })
         .example(json!({ "module": "user", "if": "delete", "id": 3 }))
         .routes(json!({
