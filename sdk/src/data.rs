@@ -152,17 +152,20 @@ impl Entity {
         }
     }
 
-    /// Like [`Entity::list`], each entity read as a `T`.
+    /// Like [`Entity::list`], each entity read as a `T` (without building a JSON tree first).
     pub fn list_as<T: DeserializeOwned>(&self, q: Value) -> Result<Vec<T>> {
-        self.list(q)?
-            .into_iter()
-            .map(|item| Ok(serde_json::from_value(item)?))
-            .collect()
+        let found: Option<Vec<T>> = act_text(&self.message("list", &q, None))?;
+        Ok(found.unwrap_or_default())
     }
 
     /// Removes the entity with this id (or the first matching a query object; every match with
     /// `all$: true`) and answers the removed one (`None` when there was none).
     pub fn remove(&self, q: impl Into<Query>) -> Result<Option<Value>> {
+        self.remove_as(q)
+    }
+
+    /// Like [`Entity::remove`], the removed entity read as a `T`.
+    pub fn remove_as<T: DeserializeOwned>(&self, q: impl Into<Query>) -> Result<Option<T>> {
         let mut q = q.into().0;
         if let Value::Object(map) = &mut q {
             map.entry("load$").or_insert(json!(true));

@@ -112,10 +112,9 @@ fn plugin(_options: &Msg) -> Result<Plugin> {
         .example(json!({ "module": "user", "if": "create", "name": "丁" }))
         .add("module:user,if:delete", |_, msg| {
             let id = id(msg)?;
-            let removed = users()
-                .remove(id)?
-                .ok_or_else(|| Error::not_found(format!("no user with id {id}")))?;
-            Ok(wasmeca_sdk::serde_json::from_value::<User>(removed)?)
+            users()
+                .remove_as::<User>(id)?
+                .ok_or_else(|| Error::not_found(format!("no user with id {id}")))
         })
         .example(json!({ "module": "user", "if": "delete", "id": 3 }))
         .routes(json!({
