@@ -452,6 +452,14 @@ async fn a_trap_is_an_error_and_the_instance_is_replaced() {
     assert!(e.message.contains("chaos@1.0.0 trapped"), "{}", e.message);
     // A fresh instance answers: its counter starts again.
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["calls"], 1);
+    // Operators see it.
+    let metrics = r.metrics().encode();
+    assert!(
+        metrics.contains(
+            r#"wasmeca_instance_replacements_total{plugin="chaos@1.0.0",reason="trap"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -479,6 +487,13 @@ async fn an_endless_loop_times_out_and_the_next_call_succeeds() {
         "the deadline was not kept"
     );
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
+    let metrics = r.metrics().encode();
+    assert!(
+        metrics.contains(
+            r#"wasmeca_instance_replacements_total{plugin="chaos@1.0.0",reason="timeout"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 /// Regression (fault run): `timeout$: 1e308` made a looping plugin run forever, holding its

@@ -392,10 +392,11 @@ fn slow_bodies_get_408_and_kept_alive_connections_wait_the_idle_timeout() {
 #[test]
 fn an_instance_grown_by_one_large_message_is_replaced_and_its_memory_given_back() {
     let scratch = Scratch::new();
-    let port = free_port();
+    let (port, rest) = (free_port(), free_port());
     let config = scratch.config(&format!(
-        "[rest]\nlisten = \"off\"\n[http]\nbody_limit = 33554432\n[limits]\nmemory_mib = 128\n\
-         [[listen]]\ntype = \"http\"\nport = {port}\n[[plugin]]\npath = {:?}\n",
+        "[rest]\nlisten = \"127.0.0.1:{rest}\"\n[http]\nbody_limit = 33554432\n\
+         [limits]\nmemory_mib = 128\n[[listen]]\ntype = \"http\"\nport = {port}\n\
+         [[plugin]]\npath = {:?}\n",
         plugin("chaos"),
     ));
     let host = serve(&config, port);
@@ -438,4 +439,17 @@ fn an_instance_grown_by_one_large_message_is_replaced_and_its_memory_given_back(
     );
     // A small call grows nothing: the instance stays, its count goes on.
     assert_eq!(ok(json!({"chaos": "ok"})), 2);
+    // And /metrics counts the replacement with its reason.
+    let mut stream = TcpStream::connect(("127.0.0.1", rest)).expect("REST gateway");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("ask /metrics");
+    let mut metrics = String::new();
+    stream.read_to_string(&mut metrics).expect("read /metrics");
+    assert!(
+        metrics.contains(
+            r#"wasmeca_instance_replacements_total{plugin="chaos@1.0.0",reason="growth"} 1"#
+        ),
+        "{metrics}"
+    );
 }

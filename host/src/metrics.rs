@@ -45,6 +45,9 @@ pub struct Metrics {
     transport: Family<Labels, Counter>,
     /// Plugin loads by outcome (`loaded`, `refused`).
     loads: Family<Labels, Counter>,
+    /// Plugin instances replaced, by plugin and reason: an operator sees a plugin that traps,
+    /// runs past its deadlines or grows on large messages, each of which costs a new instance.
+    replacements: Family<Labels, Counter>,
     /// Messages answered from the reply history instead of acting again.
     history_hits: Counter,
     /// Events published by this host.
@@ -70,6 +73,7 @@ impl Default for Metrics {
             Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
         let transport = Family::<Labels, Counter>::default();
         let loads = Family::<Labels, Counter>::default();
+        let replacements = Family::<Labels, Counter>::default();
         let history_hits = Counter::default();
         let events_published = Counter::default();
         let events = Family::<Labels, Counter>::default();
@@ -111,6 +115,12 @@ impl Default for Metrics {
         );
         registry.register("plugin_loads", "Plugin loads by outcome", loads.clone());
         registry.register(
+            "instance_replacements",
+            "Plugin instances replaced, by plugin and reason (trap, timeout, cancelled, \
+             interrupted, growth)",
+            replacements.clone(),
+        );
+        registry.register(
             "events_published",
             "Events published by this host",
             events_published.clone(),
@@ -145,6 +155,7 @@ impl Default for Metrics {
             request_seconds,
             transport,
             loads,
+            replacements,
             history_hits,
             events_published,
             events_received,
@@ -318,6 +329,16 @@ impl Metrics {
     pub fn plugin_load(&self, outcome: &'static str) {
         self.loads
             .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
+    }
+
+    /// Counts an instance of `plugin` (`name@version`) replaced for `reason`.
+    pub fn instance_replaced(&self, plugin: &str, reason: &'static str) {
+        self.replacements
+            .get_or_create(&vec![
+                ("plugin", plugin.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
             .inc();
     }
 

@@ -233,6 +233,10 @@ impl Router {
 }
 
 impl Upcalls for Inner {
+    fn replaced(&self, plugin: &str, reason: &'static str) {
+        self.metrics.instance_replaced(plugin, reason);
+    }
+
     fn publish<'a>(
         &'a self,
         mut event: Message,

@@ -99,6 +99,11 @@ pub trait Upcalls: Send + Sync {
         event: Message,
         parent: &'a CallCtx,
     ) -> BoxFuture<'a, Result<(), ActError>>;
+
+    /// An instance of `plugin` (`name@version`) is being replaced, for `reason`: `trap`,
+    /// `timeout`, `cancelled` (its caller went away mid-call), `interrupted` (shutdown) or
+    /// `growth` (one call grew its memory past the bound).
+    fn replaced(&self, plugin: &str, reason: &'static str);
 }
 
 /// The frame of the call an instance is running: where nested acts and `prior` come from.

@@ -398,6 +398,10 @@ impl Upcalls for Nobody {
     ) -> super::BoxFuture<'a, Result<crate::message::Reply, ActError>> {
         unreachable!("a dangling Weak never upgrades")
     }
+
+    fn replaced(&self, _plugin: &str, _reason: &'static str) {
+        unreachable!("a dangling Weak never upgrades")
+    }
 }
 
 /// Creates an instance of `compiled` and runs its `init`.

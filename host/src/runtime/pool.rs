@@ -185,7 +185,7 @@ impl Pool {
             pool: self.clone(),
             instance: Some(instance),
             permit: Some(permit),
-            clean: false,
+            replace: Some("cancelled"),
         };
         let Some(instance) = lease.instance.as_mut() else {
             unreachable!("just set")
@@ -202,7 +202,7 @@ impl Pool {
             Ok(Outcome::Returned(Ok(answer)))
                 if answer.len() > self.runtime.limits().max_result =>
             {
-                lease.clean = lease.keeps();
+                lease.replace = lease.grown();
                 Err(ActError::host(
                     Code::ResultTooLarge,
                     format!(
@@ -214,14 +214,21 @@ impl Pool {
                 ))
             }
             Ok(Outcome::Returned(answer)) => {
-                lease.clean = lease.keeps();
+                lease.replace = lease.grown();
                 answer
             }
             Ok(Outcome::Trapped(_)) if self.runtime.is_interrupted() => {
+                lease.replace = Some("interrupted");
                 Err(Stop::Interrupted.error(timeout))
             }
-            Ok(Outcome::Trapped(e)) => Err(e),
-            Err(stop) => Err(stop.error(timeout)),
+            Ok(Outcome::Trapped(e)) => {
+                lease.replace = Some("trap");
+                Err(e)
+            }
+            Err(stop) => {
+                lease.replace = Some(stop.reason());
+                Err(stop.error(timeout))
+            }
         };
         if let Err(e) = &answer {
             telemetry::fail(&span, &e.code, &e.message);
@@ -229,8 +236,12 @@ impl Pool {
         answer
     }
 
-    /// Makes a replacement instance in the background; its permit is released when it is idle.
-    fn respawn(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>) {
+    /// Makes a replacement instance in the background for one replaced for `reason` (counted
+    /// in the host's metrics); its permit is released when it is idle.
+    fn respawn(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>, reason: &'static str) {
+        if let Some(host) = self.host.upgrade() {
+            host.replaced(&self.ident, reason);
+        }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -311,6 +322,14 @@ enum Stop {
 }
 
 impl Stop {
+    /// Why the instance is replaced, as the metrics say it.
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Deadline => "timeout",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
     /// The error the caller gets: `action_timeout`, or `closed`.
     fn error(self, timeout: impl FnOnce() -> ActError) -> ActError {
         match self {
@@ -332,24 +351,23 @@ struct Lease {
     instance: Option<Instance>,
     /// Released after the instance is back (or its replacement is).
     permit: Option<OwnedSemaphorePermit>,
-    /// True once the call returned normally, so the instance is reusable.
-    clean: bool,
+    /// Why the instance is replaced rather than reused: `None` once the call returned
+    /// normally; `cancelled` until then (a caller that goes away drops the call mid-way).
+    replace: Option<&'static str>,
 }
 
 impl Lease {
-    /// Whether the instance, having answered, goes back to the pool: not when its memory
-    /// grew past [`InstanceLimits::replace_after_growth`](super::InstanceLimits) during the
-    /// call, which only a replacement gives back.
-    fn keeps(&self) -> bool {
-        let Some(instance) = &self.instance else {
-            return false;
-        };
+    /// For an instance that answered: `growth` when its memory grew past
+    /// [`InstanceLimits::replace_after_growth`](super::InstanceLimits) during the call, which
+    /// only a replacement gives back; else `None`, and it goes back to the pool.
+    fn grown(&self) -> Option<&'static str> {
+        let instance = self.instance.as_ref()?;
         let (grew, bound) = (
             instance.grew(),
             self.pool.runtime.limits().replace_after_growth,
         );
         if bound == 0 || grew <= bound {
-            return true;
+            return None;
         }
         tracing::info!(
             plugin = &*self.pool.ident,
@@ -358,21 +376,23 @@ impl Lease {
             grew >> 20,
             bound >> 20
         );
-        false
+        Some("growth")
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        match self.instance.take() {
-            Some(instance) if self.clean => {
+        match (self.instance.take(), self.replace) {
+            (Some(instance), None) => {
                 self.pool
                     .idle
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(instance);
             }
-            _ => self.pool.respawn(self.permit.take()),
+            (_, reason) => self
+                .pool
+                .respawn(self.permit.take(), reason.unwrap_or("cancelled")),
         }
     }
 }
