@@ -141,6 +141,46 @@ fn a_pattern_without_a_call_fails_unless_allowed() {
 }
 
 #[test]
+fn a_plugin_build_that_replaces_nothing_fails_the_run() {
+    let math = plugin("math");
+    let spec = spec_file(
+        "swap",
+        &format!(
+            "plugins: [{:?}]\nallow: {{missing: true}}\ncalls: [ {{ pattern: 'role:math,cmd:sum', params: {{left: 1, right: 2}}, out: {{answer: 3}} }} ]\n",
+            math.display().to_string()
+        ),
+    );
+    // The same build by its file name: it takes the spec's plugin's place and passes.
+    let out = wasmeca(
+        &[
+            "test",
+            "--plugin",
+            &math.display().to_string(),
+            &spec.display().to_string(),
+        ],
+        &repo(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // A build no spec runs was not tested: the run fails and says which.
+    let salute = plugin("salute");
+    let out = wasmeca(
+        &[
+            "test",
+            "--plugin",
+            &salute.display().to_string(),
+            &spec.display().to_string(),
+        ],
+        &repo(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{err}", stdout(&out));
+    assert!(
+        err.contains("no spec here runs a plugin file named salute.wasm, so it was not tested"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_spec_that_is_not_one_says_where() {
     let spec = spec_file(
         "typo",

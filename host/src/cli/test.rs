@@ -2,6 +2,7 @@
 //! reported as text, TAP or JUnit; and `wasmeca check`: the conformance check of a built
 //! plugin, then the spec beside it when it has one.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -44,12 +45,26 @@ pub async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut reports = Vec::new();
+    let mut used = HashSet::new();
     for file in files {
-        let report = run_file(&file, &args).await;
+        let (report, swapped) = run_file(&file, &args).await;
         if matches!(args.format, Format::Text) {
             say(format_args!("{report}\n"))?;
         }
+        used.extend(swapped);
         reports.push(report);
+    }
+    // A build that took no spec's plugin was not tested at all: say so, and fail.
+    let unused: Vec<_> = args.plugins.iter().filter(|p| !used.contains(*p)).collect();
+    for build in &unused {
+        eprintln!(
+            "--plugin {}: no spec here runs a plugin file named {}, so it was not tested",
+            build.display(),
+            build.file_name().map_or_else(
+                || build.display().to_string(),
+                |n| n.to_string_lossy().into()
+            )
+        );
     }
     match args.format {
         Format::Text if reports.len() > 1 => {
@@ -64,11 +79,13 @@ pub async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         Format::Tap => say(format_args!("{}", spec::tap(&reports)))?,
         Format::Junit => say(format_args!("{}\n", spec::junit(&reports)))?,
     }
-    Ok(if reports.iter().all(SpecReport::passed) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if unused.is_empty() && reports.iter().all(SpecReport::passed) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 /// Runs `wasmeca check`: the contract, then the spec beside the plugin against this file.
@@ -90,6 +107,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                         c.limits = config.limits.clone();
                     })
                     .await
+                    .0
                 }
                 Err(e) => SpecReport::unreadable(path, e.to_string()),
             };
@@ -115,10 +133,16 @@ fn say(text: std::fmt::Arguments<'_>) -> std::io::Result<()> {
 }
 
 /// Reads and runs one spec file; a spec that cannot be read or started is a failed report.
-async fn run_file(file: &Path, args: &TestArgs) -> SpecReport {
+/// Answers the `--plugin` builds it ran too.
+async fn run_file(file: &Path, args: &TestArgs) -> (SpecReport, Vec<PathBuf>) {
     let mut spec = match Spec::read(file) {
         Ok(spec) => spec,
-        Err(e) => return SpecReport::unreadable(file.to_owned(), e.to_string()),
+        Err(e) => {
+            return (
+                SpecReport::unreadable(file.to_owned(), e.to_string()),
+                Vec::new(),
+            );
+        }
     };
     spec.allow_missing |= args.allow_missing;
     spec.print |= args.print;
@@ -130,14 +154,15 @@ async fn run_file(file: &Path, args: &TestArgs) -> SpecReport {
 
 /// Runs `spec` in a fresh in-process host, after `tweak` has set the command line's host
 /// options on its configuration. `builds` take the place of the spec's plugins of the same
-/// file name; with `alone`, a build that replaces none is run by itself instead.
+/// file name; with `alone`, a build that replaces none is run by itself instead. Answers the
+/// report and the builds that ran.
 pub async fn run_spec(
     spec: &Spec,
     builds: &[PathBuf],
     alone: bool,
     tweak: impl FnOnce(&mut wasmeca::Config),
-) -> SpecReport {
-    let unreadable = |why: String| SpecReport::unreadable(spec.path.clone(), why);
+) -> (SpecReport, Vec<PathBuf>) {
+    let unreadable = |why: String| (SpecReport::unreadable(spec.path.clone(), why), Vec::new());
     let mut config = match spec.config() {
         Ok(config) => config,
         Err(e) => return unreadable(e.to_string()),
@@ -147,15 +172,20 @@ pub async fn run_spec(
         Ok(sources) => sources,
         Err(e) => return unreadable(format!("its plugins: {e}")),
     };
-    if spec::swap_in(&mut sources, builds) == 0 && alone {
+    let mut ran: Vec<PathBuf> = spec::swap_in(&mut sources, builds)
+        .into_iter()
+        .cloned()
+        .collect();
+    if ran.is_empty() && alone {
         sources = builds
             .iter()
             .map(wasmeca::plugins::PluginSource::new)
             .collect();
+        ran = builds.to_vec();
     }
     let router = match wasmeca::router(&config) {
         Ok(router) => router,
         Err(e) => return unreadable(format!("no host: {e}")),
     };
-    spec::run(spec, router, &sources).await
+    (spec::run(spec, router, &sources).await, ran)
 }

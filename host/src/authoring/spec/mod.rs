@@ -266,16 +266,16 @@ impl Spec {
 }
 
 /// Puts each of `files` in place of the source with the same file name (a build of the same
-/// plugin elsewhere); answers how many were swapped in.
-pub fn swap_in(sources: &mut [PluginSource], files: &[PathBuf]) -> usize {
-    let mut swapped = 0;
+/// plugin elsewhere); answers the files that took a place.
+pub fn swap_in<'a>(sources: &mut [PluginSource], files: &'a [PathBuf]) -> Vec<&'a PathBuf> {
+    let mut swapped = Vec::new();
     for source in sources.iter_mut() {
         if let Some(file) = files
             .iter()
             .find(|f| f.file_name() == source.path.file_name())
         {
             source.path = file.clone();
-            swapped += 1;
+            swapped.push(file);
         }
     }
     swapped
@@ -750,7 +750,7 @@ mod tests {
             PathBuf::from("/ci/out/audit.wasm"),
             PathBuf::from("/ci/out/x.wasm"),
         ];
-        assert_eq!(swap_in(&mut sources, &builds), 1);
+        assert_eq!(swap_in(&mut sources, &builds), vec![&builds[0]]);
         assert_eq!(sources[0].path, PathBuf::from("target/a/user.wasm"));
         assert_eq!(sources[1].path, PathBuf::from("/ci/out/audit.wasm"));
     }
