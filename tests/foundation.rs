@@ -49,10 +49,9 @@ async fn serving(plugins: &[(&str, usize, Value)], limits: Limits) -> Router {
     let sources: Vec<PluginSource> = plugins
         .iter()
         .map(|(name, instances, options)| PluginSource {
-            path: plugin(name),
             options: options.clone(),
             instances: *instances,
-            data: None,
+            ..PluginSource::new(plugin(name))
         })
         .collect();
     router
@@ -460,6 +459,34 @@ async fn a_trap_is_an_error_and_the_instance_is_replaced() {
         ),
         "{metrics}"
     );
+}
+
+/// An instance that one call grew past `replace_after_growth_mib` is replaced (its memory
+/// cannot shrink otherwise); a plugin with its own bound of 0 keeps its instance and state.
+#[tokio::test]
+async fn an_instance_grown_past_its_bound_is_replaced_unless_its_plugin_says_0() {
+    let limits = Limits {
+        memory_mib: 128,
+        replace_after_growth_mib: 4,
+        ..limits()
+    };
+    let large = json!({"chaos": "ok", "pad": "x".repeat(6 << 20)});
+    for (own, kept) in [(None, false), (Some(0), true)] {
+        let r = router_with(limits.clone());
+        let source = PluginSource {
+            replace_after_growth: own,
+            ..PluginSource::new(plugin("chaos"))
+        };
+        r.registry().load_all(&[source]).await.expect("chaos loads");
+        assert_eq!(ok(&r, json!({"chaos": "ok"})).await["calls"], 1);
+        assert_eq!(ok(&r, large.clone()).await["calls"], 2);
+        let next = ok(&r, json!({"chaos": "ok"})).await["calls"].clone();
+        assert_eq!(next, if kept { 3 } else { 1 }, "own bound {own:?}");
+        let replaced = r.metrics().encode().contains(
+            r#"wasmeca_instance_replacements_total{plugin="chaos@1.0.0",reason="growth"} 1"#,
+        );
+        assert_eq!(replaced, !kept, "own bound {own:?}");
+    }
 }
 
 #[tokio::test]

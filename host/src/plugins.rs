@@ -13,7 +13,8 @@ use crate::message::json_kind;
 use crate::pattern::Pattern;
 use crate::principal::{Caller, Principal};
 use crate::runtime::{
-    Contract, Handler, LoadError, Manifest, ManifestAction, ManifestProblem, Pool, Runtime, Upcalls,
+    Contract, Handler, LoadError, Manifest, ManifestAction, ManifestProblem, Pool, PoolShape,
+    Runtime, Upcalls,
 };
 
 /// Where a plugin comes from and how to run it.
@@ -28,6 +29,9 @@ pub struct PluginSource {
     pub instances: usize,
     /// The entity bases the plugin may use (`None`: every base).
     pub data: Option<Vec<String>>,
+    /// The growth in one call, in bytes, past which an instance is replaced, when the plugin
+    /// has its own (`None`: the runtime's `[limits]` one).
+    pub replace_after_growth: Option<usize>,
 }
 
 impl PluginSource {
@@ -38,6 +42,7 @@ impl PluginSource {
             options: Value::Object(Map::new()),
             instances: 1,
             data: None,
+            replace_after_growth: None,
         }
     }
 }
@@ -191,13 +196,19 @@ impl Plugin {
                 .map_or_else(|| "-".into(), |s| s.to_string_lossy().into_owned()),
             data: source.data.clone(),
         };
+        let shape = PoolShape {
+            size: source.instances,
+            init_timeout,
+            replace_after_growth: source
+                .replace_after_growth
+                .unwrap_or(runtime.limits().replace_after_growth),
+        };
         let (pool, manifest) = Pool::start(
             runtime,
             compiled,
             host,
             options,
-            source.instances,
-            init_timeout,
+            shape,
             Principal::plugin(&Arc::new(caller)),
         )
         .await?;

@@ -304,6 +304,7 @@ mod tests {
             instances,
             options: None,
             data: None,
+            replace_after_growth_mib: None,
         };
         let all = Folder {
             dir: "/p".into(),

@@ -83,6 +83,10 @@ pub struct PluginEntry {
     /// The entity bases its plugins may use through `sys:entity` (default: every base).
     #[serde(default)]
     pub data: Option<Vec<String>>,
+    /// Its own `[limits] replace_after_growth_mib`: a plugin that keeps state in its memory
+    /// and handles large messages may need 0 (never replaced for growth) where others do not.
+    #[serde(default)]
+    pub replace_after_growth_mib: Option<usize>,
 }
 
 impl PluginEntry {
@@ -93,6 +97,9 @@ impl PluginEntry {
             options: Value::Object(self.options.clone().unwrap_or_default()),
             instances: self.instances.unwrap_or(1),
             data: self.data.clone(),
+            replace_after_growth: self
+                .replace_after_growth_mib
+                .map(|mib| mib.saturating_mul(1024 * 1024)),
         }
     }
 }
@@ -204,6 +211,7 @@ impl Config {
                     instances: None,
                     options: None,
                     data: None,
+                    replace_after_growth_mib: None,
                 })
                 .collect(),
             ..Self::default()

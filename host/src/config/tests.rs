@@ -28,6 +28,7 @@ fn full_file() {
         [[plugin]]
         path = "user.wasm"
         instances = 4
+        replace_after_growth_mib = 2
         options = { seed = [1, 2], name = "x" }
         "#,
     )
@@ -40,6 +41,14 @@ fn full_file() {
         (8 << 20, 0)
     );
     assert_eq!(c.plugin[1].instances, Some(4));
+    let user = c.plugin[1].source("user.wasm".into());
+    assert_eq!(
+        (
+            user.replace_after_growth,
+            c.plugin[0].source("a".into()).replace_after_growth
+        ),
+        (Some(2 << 20), None)
+    );
     assert_eq!(
         c.plugin[1].options.as_ref().unwrap()["seed"],
         serde_json::json!([1, 2])

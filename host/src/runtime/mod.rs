@@ -24,7 +24,7 @@ pub use bindings::{Contract, Manifest, ManifestAction};
 pub use cache::CompileCache;
 pub use calls::{BoxFuture, CallCtx, Handler, Upcalls};
 pub use instance::{Call, RawInstance, no_host};
-pub use pool::Pool;
+pub use pool::{Pool, PoolShape};
 
 use crate::error::ActError;
 use crate::pattern::PatternError;

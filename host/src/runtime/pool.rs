@@ -21,6 +21,18 @@ use crate::telemetry::{self, span};
 /// Source of pool ids, which call chains use to detect re-entry.
 static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
 
+/// How a pool is made and kept.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolShape {
+    /// How many instances it keeps (at least one).
+    pub size: usize,
+    /// The deadline of each instance's `init`, the first ones' and every replacement's.
+    pub init_timeout: std::time::Duration,
+    /// An instance that one call grew by more than this many bytes is replaced after it
+    /// answers; `0` keeps every instance.
+    pub replace_after_growth: usize,
+}
+
 /// The long-lived instances of one `name@version`: each call leases one; state survives
 /// between calls; an instance that traps or times out is replaced in the background.
 pub struct Pool {
@@ -47,6 +59,8 @@ pub struct Pool {
     long: Arc<Semaphore>,
     /// The default init deadline for replacements.
     init_timeout: std::time::Duration,
+    /// The growth in one call, in bytes, past which an instance is replaced (`0`: never).
+    replace_after_growth: usize,
     /// Who the plugin's `init` acts as: the plugin itself, under its own access rules, for
     /// the first instances and for every replacement (no plugin code runs as the host).
     init_as: Principal,
@@ -59,11 +73,10 @@ impl Pool {
         compiled: Compiled,
         host: Weak<dyn Upcalls>,
         options: Arc<String>,
-        size: usize,
-        init_timeout: std::time::Duration,
+        shape: PoolShape,
         init_as: Principal,
     ) -> Result<(Arc<Self>, Manifest), LoadError> {
-        let size = size.max(1);
+        let (size, init_timeout) = (shape.size.max(1), shape.init_timeout);
         let long = Arc::new(Semaphore::new(runtime.long_calls_per_plugin()));
         // Each instance initialised as the plugin itself, with its own init deadline.
         let make = || {
@@ -112,6 +125,7 @@ impl Pool {
             permits: Arc::new(Semaphore::new(size)),
             long,
             init_timeout,
+            replace_after_growth: shape.replace_after_growth,
             init_as,
         };
         Ok((Arc::new(pool), manifest))
@@ -358,21 +372,18 @@ struct Lease {
 
 impl Lease {
     /// For an instance that answered: `growth` when its memory grew past
-    /// [`InstanceLimits::replace_after_growth`](super::InstanceLimits) during the call, which
-    /// only a replacement gives back; else `None`, and it goes back to the pool.
+    /// [`PoolShape::replace_after_growth`] during the call, which only a replacement gives
+    /// back; else `None`, and it goes back to the pool.
     fn grown(&self) -> Option<&'static str> {
         let instance = self.instance.as_ref()?;
-        let (grew, bound) = (
-            instance.grew(),
-            self.pool.runtime.limits().replace_after_growth,
-        );
+        let (grew, bound) = (instance.grew(), self.pool.replace_after_growth);
         if bound == 0 || grew <= bound {
             return None;
         }
         tracing::info!(
             plugin = &*self.pool.ident,
             "an instance grew {} MiB in one call; replacing it to give that memory back \
-             ([limits] replace_after_growth_mib = {})",
+             (replace_after_growth_mib = {})",
             grew >> 20,
             bound >> 20
         );
