@@ -1,6 +1,7 @@
 //! A plugin's pool: the long-lived instances of one `name@version`, leased to calls one at a
-//! time, with each call under its deadline and the running-long limit; an instance that traps
-//! or times out is replaced in the background.
+//! time, with each call under its deadline and the running-long limit; an instance that traps,
+//! times out, is cancelled mid-call or grew past its bound in one call is replaced in the
+//! background (and counted in the host's metrics).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +35,8 @@ pub struct PoolShape {
 }
 
 /// The long-lived instances of one `name@version`: each call leases one; state survives
-/// between calls; an instance that traps or times out is replaced in the background.
+/// between calls; an instance that traps, times out or grew past its bound is replaced in the
+/// background.
 pub struct Pool {
     /// Identifies the pool in call chains.
     id: u64,
