@@ -56,6 +56,34 @@ fn act_prints_the_answer() {
     );
 }
 
+/// `--perf-map` names the plugin's compiled functions where `perf` looks for them, so a plugin
+/// author can profile their own code (from the compile cache too).
+#[test]
+fn perf_map_names_the_plugins_functions_for_perf() {
+    for _ in 0..2 {
+        let child = wasmeca_tests::wasmeca_command!()
+            .args(["act", "--perf-map", &path(plugin("salute")), "cmd:salute"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wasmeca runs");
+        let map = PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+        let out = child.wait_with_output().expect("wasmeca ends");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&map).unwrap_or_default();
+        let _ = std::fs::remove_file(&map);
+        assert!(
+            text.lines().any(|l| l.contains("wasm[0]::function[")),
+            "{} names no plugin function:\n{text}",
+            map.display()
+        );
+    }
+}
+
 #[test]
 fn act_accepts_several_plugins_and_folders() {
     let out = wasmeca(&[

@@ -27,7 +27,7 @@ fn limits() -> Limits {
 
 fn router_with(limits: Limits) -> Router {
     let runtime =
-        Runtime::with_limits(Some(cache_dir()), limits.instance()).expect("runtime starts");
+        Runtime::with_limits(Some(cache_dir()), limits.instance(), false).expect("runtime starts");
     let router = wasmeca::assemble(
         runtime,
         &limits,

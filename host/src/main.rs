@@ -194,6 +194,10 @@ pub(crate) struct EngineArgs {
     /// Memory cap per plugin instance, in MiB.
     #[arg(long, env = "WASMECA_MEMORY_MIB")]
     memory_mib: Option<usize>,
+    /// Name the plugins' compiled functions in /tmp/perf-PID.map, for `perf record` / `perf
+    /// report` of a plugin's own code.
+    #[arg(long, env = "WASMECA_PERF_MAP")]
+    perf_map: bool,
 }
 
 impl EngineArgs {
@@ -203,6 +207,7 @@ impl EngineArgs {
             config.cache_dir = Some(dir.clone());
         }
         config.no_cache |= self.no_cache;
+        config.perf_map |= self.perf_map;
         if let Some(ms) = self.timeout_ms {
             config.limits.timeout_ms = ms;
         }

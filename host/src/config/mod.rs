@@ -133,6 +133,10 @@ pub struct Config {
     /// Turns the compile cache off.
     #[serde(default)]
     pub no_cache: bool,
+    /// Names the plugins' compiled functions in `/tmp/perf-PID.map`, so `perf record` and
+    /// `perf report` can profile a plugin's own code.
+    #[serde(default)]
+    pub perf_map: bool,
     /// Watches the plugin folders and loads, replaces and unloads plugins as files come and go.
     #[serde(default)]
     pub watch: bool,

@@ -395,18 +395,24 @@ impl Runtime {
     /// Builds the engine and linker; `cache_dir` enables the on-disk compile cache. Instances
     /// may use up to `memory_limit` bytes of linear memory, under the default limits otherwise.
     pub fn new(cache_dir: Option<PathBuf>, memory_limit: usize) -> Result<Self, RuntimeError> {
-        Self::with_limits(cache_dir, InstanceLimits::with_memory(memory_limit))
+        Self::with_limits(cache_dir, InstanceLimits::with_memory(memory_limit), false)
     }
 
-    /// Like [`Runtime::new`], with every instance limit given.
+    /// Like [`Runtime::new`], with every instance limit given; with `perf_map`, the plugins'
+    /// compiled functions are named in `/tmp/perf-PID.map`, so `perf` can profile a plugin's
+    /// own code (as `wasmtime --profile=perfmap` does).
     pub fn with_limits(
         cache_dir: Option<PathBuf>,
         limits: InstanceLimits,
+        perf_map: bool,
     ) -> Result<Self, RuntimeError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if perf_map {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| RuntimeError(format!("{e:#}")))?;
 
         let mut linker = Linker::<State>::new(&engine);
