@@ -80,6 +80,19 @@ async fn ok(router: &Router, m: Value) -> Value {
         .unwrap_or_else(|e| panic!("{m} failed: {e}"))
 }
 
+/// How many of the chaos plugin's instances `/metrics` says were replaced for `reason`.
+fn replacements(router: &Router, reason: &str) -> u64 {
+    let line = format!(
+        "wasmeca_instance_replacements_total{{plugin=\"chaos@1.0.0\",reason=\"{reason}\"}} "
+    );
+    router
+        .metrics()
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&line)?.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn err(router: &Router, m: Value) -> ActError {
     match act(router, m.clone()).await {
         Ok(v) => panic!("{m} answered {v}, expected an error"),
@@ -452,13 +465,7 @@ async fn a_trap_is_an_error_and_the_instance_is_replaced() {
     // A fresh instance answers: its counter starts again.
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["calls"], 1);
     // Operators see it.
-    let metrics = r.metrics().encode();
-    assert!(
-        metrics.contains(
-            r#"wasmeca_instance_replacements_total{plugin="chaos@1.0.0",reason="trap"} 1"#
-        ),
-        "{metrics}"
-    );
+    assert_eq!(replacements(&r, "trap"), 1, "{}", r.metrics().encode());
 }
 
 /// An instance that one call grew past `replace_after_growth_mib` is replaced (its memory
@@ -482,10 +489,8 @@ async fn an_instance_grown_past_its_bound_is_replaced_unless_its_plugin_says_0()
         assert_eq!(ok(&r, large.clone()).await["calls"], 2);
         let next = ok(&r, json!({"chaos": "ok"})).await["calls"].clone();
         assert_eq!(next, if kept { 3 } else { 1 }, "own bound {own:?}");
-        let replaced = r.metrics().encode().contains(
-            r#"wasmeca_instance_replacements_total{plugin="chaos@1.0.0",reason="growth"} 1"#,
-        );
-        assert_eq!(replaced, !kept, "own bound {own:?}");
+        let replaced = replacements(&r, "growth");
+        assert_eq!(replaced, u64::from(!kept), "own bound {own:?}");
     }
 }
 
@@ -514,13 +519,7 @@ async fn an_endless_loop_times_out_and_the_next_call_succeeds() {
         "the deadline was not kept"
     );
     assert_eq!(ok(&r, json!({"chaos": "ok"})).await["ok"], true);
-    let metrics = r.metrics().encode();
-    assert!(
-        metrics.contains(
-            r#"wasmeca_instance_replacements_total{plugin="chaos@1.0.0",reason="timeout"} 1"#
-        ),
-        "{metrics}"
-    );
+    assert_eq!(replacements(&r, "timeout"), 1, "{}", r.metrics().encode());
 }
 
 /// Regression (fault run): `timeout$: 1e308` made a looping plugin run forever, holding its

@@ -60,7 +60,7 @@ impl Registry {
         let Some(budget) = self.0.limits.memory_budget else {
             return Ok(());
         };
-        let per = self.0.runtime.memory_limit();
+        let per = self.0.runtime.limits().memory;
         let used: usize = self
             .snapshot()
             .plugins()

@@ -176,7 +176,7 @@ impl Instance {
             wasi,
             table: ResourceTable::new(),
             ident,
-            memory_limit: runtime.memory_limit(),
+            memory_limit: runtime.limits().memory,
             memory: 0,
             out_of_memory: false,
             panic: None,

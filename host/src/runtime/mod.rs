@@ -464,11 +464,6 @@ impl Runtime {
         self.0.cache.as_ref()
     }
 
-    /// The memory cap per instance, in bytes.
-    pub fn memory_limit(&self) -> usize {
-        self.0.limits.memory
-    }
-
     /// What each instance may use and answer.
     pub fn limits(&self) -> &InstanceLimits {
         &self.0.limits

@@ -50,8 +50,8 @@ pub struct Pool {
     host: Weak<dyn Upcalls>,
     /// `init` options (JSON) for replacement instances.
     options: Arc<String>,
-    /// How many instances the pool keeps.
-    size: usize,
+    /// Its size (at least one), init deadline and growth bound, as it was started with.
+    shape: PoolShape,
     /// Instances not running a call.
     idle: Mutex<Vec<Instance>>,
     /// One permit per idle instance: waiting for a permit is waiting for an instance.
@@ -59,10 +59,6 @@ pub struct Pool {
     /// Turns to run long: at most this many of the plugin's calls compute past their first
     /// epoch tick at once.
     long: Arc<Semaphore>,
-    /// The default init deadline for replacements.
-    init_timeout: std::time::Duration,
-    /// The growth in one call, in bytes, past which an instance is replaced (`0`: never).
-    replace_after_growth: usize,
     /// Who the plugin's `init` acts as: the plugin itself, under its own access rules, for
     /// the first instances and for every replacement (no plugin code runs as the host).
     init_as: Principal,
@@ -122,12 +118,10 @@ impl Pool {
             runtime: runtime.clone(),
             host,
             options,
-            size,
+            shape: PoolShape { size, ..shape },
             idle: Mutex::new(idle),
             permits: Arc::new(Semaphore::new(size)),
             long,
-            init_timeout,
-            replace_after_growth: shape.replace_after_growth,
             init_as,
         };
         Ok((Arc::new(pool), manifest))
@@ -135,7 +129,7 @@ impl Pool {
 
     /// How many instances the pool keeps.
     pub fn size(&self) -> usize {
-        self.size
+        self.shape.size
     }
 
     /// Calls `handle` (or `observe`) with `msg` on a leased instance within `ctx.deadline`. A guest that
@@ -151,14 +145,14 @@ impl Pool {
         pattern: &str,
     ) -> Result<String, ActError> {
         let held = ctx.held.iter().filter(|id| **id == self.id).count();
-        if held >= self.size {
+        if held >= self.shape.size {
             return Err(ActError::host(
                 Code::ActReentrant,
                 format!(
                     "{pattern} is served by {}, whose {} instance(s) are all busy further up this call chain \
                      (tx {}); a component cannot be re-entered. Raise `instances` for this plugin or call \
                      the function directly instead of acting it.",
-                    self.ident, self.size, ctx.tx
+                    self.ident, self.shape.size, ctx.tx
                 ),
             ));
         }
@@ -265,7 +259,7 @@ impl Pool {
         handle.spawn(async move {
             let ctx = CallCtx::root(
                 crate::message::new_id().into(),
-                Instant::now() + pool.init_timeout,
+                Instant::now() + pool.shape.init_timeout,
             )
             .acting_as(pool.init_as.clone());
             match instantiate(
@@ -378,7 +372,7 @@ impl Lease {
     /// back; else `None`, and it goes back to the pool.
     fn grown(&self) -> Option<&'static str> {
         let instance = self.instance.as_ref()?;
-        let (grew, bound) = (instance.grew(), self.pool.replace_after_growth);
+        let (grew, bound) = (instance.grew(), self.pool.shape.replace_after_growth);
         if bound == 0 || grew <= bound {
             return None;
         }
