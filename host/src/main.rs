@@ -384,8 +384,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A worker going idle after a large message gives back what it freed of it.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(wasmeca::runtime::give_back_when_asked)
         .build()
     {
         Ok(rt) => rt,

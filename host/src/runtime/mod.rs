@@ -340,8 +340,36 @@ pub fn give_back_memory() {
 }
 
 /// A message body this large (bytes) has its memory given back to the OS once it was handled
-/// ([`give_back_memory`]), by every ingress that receives whole bodies.
+/// ([`give_back_large`]), by every ingress that receives whole bodies.
 pub const LARGE_BODY: usize = 1 << 20;
+
+/// How many times [`give_back_large`] was called: a worker that sees it moved collects once.
+static GIVE_BACK_ASKED: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The count of [`GIVE_BACK_ASKED`] this thread last collected for.
+    static GIVE_BACK_SEEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// After a large message was handled: gives back what this thread freed now, and has every
+/// async worker do the same when it next goes idle ([`give_back_when_asked`]), since a call
+/// that moved between workers left some of the message in another worker's heap.
+pub fn give_back_large() {
+    GIVE_BACK_ASKED.fetch_add(1, Ordering::Relaxed);
+    give_back_memory();
+}
+
+/// For the async runtime's `on_thread_park`: [`give_back_memory`] once after each
+/// [`give_back_large`], else nothing but an atomic load.
+pub fn give_back_when_asked() {
+    let asked = GIVE_BACK_ASKED.load(Ordering::Relaxed);
+    GIVE_BACK_SEEN.with(|seen| {
+        if seen.get() != asked {
+            seen.set(asked);
+            give_back_memory();
+        }
+    });
+}
 
 /// [`give_back_memory`] on this thread and on every thread of rayon's pool, where wasmtime
 /// compiles a component's functions: after a compile (not after loading a compiled artifact,

@@ -126,7 +126,7 @@ pub async fn serve(
                 .await;
                 drop(request_phase);
                 if large {
-                    crate::runtime::give_back_memory();
+                    crate::runtime::give_back_large();
                 }
                 answer
             }

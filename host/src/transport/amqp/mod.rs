@@ -307,7 +307,7 @@ impl<H: Handler> Handling<H> {
                     self.tracker.spawn(async move {
                         handler.handle(channel, delivery).await;
                         if large {
-                            crate::runtime::give_back_memory();
+                            crate::runtime::give_back_large();
                         }
                     });
                 }
