@@ -4,14 +4,16 @@
 //!
 //! 1. wasmeca's client → a `wasmeca serve` process (AMQP listener, salute plugin);
 //! 2. the same client → a raw lapin echo server (consume, publish the reply, ack; this binary
-//!    with `--echo`): the broker's and the client's own cost, the ceiling for any listener;
+//!    with `--echo`) on a queue declared as wasmeca's (durable, dead-letter exchange, TTL): the
+//!    broker's and the client's own cost, the ceiling for any listener; and the same echo on a
+//!    transient queue, where the broker does not store the persistent commands;
 //! 3. the same client → Node's seneca-amqp-transport listener (`tests/node/amqp-listen.js`,
 //!    with `socketOptions.noDelay`);
 //! 4. Node's client → Node's listener (`amqp-client.js --concurrency 16`), Node on both ends,
 //!    both with noDelay.
 //!
-//! Run: `cargo bench -p wasmeca --bench amqp_load` (`LOAD_SECONDS`, default 10). Figures go in
-//! BENCHMARKS.md.
+//! Run: `cargo bench -p wasmeca --bench amqp_load` (`LOAD_SECONDS`, default 10; `ONLY=TEXT`
+//! runs the paths whose name contains TEXT). Figures go in BENCHMARKS.md.
 
 use std::process::{Child, Command, Stdio};
 
@@ -23,7 +25,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
@@ -113,8 +115,11 @@ async fn drive(
 }
 
 /// A raw lapin echo listener: answers every envelope with its `act` as `res`, acking after the
-/// reply is published (as wasmeca does), with the same prefetch.
-async fn echo(exchange: String, queue: String) {
+/// reply is published (as wasmeca does), with the same prefetch. Its queue is declared as
+/// wasmeca's listener declares its own (durable, with Seneca's dead-letter exchange and TTL),
+/// so the broker stores the persistent commands for both; or, when `transient`, as a
+/// non-durable queue the broker keeps in memory only (the yardstick before issue 22).
+async fn echo(exchange: String, queue: String, transient: bool) {
     let conn = Connection::connect(URL, ConnectionProperties::default())
         .await
         .expect("broker");
@@ -136,12 +141,20 @@ async fn echo(exchange: String, queue: String) {
         )
         .await
         .expect("exchange");
+    let mut arguments = FieldTable::default();
+    if !transient {
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("seneca.dlx".into()),
+        );
+        arguments.insert("x-message-ttl".into(), AMQPValue::LongInt(60_000));
+    }
+    let options = QueueDeclareOptions {
+        durable: !transient,
+        ..Default::default()
+    };
     channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_declare(queue.as_str().into(), options, arguments)
         .await
         .expect("queue");
     channel
@@ -192,6 +205,11 @@ async fn echo(exchange: String, queue: String) {
     }
 }
 
+/// Whether the path `name` runs (`ONLY` unset, or a part of its name).
+fn chosen(name: &str) -> bool {
+    std::env::var("ONLY").map_or(true, |only| name.contains(&only))
+}
+
 fn client(exchange: &str) -> AmqpClient {
     AmqpClient::new(
         ClientConfig {
@@ -206,7 +224,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--echo") {
         let rt = tokio::runtime::Runtime::new().expect("tokio");
-        rt.block_on(echo(args[i + 1].clone(), args[i + 2].clone()));
+        let transient = args.get(i + 3).is_some_and(|a| a == "transient");
+        rt.block_on(echo(args[i + 1].clone(), args[i + 2].clone(), transient));
         return;
     }
     if !args.iter().any(|a| a == "--bench") {
@@ -266,7 +285,15 @@ fn main() {
     let echo_queue = format!("bench.{id}.echo");
     let echo_server = Server(
         Command::new(std::env::current_exe().expect("own path"))
-            .args(["--echo", &echo_exchange, &echo_queue])
+            .args(["--echo", &echo_exchange, &echo_queue, "durable"])
+            .spawn()
+            .expect("echo runs"),
+    );
+    let transient_exchange = format!("bench.{id}.transient");
+    let transient_queue = format!("bench.{id}.transient");
+    let transient_server = Server(
+        Command::new(std::env::current_exe().expect("own path"))
+            .args(["--echo", &transient_exchange, &transient_queue, "transient"])
             .spawn()
             .expect("echo runs"),
     );
@@ -285,9 +312,14 @@ fn main() {
                 wasmeca.0.id(),
             ),
             (
-                "wasmeca client → raw lapin echo",
+                "wasmeca client → raw lapin echo (queue declared as wasmeca's)",
                 echo_exchange.as_str(),
                 echo_server.0.id(),
+            ),
+            (
+                "wasmeca client → raw lapin echo (transient queue)",
+                transient_exchange.as_str(),
+                transient_server.0.id(),
             ),
             (
                 "wasmeca client → Node seneca-amqp-transport listener",
@@ -295,6 +327,9 @@ fn main() {
                 node.0.id(),
             ),
         ] {
+            if !chosen(name) {
+                continue;
+            }
             let (rate, n, errors, cpu) = drive(
                 &client(exchange),
                 "cmd:salute",
@@ -308,7 +343,31 @@ fn main() {
     });
     // Node on both ends: amqp-client.js with 16 in flight over a fixed number of messages.
     let count = 2000;
-    let msgs = Value::Array((0..count).map(|_| salute.clone()).collect()).to_string();
+    let node_to_node = format!("Node client → Node listener ({count} acts, incl. start-up)");
+    if chosen(&node_to_node) {
+        node_client(&node_dir, &node_to_node, &salute, count);
+    }
+    rt.block_on(async {
+        if let Ok(conn) = Connection::connect(URL, ConnectionProperties::default()).await
+            && let Ok(channel) = conn.create_channel().await
+        {
+            for queue in [
+                echo_queue,
+                transient_queue,
+                node_queue,
+                format!("bench.{id}.add.cmd:salute"),
+            ] {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+    });
+}
+
+/// Node's client against Node's listener, 16 in flight, `count` messages; prints its row.
+fn node_client(node_dir: &std::path::Path, name: &str, msg: &Value, count: usize) {
+    let msgs = Value::Array((0..count).map(|_| msg.clone()).collect()).to_string();
     let started = Instant::now();
     let out = Command::new("node")
         .args([
@@ -324,7 +383,7 @@ fn main() {
             "--msgs",
             &msgs,
         ])
-        .current_dir(&node_dir)
+        .current_dir(node_dir)
         .env("SENECA_QUIET", "true")
         .output()
         .expect("node client runs");
@@ -334,19 +393,8 @@ fn main() {
         .filter(|l| l.contains("\"ok\":true"))
         .count();
     println!(
-        "| Node client → Node listener ({count} acts, incl. start-up) | {:.0} | {ok} | {} | |",
+        "| {name} | {:.0} | {ok} | {} | |",
         ok as f64 / elapsed,
         count - ok
     );
-    rt.block_on(async {
-        if let Ok(conn) = Connection::connect(URL, ConnectionProperties::default()).await
-            && let Ok(channel) = conn.create_channel().await
-        {
-            for queue in [echo_queue, node_queue, format!("bench.{id}.add.cmd:salute")] {
-                let _ = channel
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-        }
-    });
 }

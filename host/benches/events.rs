@@ -7,8 +7,11 @@
 //!    confirmed, 200 in flight) → the host's group consumer (prefetch 64, ack after the
 //!    observer) → the same observer;
 //! 3. raw lapin on the same broker, the ceiling for 2: the same bodies published persistent and
-//!    confirmed (200 in flight) to a topic exchange, consumed from a durable queue bound `#`
-//!    (prefetch 64, ack each), nothing else done.
+//!    confirmed (200 in flight) to a topic exchange, consumed from a durable queue (prefetch
+//!    64, ack each), nothing else done; once bound `#`, once bound as wasmeca binds the
+//!    observer's pattern (`#.evt.bench.#`).
+//!
+//! Each RabbitMQ path also prints the CPU it cost per event, in this process and in the broker.
 //!
 //! Run: `cargo bench -p wasmeca --bench events` (`EVENTS`, default 20000). Figures go in
 //! BENCHMARKS.md.
@@ -27,6 +30,11 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{Value, json};
 use wasmeca::{CancellationToken, Host, Message};
+
+/// The host runs in this process: with the allocator of the `wasmeca` binary, as it runs in
+/// production (glibc's malloc cost it ~10 % of its CPU here).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -84,8 +92,9 @@ async fn publish_and_observe(host: &Host, count: usize, in_flight: usize) -> f64
     count as f64 / start.elapsed().as_secs_f64()
 }
 
-/// The raw lapin ceiling: the same bodies published and consumed; events per second.
-async fn raw(count: usize) -> f64 {
+/// The raw lapin ceiling: the same bodies published and consumed, the queue bound with
+/// `binding`; events per second.
+async fn raw(count: usize, binding: &str) -> f64 {
     let id = wasmeca::message::new_id();
     let (exchange, queue) = (format!("bench.{id}.raw"), format!("bench.{id}.raw.q"));
     let conn = Connection::connect(URL, ConnectionProperties::default())
@@ -129,7 +138,7 @@ async fn raw(count: usize) -> f64 {
         .queue_bind(
             queue.as_str().into(),
             exchange.as_str().into(),
-            "#".into(),
+            binding.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -197,6 +206,35 @@ async fn raw(count: usize) -> f64 {
     rate
 }
 
+/// CPU spent from `start` by this process (publishers and consumers, and for wasmeca's path the
+/// host) and by the RabbitMQ node: where an event's time goes when the broker shares the cores.
+struct Cpu {
+    /// This process's CPU at the start.
+    own: Duration,
+    /// The broker's pid, and its CPU at the start.
+    broker: Option<(u32, Duration)>,
+}
+
+impl Cpu {
+    fn start() -> Self {
+        Self {
+            own: wasmeca_tests::cpu_time(std::process::id()),
+            broker: wasmeca_tests::broker_pid().map(|pid| (pid, wasmeca_tests::cpu_time(pid))),
+        }
+    }
+
+    /// CPU per event since the start, this process's and the broker's.
+    fn per(&self, events: usize) -> String {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / events as f64;
+        let own = per(wasmeca_tests::cpu_time(std::process::id()) - self.own);
+        let broker = self.broker.map_or_else(
+            || "?".to_owned(),
+            |(pid, at)| format!("{:.0}", per(wasmeca_tests::cpu_time(pid) - at)),
+        );
+        format!("(CPU per event: here {own:.0} µs, broker {broker} µs)")
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let count: usize = std::env::var("EVENTS")
@@ -204,7 +242,6 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     println!("{count} events each");
-
     let (h, stop) = host("").await;
     publish_and_observe(&h, 2_000, 64).await; // warm-up
     let rate = publish_and_observe(&h, count, 64).await;
@@ -218,8 +255,12 @@ async fn main() {
     let (h, stop) = host(&events).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the consumer binds
     publish_and_observe(&h, 2_000, 200).await; // warm-up
+    let cpu = Cpu::start();
     let amqp = publish_and_observe(&h, count, 200).await;
-    println!("over RabbitMQ (wasmeca):   {amqp:>9.0} events/s");
+    println!(
+        "over RabbitMQ (wasmeca):   {amqp:>9.0} events/s  {}",
+        cpu.per(count)
+    );
     stop.cancel();
     h.wait().await.expect("stopped");
     if let Ok(conn) = Connection::connect(URL, ConnectionProperties::default()).await
@@ -238,11 +279,23 @@ async fn main() {
             .await;
     }
 
-    raw(2_000).await; // warm-up
-    let ceiling = raw(count).await;
-    println!("raw lapin publish+consume: {ceiling:>9.0} events/s");
-    println!(
-        "wasmeca over RabbitMQ / raw lapin: {:.0} %",
-        100.0 * amqp / ceiling
-    );
+    // Bound `#` (every event), and bound as wasmeca binds the observer `evt:bench`: a topic
+    // binding with `#` around its words costs the broker more to match than `#` alone.
+    let mut ceilings = Vec::new();
+    for (name, binding) in [("#", "#"), ("as wasmeca's", "#.evt.bench.#")] {
+        raw(2_000, binding).await; // warm-up
+        let cpu = Cpu::start();
+        let ceiling = raw(count, binding).await;
+        println!(
+            "raw lapin, bound {name:<12} {ceiling:>9.0} events/s  {}",
+            cpu.per(count)
+        );
+        ceilings.push((name, ceiling));
+    }
+    for (name, ceiling) in ceilings {
+        println!(
+            "wasmeca over RabbitMQ / raw lapin bound {name}: {:.0} %",
+            100.0 * amqp / ceiling
+        );
+    }
 }

@@ -115,6 +115,20 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// The pid of the local RabbitMQ node (its Erlang VM, `beam.smp` running `rabbit`), to read the
+/// broker's CPU beside a client's; `None` when none runs here.
+pub fn broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("beam.smp") && cmdline.contains("-s\0rabbit")
+        })
+}
+
 /// The `name` line of a /proc file's `text` (`VmRSS:   1234 kB`), in bytes; 0 when absent.
 fn kib_field(text: &str, name: &str) -> u64 {
     text.lines()
