@@ -304,12 +304,14 @@ impl<H: Handler> Handling<H> {
                 Some(Ok(delivery)) => {
                     let (handler, channel) = (self.handler.clone(), self.channel.clone());
                     let large = delivery.data.len() >= crate::runtime::LARGE_BODY;
-                    self.tracker.spawn(async move {
+                    // Boxed here, once: the handling is kilobytes that tokio's spawn would
+                    // otherwise copy at each of its layers, for every delivery.
+                    self.tracker.spawn(Box::pin(async move {
                         handler.handle(channel, delivery).await;
                         if large {
                             crate::runtime::give_back_large();
                         }
-                    });
+                    }));
                 }
                 Some(Err(e)) => {
                     let _ = self.failed.try_send(e);

@@ -287,12 +287,12 @@ impl Echo {
         match answer {
             Ok(res) => {
                 // The answer is JSON text already: spliced in as it is, not parsed again.
-                let mut text = Value::Object(reply).to_string();
+                let mut text = to_json(reply);
                 text.pop(); // the closing brace of a non-empty object
-                text.push_str(",\"res\":");
-                text.push_str(res.as_str());
-                text.push('}');
-                return text.into_bytes();
+                text.extend_from_slice(b",\"res\":");
+                text.extend_from_slice(res.as_str().as_bytes());
+                text.push(b'}');
+                return text;
             }
             Err(e) => {
                 // Node sets both: a client must check `error` first.
@@ -306,8 +306,15 @@ impl Echo {
                 reply.insert("input".into(), input);
             }
         }
-        Value::Object(reply).to_string().into_bytes()
+        to_json(reply)
     }
+}
+
+/// An envelope's JSON text, written by serde (`Value`'s `Display` goes through a formatter
+/// call per token).
+fn to_json(envelope: Map<String, Value>) -> Vec<u8> {
+    // A map of JSON values always serialises.
+    serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
 /// The most of a refused or failed command an error reply echoes back as its `input`; a larger
