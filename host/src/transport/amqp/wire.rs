@@ -287,7 +287,7 @@ impl Echo {
         match answer {
             Ok(res) => {
                 // The answer is JSON text already: spliced in as it is, not parsed again.
-                let mut text = to_json(reply);
+                let mut text = to_json(&reply);
                 text.pop(); // the closing brace of a non-empty object
                 text.extend_from_slice(b",\"res\":");
                 text.extend_from_slice(res.as_str().as_bytes());
@@ -306,15 +306,15 @@ impl Echo {
                 reply.insert("input".into(), input);
             }
         }
-        to_json(reply)
+        to_json(&reply)
     }
 }
 
 /// An envelope's JSON text, written by serde (`Value`'s `Display` goes through a formatter
 /// call per token).
-fn to_json(envelope: Map<String, Value>) -> Vec<u8> {
-    // A map of JSON values always serialises.
-    serde_json::to_vec(&envelope).unwrap_or_default()
+fn to_json(envelope: &impl serde::Serialize) -> Vec<u8> {
+    // JSON values and maps of them always serialise.
+    serde_json::to_vec(envelope).unwrap_or_default()
 }
 
 /// The most of a refused or failed command an error reply echoes back as its `input`; a larger
@@ -335,15 +335,13 @@ fn echo_input(data: &[u8], whole: impl FnOnce() -> Option<Value>) -> Value {
 pub fn refusal_reply(data: &[u8], refusal: &Refusal) -> Vec<u8> {
     let input = echo_input(data, || serde_json::from_slice::<Value>(data).ok());
     let error = ActError::host(refusal.code, refusal.reason.clone()).to_seneca_json();
-    json!({ "input": input, "error": error })
-        .to_string()
-        .into_bytes()
+    to_json(&json!({ "input": input, "error": error }))
 }
 
 /// The request envelope Node's client publishes: id, kind, origin, track, time, the cleaned
 /// message, and whether a reply is awaited.
 pub fn request(msg: &Message, id: &str, origin: &str, sync: bool) -> Vec<u8> {
-    json!({
+    to_json(&json!({
         "id": id,
         "kind": "act",
         "origin": origin,
@@ -351,9 +349,7 @@ pub fn request(msg: &Message, id: &str, origin: &str, sync: bool) -> Vec<u8> {
         "time": { "client_sent": now_ms() },
         "act": msg.clean(),
         "sync": sync,
-    })
-    .to_string()
-    .into_bytes()
+    }))
 }
 
 /// A reply envelope as an answer: `error` first, then `res`.
