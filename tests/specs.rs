@@ -150,28 +150,22 @@ fn a_plugin_build_that_replaces_nothing_fails_the_run() {
             math.display().to_string()
         ),
     );
+    let test_with = |build: &std::path::Path| {
+        wasmeca(
+            &[
+                "test",
+                "--plugin",
+                &build.display().to_string(),
+                &spec.display().to_string(),
+            ],
+            &repo(),
+        )
+    };
     // The same build by its file name: it takes the spec's plugin's place and passes.
-    let out = wasmeca(
-        &[
-            "test",
-            "--plugin",
-            &math.display().to_string(),
-            &spec.display().to_string(),
-        ],
-        &repo(),
-    );
+    let out = test_with(&math);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     // A build no spec runs was not tested: the run fails and says which.
-    let salute = plugin("salute");
-    let out = wasmeca(
-        &[
-            "test",
-            "--plugin",
-            &salute.display().to_string(),
-            &spec.display().to_string(),
-        ],
-        &repo(),
-    );
+    let out = test_with(&plugin("salute"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{}{err}", stdout(&out));
     assert!(

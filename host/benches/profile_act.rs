@@ -1,10 +1,10 @@
 //! A fixed workload for instruction counting, steadier than wall time on a shared machine:
-//! 20,000 (`CALLS`) acts through the salute plugin (`MODE=act`), 20,000 raw component calls with the same
-//! payload (`MODE=raw`), 20,000 entity loads by id in `q` as a seneca-entity client sends them
-//! (`MODE=load-memory`, `MODE=load-sqlite`), 20,000 `GET /user/1` messages through the user seed
-//! and its nested load from the memory store, as the REST gateway builds them (`MODE=user`), or
-//! only the setup (`MODE=none`). Run it under
-//! `valgrind --tool=callgrind`; BENCHMARKS.md has the command and the figures.
+//! 20,000 (`CALLS`) acts through the salute plugin (`MODE=act`), 20,000 raw component calls
+//! with the same payload (`MODE=raw`), 20,000 entity loads by id in `q` as a seneca-entity
+//! client sends them (`MODE=load-memory`, `MODE=load-sqlite`), 20,000 `GET /user/1` messages
+//! through the user seed and its nested load from the memory store, as the REST gateway builds
+//! them (`MODE=user`), or only the setup (`MODE=none`). Run it under `valgrind
+//! --tool=callgrind`; BENCHMARKS.md has the command and the figures.
 
 use serde_json::{Value, json};
 use wasmeca::config::Limits;
