@@ -3,13 +3,31 @@
 //! with the same payload (`MODE=raw`), 20,000 entity loads by id in `q` as a seneca-entity
 //! client sends them (`MODE=load-memory`, `MODE=load-sqlite`), 20,000 `GET /user/1` messages
 //! through the user seed and its nested load from the memory store, as the REST gateway builds
-//! them (`MODE=user`), or only the setup (`MODE=none`). Run it under `valgrind
-//! --tool=callgrind`; BENCHMARKS.md has the command and the figures.
+//! them (`MODE=user`), or only the setup (`MODE=none`). `TRACES=1` records every act's spans
+//! as `wasmeca serve` does with telemetry on (every trace sampled, exported by OTLP/HTTP to a
+//! port nobody listens on, so each batch is encoded and its send refused). Run it under
+//! `valgrind --tool=callgrind`; BENCHMARKS.md has the command and the figures.
 
 use serde_json::{Value, json};
 use wasmeca::config::Limits;
 use wasmeca::runtime::RawInstance;
 use wasmeca::{Message, PluginSource, Runtime};
+
+/// Records spans as `wasmeca serve` does with telemetry on and every trace sampled.
+fn traced() -> wasmeca::telemetry::Exporting {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let settings = wasmeca::telemetry::TelemetrySettings {
+        endpoint: Some("http://127.0.0.1:9".into()),
+        service_name: "profile_act".into(),
+        ratio: Some(1.0),
+        queue_size: 2048,
+        export_timeout: std::time::Duration::from_secs(1),
+    };
+    let (layer, exporting) = wasmeca::telemetry::layer(&settings, "warn").expect("telemetry");
+    tracing_subscriber::registry().with(layer).init();
+    exporting
+}
 
 fn main() {
     let mode = std::env::var("MODE").unwrap_or_default();
@@ -23,6 +41,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio");
+    let _exporting = (std::env::var("TRACES").as_deref() == Ok("1")).then(traced);
     let salute = wasmeca_tests::plugin("salute");
     let runtime = Runtime::new(
         Some(std::env::temp_dir().join("wasmeca-bench-cache")),
