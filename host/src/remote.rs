@@ -136,7 +136,8 @@ pub async fn try_in_order(
         tracing::debug!(tx = &*ctx.tx, peer = %peer.describe(), "act forwarded");
         // The act's span is the current one here: it says which peer answered.
         if crate::telemetry::on() {
-            tracing::Span::current().record("wasmeca.peer", peer.describe());
+            let peer = opentelemetry::KeyValue::new("wasmeca.peer", peer.describe());
+            crate::telemetry::tag(&tracing::Span::current(), peer);
         }
         let call = RemoteCall {
             tx: &ctx.tx,

@@ -9,8 +9,10 @@
 //! transaction lands in one trace.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -28,10 +30,8 @@ use opentelemetry_sdk::trace::{
 use prometheus_client::metrics::counter::Counter;
 
 use crate::error::ActError;
-use futures_util::FutureExt;
 use tracing::Subscriber;
-use tracing::instrument::Instrumented;
-use tracing::{Event, Instrument, Span};
+use tracing::{Event, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
@@ -76,44 +76,92 @@ pub fn recording() -> bool {
     }
 }
 
-/// Runs `work` inside `span`. Not an `async fn`, and nothing boxed: an `async fn` wrapper holds
-/// its future twice, and the act path's futures are moved whole a few times on their way into
-/// the executor (callgrind counted 3.2 times the act's instructions that way, most of it
+/// A future run inside a span: the span is entered while the future is polled, and the
+/// future is dropped inside it as soon as it is done. `tracing`'s `Instrumented` enters the
+/// span once more to drop a future that finished long before: with telemetry on, that was an
+/// enter and an exit through every layer per span, a quarter of what the spans cost an act.
+/// Here only a future dropped before it is done (cancelled) is dropped inside its span. The
+/// work is boxed, so that the wrapper is small whatever it runs.
+pub struct InSpan<F: Future> {
+    /// The work, until it is done.
+    work: Option<Pin<Box<F>>>,
+    /// The span it runs in.
+    span: Span,
+    /// What the span learns from the work's output ([`wrap_traced`]: whether it failed).
+    on_done: Option<fn(&Span, &F::Output)>,
+}
+
+impl<F: Future> Future for InSpan<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        let Some(work) = this.work.as_mut() else {
+            panic!("an InSpan future was polled after it was done");
+        };
+        let output = std::task::ready!(work.as_mut().poll(cx));
+        this.work = None;
+        if let Some(on_done) = this.on_done {
+            on_done(&this.span, &output);
+        }
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future> Drop for InSpan<F> {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            let _entered = self.span.enter();
+            drop(work);
+        }
+    }
+}
+
+/// Runs `work` inside `span`. Not an `async fn`: an `async fn` wrapper holds its future
+/// twice, and the act path's futures are moved whole a few times on their way into the
+/// executor (callgrind counted 3.2 times the act's instructions that way, most of it
 /// `memcpy`). Awaited through [`inside!`], which skips it when telemetry is off.
-pub fn wrap<F: Future>(span: &Span, work: F) -> Instrumented<F> {
-    work.instrument(span.clone())
+pub fn wrap<F: Future>(span: &Span, work: F) -> InSpan<F> {
+    InSpan {
+        work: Some(Box::pin(work)),
+        span: span.clone(),
+        on_done: None,
+    }
 }
 
 /// Runs `work` [`wrap`]ped in `span` and marks the span failed with the error's code when it fails.
-pub fn wrap_traced<T, E, F>(
-    span: &Span,
-    work: F,
-) -> impl Future<Output = Result<T, E>> + use<T, E, F>
+pub fn wrap_traced<T, E, F>(span: &Span, work: F) -> InSpan<F>
 where
     E: AsRef<ActError>,
     F: Future<Output = Result<T, E>>,
 {
-    let failed = span.clone();
-    wrap(span, work).inspect(move |outcome| {
-        if let Err(e) = outcome {
-            let e = e.as_ref();
-            fail(&failed, &e.code, &e.message);
-        }
-    })
+    let mut wrapped = wrap(span, work);
+    wrapped.on_done = Some(mark_failed::<T, E>);
+    wrapped
+}
+
+/// Marks `span` failed when `outcome` is an error.
+fn mark_failed<T, E: AsRef<ActError>>(span: &Span, outcome: &Result<T, E>) {
+    if let Err(e) = outcome {
+        let e = e.as_ref();
+        fail(span, &e.code, &e.message);
+    }
 }
 
 /// Awaits `work` [`wrap`]ped in `span` when telemetry is on, and as it is when off: no
-/// wrapper is made then, and the one made when on is boxed, so the caller's future is the size
-/// it is without tracing (the act path's futures are moved whole on their way into the
-/// executor; a wrapper inline on each await made callgrind count 15 % more instructions per
-/// act, all of it `memcpy`, and an inline one in the branch taken when on still 3 %).
+/// wrapper is made then, and the one made when on boxes the work and is small itself, so the
+/// caller's future is the size it is without tracing (the act path's futures are moved whole
+/// on their way into the executor; a wrapper holding the work inline on each await made
+/// callgrind count 15 % more instructions per act, all of it `memcpy`, and an inline one in
+/// the branch taken when on still 3 %).
 macro_rules! inside {
     ($span:expr, $work:expr) => {{
         let span: &::tracing::Span = $span;
         if span.is_disabled() {
             $work.await
         } else {
-            ::std::boxed::Box::pin($crate::telemetry::wrap(span, $work)).await
+            $crate::telemetry::wrap(span, $work).await
         }
     }};
 }
@@ -127,7 +175,7 @@ macro_rules! traced {
         if span.is_disabled() {
             $work.await
         } else {
-            ::std::boxed::Box::pin($crate::telemetry::wrap_traced(span, $work)).await
+            $crate::telemetry::wrap_traced(span, $work).await
         }
     }};
 }
@@ -395,10 +443,22 @@ pub fn carry(span: &Span) -> Vec<(&'static str, String)> {
 }
 
 /// Names `span` once what it stands for is known (`otel.name` recorded after the span was
-/// entered would be too late).
-pub fn rename(span: &Span, name: String) {
+/// entered would be too late), and sets the `attributes` known with it. One update of the
+/// OpenTelemetry span: a `tracing` field recorded after the span was made goes through every
+/// layer and its field visitor, which cost about three times as much per attribute.
+pub fn rename(span: &Span, name: String, attributes: impl IntoIterator<Item = KeyValue>) {
     if !span.is_disabled() {
-        span.context().span().update_name(name);
+        let cx = span.context();
+        let otel = cx.span();
+        otel.update_name(name);
+        otel.set_attributes(attributes);
+    }
+}
+
+/// Sets one attribute of `span` known only after it was made (see [`rename`]).
+pub fn tag(span: &Span, attribute: KeyValue) {
+    if !span.is_disabled() {
+        span.set_attribute(attribute.key, attribute.value);
     }
 }
 

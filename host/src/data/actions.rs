@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
+use opentelemetry::KeyValue;
 use semver::Version;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use tracing::Span;
-use tracing::field::Empty;
 
 use super::{
     CacheStore, DataError, EntityStore, cache, canon, entity, open_cache, open_store_with,
@@ -212,13 +212,17 @@ impl StoreAction {
             Api::Entity => {
                 let store = self.stores.entities().await?;
                 if !span.is_disabled() {
-                    describe(span, store.backend());
+                    let [system, old_system] = system(store.backend());
                     match canon(&msg, self.cmd) {
                         Ok(canon) => {
-                            telemetry::rename(span, format!("{} {canon}", self.cmd));
-                            span.record("db.collection.name", canon.to_string());
+                            let canon = canon.to_string();
+                            let name = format!("{} {canon}", self.cmd);
+                            let collection = KeyValue::new("db.collection.name", canon);
+                            telemetry::rename(span, name, [system, old_system, collection]);
                         }
-                        Err(_) => telemetry::rename(span, self.cmd.to_owned()),
+                        Err(_) => {
+                            telemetry::rename(span, self.cmd.to_owned(), [system, old_system]);
+                        }
                     }
                 }
                 entity(store.as_ref(), self.cmd, &msg).await
@@ -226,8 +230,7 @@ impl StoreAction {
             Api::Cache => {
                 let store = self.stores.cache().await?;
                 if !span.is_disabled() {
-                    describe(span, store.backend());
-                    telemetry::rename(span, self.cmd.to_owned());
+                    telemetry::rename(span, self.cmd.to_owned(), system(store.backend()));
                 }
                 cache(store.as_ref(), self.cmd, &msg).await
             }
@@ -241,14 +244,8 @@ impl Handler for StoreAction {
             self.allowed(&msg, &ctx)?;
             // A client span by the database conventions: the store, the operation and the
             // entity, never the values.
-            let span = span!(
-                "data",
-                otel.kind = "client",
-                db.system.name = Empty,
-                db.system = Empty,
-                db.operation.name = self.cmd,
-                db.collection.name = Empty,
-            );
+            // The store and the collection are set once known (`answer`).
+            let span = span!("data", otel.kind = "client", db.operation.name = self.cmd);
             let answer = async {
                 let value = self.answer(msg, &span).await.map_err(to_act_error)?;
                 let reply = Reply::from_value(&value);
@@ -278,15 +275,17 @@ impl Handler for StoreAction {
     }
 }
 
-/// Records which store answers on a data call's span (`db.system.name`, and `db.system` as
-/// the conventions before 1.26 called it).
-fn describe(span: &Span, backend: &'static str) {
+/// Which store answers, as a data call's span says it: `db.system.name`, and `db.system` as
+/// the conventions before 1.26 called it.
+fn system(backend: &'static str) -> [KeyValue; 2] {
     let system = match backend {
         "postgres" => "postgresql",
         other => other,
     };
-    span.record("db.system.name", system);
-    span.record("db.system", system);
+    [
+        KeyValue::new("db.system.name", system),
+        KeyValue::new("db.system", system),
+    ]
 }
 
 /// A data error as callers see it: its code (whose status it carries) and details.

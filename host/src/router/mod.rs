@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Span;
-use tracing::field::Empty;
 
 use crate::error::{ActError, Code};
 use crate::events::{Bus, LocalBus, Retry};
@@ -350,14 +350,9 @@ impl Inner {
                 None => Principal::from_ingress(remote),
             },
         };
-        let span = span!(
-            "act",
-            seneca.pattern = Empty,
-            seneca.tx = &*ctx.tx,
-            wasmeca.plugin = Empty,
-            wasmeca.peer = Empty,
-            wasmeca.depth = depth,
-        );
+        // What answers (`seneca.pattern`, `wasmeca.plugin` or `wasmeca.peer`) is set by
+        // `dispatch` once it is known.
+        let span = span!("act", seneca.tx = &*ctx.tx, wasmeca.depth = depth);
         telemetry::traced!(&span, self.dispatch(msg, ctx, &span, has_meta))
     }
 
@@ -402,16 +397,22 @@ impl Inner {
         tracing::debug!(tx = &*ctx.tx, ?target, depth = ctx.depth, "act");
         if !span.is_disabled() {
             match &target {
-                Target::Local(action) => {
-                    telemetry::rename(span, format!("act {}", action.pattern));
-                    span.record("seneca.pattern", &*action.pattern);
-                    span.record("wasmeca.plugin", action.plugin.key());
-                }
-                Target::Remote(client) => {
-                    telemetry::rename(span, format!("act {}", client.pin));
-                    span.record("seneca.pattern", client.pin.to_string());
-                    span.record("wasmeca.peer", client.describe());
-                }
+                Target::Local(action) => telemetry::rename(
+                    span,
+                    format!("act {}", action.pattern),
+                    [
+                        KeyValue::new("seneca.pattern", action.pattern.to_string()),
+                        KeyValue::new("wasmeca.plugin", action.plugin.key()),
+                    ],
+                ),
+                Target::Remote(client) => telemetry::rename(
+                    span,
+                    format!("act {}", client.pin),
+                    [
+                        KeyValue::new("seneca.pattern", client.pin.to_string()),
+                        KeyValue::new("wasmeca.peer", client.describe()),
+                    ],
+                ),
             }
         }
         match target {
