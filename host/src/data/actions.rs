@@ -243,8 +243,8 @@ impl Handler for StoreAction {
         Box::pin(async move {
             self.allowed(&msg, &ctx)?;
             // A client span by the database conventions: the store, the operation and the
-            // entity, never the values.
-            // The store and the collection are set once known (`answer`).
+            // entity, never the values (the store and the entity are set once known, in
+            // `answer`).
             let span = span!("data", otel.kind = "client", db.operation.name = self.cmd);
             let answer = async {
                 let value = self.answer(msg, &span).await.map_err(to_act_error)?;
