@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod query;
 pub mod sqlite;
 
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -49,18 +50,18 @@ impl Canon {
     /// Parses a canon string: `zone/base/name`, `base/name` or `name`, `-` for an unset part.
     pub fn parse(s: &str) -> Result<Canon, DataError> {
         let part = |p: &str| (!p.is_empty() && p != "-").then(|| p.to_string());
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [n] => Ok(Canon {
+        let mut parts = s.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(n), None, ..) => Ok(Canon {
                 name: part(n),
                 ..Canon::default()
             }),
-            [b, n] => Ok(Canon {
+            (Some(b), Some(n), None, _) => Ok(Canon {
                 base: part(b),
                 name: part(n),
                 ..Canon::default()
             }),
-            [z, b, n] => Ok(Canon {
+            (Some(z), Some(b), Some(n), None) => Ok(Canon {
                 zone: part(z),
                 base: part(b),
                 name: part(n),
@@ -86,8 +87,14 @@ impl Canon {
 
 impl std::fmt::Display for Canon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let p = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-        write!(f, "{}/{}/{}", p(&self.zone), p(&self.base), p(&self.name))
+        fn part(o: &Option<String>) -> &str {
+            o.as_deref().unwrap_or("-")
+        }
+        f.write_str(part(&self.zone))?;
+        f.write_str("/")?;
+        f.write_str(part(&self.base))?;
+        f.write_str("/")?;
+        f.write_str(part(&self.name))
     }
 }
 
@@ -200,16 +207,22 @@ pub async fn entity(
     if cmd == "save" {
         return save(store, &kind, &canon, msg).await.map(reply);
     }
-    let raw_q = match msg.get("q") {
+    // The query as sent (borrowed), or `{id}` when only a top-level `id` names the record.
+    let raw_q: Option<Cow<'_, Value>> = match msg.get("q") {
         None | Some(Value::Null) => msg.get("id").filter(|id| !id.is_null()).map(|id| {
             let mut q = Map::new();
             q.insert("id".into(), id.clone());
-            Value::Object(q)
+            Cow::Owned(Value::Object(q))
         }),
-        Some(q) => Some(q.clone()),
+        Some(q) => Some(Cow::Borrowed(q)),
     };
-    let mut q = Query::parse(raw_q.as_ref())?;
-    let directive = |name: &str| raw_q.as_ref().and_then(|q| q.get(name)).is_some_and(truthy);
+    let mut q = Query::parse(raw_q.as_deref())?;
+    let directive = |name: &str| {
+        raw_q
+            .as_deref()
+            .and_then(|q| q.get(name))
+            .is_some_and(truthy)
+    };
     let fields = q.fields.take();
     let shape = |rec: Record| match &fields {
         Some(f) => reply(query::project(rec, f)),
@@ -232,7 +245,7 @@ pub async fn entity(
         }
         _ => {
             let all = directive("all$");
-            let load = raw_q.as_ref().and_then(|q| q.get("load$")) == Some(&Value::Bool(true));
+            let load = raw_q.as_deref().and_then(|q| q.get("load$")) == Some(&Value::Bool(true));
             let removed = store.remove(&kind, &q, all).await?;
             Ok(match removed {
                 Some(rec) if load && !all => shape(rec),
