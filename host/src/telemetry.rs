@@ -10,22 +10,23 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider,
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
+    TraceState, Tracer as _, TracerProvider,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
-    SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData,
+    SpanExporter, SpanProcessor,
 };
 use prometheus_client::metrics::counter::Counter;
 
@@ -215,6 +216,56 @@ impl Drop for Exporting {
     }
 }
 
+/// The tracer [`Leaf`] spans are made by: the one the layer exports through.
+static LEAF_TRACER: OnceLock<SdkTracer> = OnceLock::new();
+
+/// A span of a call that opens no span under it (a store's), made by OpenTelemetry directly
+/// under the current span instead of through `tracing`'s layers, where a span cost ~14k
+/// instructions before its export (BENCHMARKS.md, "Traces"). Ends when dropped; nothing is
+/// made when spans are not recorded. Log lines written during the call land in the span
+/// around it.
+pub struct Leaf(Option<opentelemetry_sdk::trace::Span>);
+
+impl Leaf {
+    /// A client span named `name` with `attributes`, under the current span, when spans are
+    /// recorded ([`recording`]).
+    pub fn client(name: &'static str, attributes: impl IntoIterator<Item = KeyValue>) -> Self {
+        if !recording() {
+            return Self(None);
+        }
+        let Some(tracer) = LEAF_TRACER.get() else {
+            return Self(None);
+        };
+        let span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Client)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &Context::current());
+        Self(Some(span))
+    }
+
+    /// True when the span is recorded (what it learns is worth working out).
+    pub fn is_recording(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Names the span once what it stands for is known, with the `attributes` known with it.
+    pub fn rename(&mut self, name: String, attributes: impl IntoIterator<Item = KeyValue>) {
+        if let Some(span) = &mut self.0 {
+            span.update_name(name);
+            span.set_attributes(attributes);
+        }
+    }
+
+    /// Marks the span failed with the error's code (`error.type`) and message.
+    pub fn fail(&mut self, error: &ActError) {
+        if let Some(span) = &mut self.0 {
+            span.set_attribute(KeyValue::new("error.type", error.code.to_string()));
+            span.set_status(Status::error(format!("{}: {}", error.code, error.message)));
+        }
+    }
+}
+
 /// Spans dropped: the export queue was full, or an export failed (the collector away).
 static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 
@@ -280,6 +331,8 @@ where
     }
     let provider = provider.build();
     let tracer = provider.tracer("wasmeca");
+    // A process has one subscriber, so one layer: the first tracer is the one leaves use.
+    let _ = LEAF_TRACER.set(tracer.clone());
     let filter = EnvFilter::try_new(format!("{logs},{TARGET}=trace"))
         .map_err(|e| TelemetryError(format!("the log filter {logs:?}: {e}")))?;
     // The spans carry what the conventions name, not the host's source lines, threads or

@@ -10,7 +10,6 @@ use opentelemetry::KeyValue;
 use semver::Version;
 use serde_json::Value;
 use tokio::sync::OnceCell;
-use tracing::Span;
 
 use super::{
     CacheStore, DataError, EntityStore, cache, canon, entity, open_cache, open_store_with,
@@ -24,7 +23,7 @@ use crate::plugins::Plugin;
 use crate::readiness::{Probe, Readiness};
 use crate::registry::Registry;
 use crate::runtime::{BoxFuture, CallCtx, Handler};
-use crate::telemetry::{self, span};
+use crate::telemetry::Leaf;
 
 /// The stores, opened on first use: a host whose plugins never keep data never touches a file
 /// or a server.
@@ -207,31 +206,27 @@ impl StoreAction {
         }
     }
 
-    async fn answer(&self, msg: Message, span: &Span) -> Result<Value, DataError> {
+    async fn answer(&self, msg: Message, span: &mut Leaf) -> Result<Value, DataError> {
         match self.api {
             Api::Entity => {
                 let store = self.stores.entities().await?;
-                if !span.is_disabled() {
+                if span.is_recording() {
                     let [system, old_system] = system(store.backend());
                     match canon(&msg, self.cmd) {
                         Ok(canon) => {
                             let canon = canon.to_string();
                             let name = format!("{} {canon}", self.cmd);
                             let collection = KeyValue::new("db.collection.name", canon);
-                            telemetry::rename(span, name, [system, old_system, collection]);
+                            span.rename(name, [system, old_system, collection]);
                         }
-                        Err(_) => {
-                            telemetry::rename(span, self.cmd.to_owned(), [system, old_system]);
-                        }
+                        Err(_) => span.rename(self.cmd.to_owned(), [system, old_system]),
                     }
                 }
                 entity(store.as_ref(), self.cmd, &msg).await
             }
             Api::Cache => {
                 let store = self.stores.cache().await?;
-                if !span.is_disabled() {
-                    telemetry::rename(span, self.cmd.to_owned(), system(store.backend()));
-                }
+                span.rename(self.cmd.to_owned(), system(store.backend()));
                 cache(store.as_ref(), self.cmd, &msg).await
             }
         }
@@ -245,9 +240,9 @@ impl Handler for StoreAction {
             // A client span by the database conventions: the store, the operation and the
             // entity, never the values (the store and the entity are set once known, in
             // `answer`).
-            let span = span!("data", otel.kind = "client", db.operation.name = self.cmd);
+            let mut span = Leaf::client("data", [KeyValue::new("db.operation.name", self.cmd)]);
             let answer = async {
-                let value = self.answer(msg, &span).await.map_err(to_act_error)?;
+                let value = self.answer(msg, &mut span).await.map_err(to_act_error)?;
                 let reply = Reply::from_value(&value);
                 let limit = self.stores.settings.max_answer_bytes;
                 if reply.as_str().len() > limit {
@@ -263,7 +258,11 @@ impl Handler for StoreAction {
                 }
                 Ok(reply)
             };
-            telemetry::traced!(&span, answer)
+            let outcome = answer.await;
+            if let Err(e) = &outcome {
+                span.fail(e);
+            }
+            outcome
         })
     }
 
