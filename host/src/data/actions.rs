@@ -226,7 +226,9 @@ impl StoreAction {
             }
             Api::Cache => {
                 let store = self.stores.cache().await?;
-                span.rename(self.cmd.to_owned(), system(store.backend()));
+                if span.is_recording() {
+                    span.rename(self.cmd.to_owned(), system(store.backend()));
+                }
                 cache(store.as_ref(), self.cmd, &msg).await
             }
         }
