@@ -224,7 +224,10 @@ static LEAF_TRACER: OnceLock<SdkTracer> = OnceLock::new();
 /// instructions before its export (BENCHMARKS.md, "Traces"). Ends when dropped; nothing is
 /// made when spans are not recorded. Log lines written during the call land in the span
 /// around it.
-pub struct Leaf(Option<opentelemetry_sdk::trace::Span>);
+pub struct Leaf(
+    /// The span, when spans are recorded: `None` makes every method a no-op.
+    Option<opentelemetry_sdk::trace::Span>,
+);
 
 impl Leaf {
     /// A client span named `name` with `attributes`, under the current span, when spans are
