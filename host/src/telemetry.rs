@@ -263,8 +263,9 @@ impl Leaf {
     /// Marks the span failed with the error's code (`error.type`) and message.
     pub fn fail(&mut self, error: &ActError) {
         if let Some(span) = &mut self.0 {
-            span.set_attribute(KeyValue::new("error.type", error.code.to_string()));
-            span.set_status(Status::error(format!("{}: {}", error.code, error.message)));
+            let (kind, status) = failure(&error.code, &error.message);
+            span.set_attribute(kind);
+            span.set_status(status);
         }
     }
 }
@@ -523,8 +524,17 @@ pub fn fail(span: &Span, code: &str, message: &str) {
     if span.is_disabled() {
         return;
     }
-    span.set_attribute("error.type", code.to_owned());
-    span.set_status(Status::error(format!("{code}: {message}")));
+    let (kind, status) = failure(code, message);
+    span.set_attribute(kind.key, kind.value);
+    span.set_status(status);
+}
+
+/// What a failed span says, whichever way it was made: `error.type` and the error status.
+fn failure(code: &str, message: &str) -> (KeyValue, Status) {
+    (
+        KeyValue::new("error.type", code.to_owned()),
+        Status::error(format!("{code}: {message}")),
+    )
 }
 
 /// JSON log lines (one object a line, the event's fields at the top) that carry the
