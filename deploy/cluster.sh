@@ -247,13 +247,21 @@ stop_pids() {
 }
 
 # spawn DIR LOG CMD...: runs CMD in its own session (it outlives this script; no terminal
-# signals), cwd DIR, stdio to LOG, tagged with DIR; sets SPAWNED to its pid.
+# signals), cwd DIR, stdio to LOG, tagged with DIR; sets SPAWNED to its pid. Returns once the
+# pid carries its tag (or has exited): until the subshell has exec'd `env`, /proc/PID/environ
+# is still this script's, and `alive PID DIR` would call a process that is starting dead (on a
+# loaded machine that window lasted long enough for CI to fail "epmd did not start").
 SPAWNED=
 spawn() {
-    local dir=$1 logf=$2
+    local dir=$1 logf=$2 i
     shift 2
     (cd "$dir" && exec env "$TAG_VAR=$dir" setsid "$@") </dev/null >>"$logf" 2>&1 9>&- &
     SPAWNED=$!
+    for ((i = 0; i < 500; i++)); do
+        alive "$SPAWNED" "$dir" && return 0
+        running "$SPAWNED" || return 0
+        sleep 0.01
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
