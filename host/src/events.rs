@@ -6,11 +6,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use opentelemetry::{Context, KeyValue};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Span;
 
 use crate::error::{ActError, Code};
 use crate::message::{self, Message};
@@ -105,11 +105,11 @@ pub async fn deliver(
         let ctx = CallCtx::root(tx.clone(), Instant::now() + timeout);
         async move {
             let span = span!(
-                "observe",
-                otel.name = %format_args!("observe {}", observer.pattern),
-                seneca.pattern = %observer.pattern,
-                wasmeca.plugin = %observer.plugin.key(),
-                messaging.message.id = id_of(event),
+                format!("observe {}", observer.pattern),
+                Internal,
+                KeyValue::new("seneca.pattern", observer.pattern.to_string()),
+                KeyValue::new("wasmeca.plugin", observer.plugin.key()),
+                KeyValue::new("messaging.message.id", id_of(event).to_owned()),
             );
             let outcome = telemetry::traced!(&span, observer.observe(event, ctx));
             outcome.err().map(|error| {
@@ -179,7 +179,7 @@ pub struct LocalBus {
     /// How failing observers are retried.
     retry: Retry,
     /// The queue, made (and its task started) on the first publish, inside the async runtime.
-    queue: OnceLock<mpsc::Sender<(Message, Span, Handled)>>,
+    queue: OnceLock<mpsc::Sender<(Message, Context, Handled)>>,
     /// Events accepted and not yet handled, so [`Bus::settled`] knows when the bus is quiet.
     pending: Arc<Pending>,
 }
@@ -238,9 +238,9 @@ impl LocalBus {
     }
 
     /// The queue, starting its task the first time.
-    fn queue(&self) -> &mpsc::Sender<(Message, Span, Handled)> {
+    fn queue(&self) -> &mpsc::Sender<(Message, Context, Handled)> {
         self.queue.get_or_init(|| {
-            let (queue, events) = mpsc::channel::<(Message, Span, Handled)>(LOCAL_QUEUE);
+            let (queue, events) = mpsc::channel::<(Message, Context, Handled)>(LOCAL_QUEUE);
             tokio::spawn(run_local(
                 events,
                 self.registry.clone(),
@@ -255,7 +255,7 @@ impl LocalBus {
 /// The in-memory bus's task: takes each event off the queue and delivers it, at most
 /// [`LOCAL_CONCURRENCY`] at once.
 async fn run_local(
-    mut events: mpsc::Receiver<(Message, Span, Handled)>,
+    mut events: mpsc::Receiver<(Message, Context, Handled)>,
     registry: WeakRegistry,
     timeout: Duration,
     retry: Retry,
@@ -281,11 +281,10 @@ async fn run_local(
             let _handled = handled;
             let span = span!(
                 parent: &published,
-                "process",
-                otel.name = "process event",
-                otel.kind = "consumer",
-                messaging.operation.type = "process",
-                messaging.message.id = id_of(&event),
+                "process event",
+                Consumer,
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.message.id", id_of(&event).to_owned()),
             );
             let delivered = deliver_with_retries(observers, &event, timeout, retry, &stop);
             for failure in telemetry::inside!(&span, delivered) {
@@ -311,9 +310,9 @@ impl Bus for LocalBus {
         Box::pin(async move {
             // The publish's span goes along, the parent of the delivery's.
             let published = if telemetry::on() {
-                Span::current()
+                Context::current()
             } else {
-                Span::none()
+                Context::new()
             };
             self.pending.add();
             let handled = Handled(self.pending.clone());

@@ -137,7 +137,7 @@ pub async fn try_in_order(
         // The act's span is the current one here: it says which peer answered.
         if crate::telemetry::on() {
             let peer = opentelemetry::KeyValue::new("wasmeca.peer", peer.describe());
-            crate::telemetry::tag(&tracing::Span::current(), peer);
+            crate::telemetry::tag_current(peer);
         }
         let call = RemoteCall {
             tx: &ctx.tx,

@@ -1,13 +1,16 @@
-//! Traces: one request followed across every hop. Every span the host makes has the target
-//! [`TARGET`] at trace level, so with telemetry off (the default) none is created (a callsite
-//! check, see [`on`]); with it on, a `tracing-opentelemetry` layer turns them into OpenTelemetry
-//! spans and a batch processor exports them by OTLP/HTTP without ever holding an act: a full
-//! queue or a collector that is away drops spans and counts them ([`dropped_spans`]).
-//! W3C `traceparent`/`tracestate` are read from and written to whatever carries a message
-//! ([`continue_remote`], [`carry`]); a message that carries Seneca's `tx$` and no traceparent
-//! (from a Node Seneca peer) joins the trace derived from its `tx$`, so every hop of one Seneca
-//! transaction lands in one trace.
+//! Traces: one request followed across every hop. The host's spans are made by the
+//! OpenTelemetry API directly ([`Span`]), and an act's span is the current OpenTelemetry
+//! context while its work is polled ([`inside!`]), so nested acts, store calls, publishes and
+//! log lines land under it. With telemetry off (the default) no span is made: one check of a
+//! static ([`on`]). A batch processor exports the spans by OTLP/HTTP without ever holding an
+//! act: a full queue or a collector that is away drops spans and counts them
+//! ([`dropped_spans`]). W3C `traceparent`/`tracestate` are read from and written to whatever
+//! carries a message ([`remote`], [`Span::carry`]); a message that carries Seneca's `tx$` and
+//! no traceparent (from a Node Seneca peer) joins the trace derived from its `tx$`, so every
+//! hop of one Seneca transaction lands in one trace. Log lines written inside a span become
+//! its events ([`layer`]).
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,65 +34,207 @@ use opentelemetry_sdk::trace::{
 use prometheus_client::metrics::counter::Counter;
 
 use crate::error::ActError;
+use tracing::Event;
 use tracing::Subscriber;
-use tracing::{Event, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::format::{Format, Json, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The target of every span the host makes (and only of spans: logs keep their own targets).
-pub const TARGET: &str = "wasmeca::trace";
+/// The tracer every span of the host's is made by, set when telemetry starts ([`layer`]):
+/// unset, no span is made.
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
-/// True when spans are recorded: telemetry is on (or a log filter asks for trace level there).
-/// Checked before a span is made, so a host with telemetry off pays one callsite check.
+/// True when telemetry is on: spans are made (where the trace they would join is sampled,
+/// see [`recording`]). One load of a static, so a host with telemetry off pays nothing more.
 #[inline]
 pub fn on() -> bool {
-    tracing::enabled!(target: "wasmeca::trace", tracing::Level::TRACE)
+    TRACER.get().is_some()
 }
-
-/// A span of the host's: `trace_span!` with the target [`TARGET`], made only when telemetry is
-/// on and the trace it would join is recorded ([`recording`]): inside a trace the sampler
-/// left out, no span is made at all, so a sampled-out request costs its first span only.
-macro_rules! span {
-    ($($rest:tt)+) => {
-        if $crate::telemetry::recording() {
-            ::tracing::trace_span!(target: "wasmeca::trace", $($rest)+)
-        } else {
-            ::tracing::Span::none()
-        }
-    };
-}
-pub(crate) use span;
 
 /// True when a span made here would be recorded: telemetry is on, and the span current here
 /// (if any) belongs to a sampled trace. Where no span is current (an ingress, a delivery),
 /// the new span starts or continues a trace, and the sampler decides.
 #[inline]
 pub fn recording() -> bool {
-    on() && {
-        let current = Context::current();
+    on() && Context::map_current(|current| {
         let span = current.span();
         let context = span.span_context();
         !context.is_valid() || context.is_sampled()
+    })
+}
+
+/// A span of the host's: `span!(NAME, KIND, ATTRIBUTES...)` under the current span, or
+/// `span!(parent: &CONTEXT, NAME, KIND, ATTRIBUTES...)` under `CONTEXT` (a remote one from
+/// [`remote`] at an ingress, or a span's [`Span::context`]). NAME is a `&'static str` or a
+/// `String`, KIND a [`SpanKind`] variant, each attribute a `KeyValue`. Nothing is evaluated
+/// and no span made when telemetry is off, or inside a trace the sampler left out (a
+/// sampled-out request costs its first span only).
+macro_rules! span {
+    (parent: $parent:expr, $name:expr, $kind:ident $(, $attribute:expr)* $(,)?) => {
+        if $crate::telemetry::on() {
+            $crate::telemetry::Span::start(
+                $name,
+                ::opentelemetry::trace::SpanKind::$kind,
+                ::std::vec![$($attribute),*],
+                Some($parent),
+            )
+        } else {
+            $crate::telemetry::Span::none()
+        }
+    };
+    ($name:expr, $kind:ident $(, $attribute:expr)* $(,)?) => {
+        if $crate::telemetry::recording() {
+            $crate::telemetry::Span::start(
+                $name,
+                ::opentelemetry::trace::SpanKind::$kind,
+                ::std::vec![$($attribute),*],
+                None,
+            )
+        } else {
+            $crate::telemetry::Span::none()
+        }
+    };
+}
+pub(crate) use span;
+
+/// One span of the host's: the OpenTelemetry context holding it, which the work inside it
+/// runs in ([`inside!`]); none when telemetry is off or the trace is not sampled. Ends when
+/// dropped (not when the last copy of its context goes, which a delivery queued for later
+/// may hold).
+pub struct Span(
+    /// The context whose span this is: `None` makes every method a no-op.
+    Option<Context>,
+);
+
+impl Span {
+    /// No span: what is made when spans are not recorded.
+    pub const fn none() -> Self {
+        Self(None)
+    }
+
+    /// Starts a span named `name` of `kind` with `attributes`, under `parent`, else under the
+    /// current span; use [`span!`], which calls this only when the span would be recorded.
+    pub fn start(
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        attributes: Vec<KeyValue>,
+        parent: Option<&Context>,
+    ) -> Self {
+        let Some(tracer) = TRACER.get() else {
+            return Self::none();
+        };
+        let builder = tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_attributes(attributes);
+        let under = |parent: &Context| parent.with_span(tracer.build_with_context(builder, parent));
+        Self(Some(match parent {
+            Some(parent) => under(parent),
+            None => Context::map_current(under),
+        }))
+    }
+
+    /// True when no span was made (telemetry off, or the trace not sampled): the work runs as
+    /// it is.
+    pub fn is_disabled(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The context holding the span, to start a span under it later (a delivery's, queued).
+    pub fn context(&self) -> Option<&Context> {
+        self.0.as_ref()
+    }
+
+    /// Names the span once what it stands for is known, with the `attributes` known with it.
+    pub fn rename(&self, name: String, attributes: impl IntoIterator<Item = KeyValue>) {
+        if let Some(cx) = &self.0 {
+            let span = cx.span();
+            span.update_name(name);
+            span.set_attributes(attributes);
+        }
+    }
+
+    /// Sets one attribute known only after the span was made (a response's status).
+    pub fn tag(&self, attribute: KeyValue) {
+        if let Some(cx) = &self.0 {
+            cx.span().set_attribute(attribute);
+        }
+    }
+
+    /// Marks the span failed with the error's code (`error.type`) and message.
+    pub fn fail(&self, error: &ActError) {
+        if let Some(cx) = &self.0 {
+            let (kind, status) = failure(error);
+            let span = cx.span();
+            span.set_attribute(kind);
+            span.set_status(status);
+        }
+    }
+
+    /// Marks the span failed when `outcome` is an error ([`traced!`]).
+    pub fn fail_on<T, E: AsRef<ActError>>(&self, outcome: &Result<T, E>) {
+        if let Err(e) = outcome {
+            self.fail(e.as_ref());
+        }
+    }
+
+    /// The trace context to send with a message leaving from inside this span
+    /// (`traceparent` and, when there is one, `tracestate`); nothing when there is no span.
+    pub fn carry(&self) -> Vec<(&'static str, String)> {
+        self.0.as_ref().map(carried).unwrap_or_default()
     }
 }
 
-/// A future run inside a span: the span is entered while the future is polled, and the
-/// future is dropped inside it as soon as it is done. `tracing`'s `Instrumented` enters the
-/// span once more to drop a future that finished long before: with telemetry on, that was an
-/// enter and an exit through every layer per span, 9 % of what the spans cost an act.
-/// Here only a future dropped before it is done (cancelled) is dropped inside its span. The
-/// work is boxed, so that the wrapper is small whatever it runs.
+impl Drop for Span {
+    fn drop(&mut self) {
+        if let Some(cx) = &self.0 {
+            cx.span().end();
+        }
+    }
+}
+
+/// The trace context to send with a message leaving from here: the current span's, when
+/// spans are recorded ([`Span::carry`]).
+pub fn carry_current() -> Vec<(&'static str, String)> {
+    if on() {
+        Context::map_current(carried)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Sets one attribute of the current span (an act's, which learns late which peer answered).
+pub fn tag_current(attribute: KeyValue) {
+    if on() {
+        Context::map_current(|cx| cx.span().set_attribute(attribute));
+    }
+}
+
+/// A future run inside a span: the span's context is the current one while the future is
+/// polled (and while it is dropped, if it is dropped before it is done). The work is boxed,
+/// so that the wrapper is small whatever it runs.
 pub struct InSpan<F: Future> {
     /// The work, until it is done.
     work: Option<Pin<Box<F>>>,
-    /// The span it runs in.
-    span: Span,
-    /// What the span learns from the work's output ([`wrap_traced`]: whether it failed).
-    on_done: Option<fn(&Span, &F::Output)>,
+    /// The span's context, attached around each poll.
+    context: Context,
+}
+
+impl<F: Future> InSpan<F> {
+    /// Runs `work` in the span held by `context`. Not an `async fn`: an `async fn` wrapper
+    /// holds its future twice, and the act path's futures are moved whole a few times on
+    /// their way into the executor (callgrind counted 3.2 times the act's instructions that
+    /// way, most of it `memcpy`). Awaited through [`inside!`], which skips it when there is
+    /// no span.
+    pub fn new(context: &Context, work: F) -> Self {
+        Self {
+            work: Some(Box::pin(work)),
+            context: context.clone(),
+        }
+    }
 }
 
 impl<F: Future> Future for InSpan<F> {
@@ -97,15 +242,12 @@ impl<F: Future> Future for InSpan<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let _entered = this.span.enter();
+        let _attached = this.context.clone().attach();
         let Some(work) = this.work.as_mut() else {
             panic!("an InSpan future was polled after it was done");
         };
         let output = std::task::ready!(work.as_mut().poll(cx));
         this.work = None;
-        if let Some(on_done) = this.on_done {
-            on_done(&this.span, &output);
-        }
         Poll::Ready(output)
     }
 }
@@ -113,44 +255,13 @@ impl<F: Future> Future for InSpan<F> {
 impl<F: Future> Drop for InSpan<F> {
     fn drop(&mut self) {
         if let Some(work) = self.work.take() {
-            let _entered = self.span.enter();
+            let _attached = self.context.clone().attach();
             drop(work);
         }
     }
 }
 
-/// Runs `work` inside `span`. Not an `async fn`: an `async fn` wrapper holds its future
-/// twice, and the act path's futures are moved whole a few times on their way into the
-/// executor (callgrind counted 3.2 times the act's instructions that way, most of it
-/// `memcpy`). Awaited through [`inside!`], which skips it when telemetry is off.
-pub fn wrap<F: Future>(span: &Span, work: F) -> InSpan<F> {
-    InSpan {
-        work: Some(Box::pin(work)),
-        span: span.clone(),
-        on_done: None,
-    }
-}
-
-/// Runs `work` [`wrap`]ped in `span` and marks the span failed with the error's code when it fails.
-pub fn wrap_traced<T, E, F>(span: &Span, work: F) -> InSpan<F>
-where
-    E: AsRef<ActError>,
-    F: Future<Output = Result<T, E>>,
-{
-    let mut wrapped = wrap(span, work);
-    wrapped.on_done = Some(mark_failed::<T, E>);
-    wrapped
-}
-
-/// Marks `span` failed when `outcome` is an error.
-fn mark_failed<T, E: AsRef<ActError>>(span: &Span, outcome: &Result<T, E>) {
-    if let Err(e) = outcome {
-        let e = e.as_ref();
-        fail(span, &e.code, &e.message);
-    }
-}
-
-/// Awaits `work` [`wrap`]ped in `span` when telemetry is on, and as it is when off: no
+/// Awaits `work` inside `span` (a [`Span`]) when there is one, and as it is when not: no
 /// wrapper is made then, and the one made when on boxes the work and is small itself, so the
 /// caller's future is the size it is without tracing (the act path's futures are moved whole
 /// on their way into the executor; a wrapper holding the work inline on each await made
@@ -158,26 +269,23 @@ fn mark_failed<T, E: AsRef<ActError>>(span: &Span, outcome: &Result<T, E>) {
 /// the branch taken when on still 3 %).
 macro_rules! inside {
     ($span:expr, $work:expr) => {{
-        let span: &::tracing::Span = $span;
-        if span.is_disabled() {
-            $work.await
-        } else {
-            $crate::telemetry::wrap(span, $work).await
+        let span: &$crate::telemetry::Span = $span;
+        match span.context() {
+            None => $work.await,
+            Some(context) => $crate::telemetry::InSpan::new(context, $work).await,
         }
     }};
 }
 pub(crate) use inside;
 
-/// Awaits `work` [`wrap_traced`] in `span` when telemetry is on, as it is when off (see
-/// [`inside!`]).
+/// Awaits `work` [`inside!`] `span` and marks the span failed with the error's code when it
+/// fails.
 macro_rules! traced {
     ($span:expr, $work:expr) => {{
-        let span: &::tracing::Span = $span;
-        if span.is_disabled() {
-            $work.await
-        } else {
-            $crate::telemetry::wrap_traced(span, $work).await
-        }
+        let span: &$crate::telemetry::Span = $span;
+        let outcome = $crate::telemetry::inside!(span, $work);
+        span.fail_on(&outcome);
+        outcome
     }};
 }
 pub(crate) use traced;
@@ -216,14 +324,10 @@ impl Drop for Exporting {
     }
 }
 
-/// The tracer [`Leaf`] spans are made by: the one the layer exports through.
-static LEAF_TRACER: OnceLock<SdkTracer> = OnceLock::new();
-
-/// A span of a call that opens no span under it (a store's), made by OpenTelemetry directly
-/// under the current span instead of through `tracing`'s layers, where a span cost ~14k
-/// instructions before its export (BENCHMARKS.md, "Traces"). Ends when dropped; nothing is
-/// made when spans are not recorded. Log lines written during the call land in the span
-/// around it.
+/// A span of a call that opens no span under it (a store's): never made current, so it
+/// costs the span alone, not a context (~3k instructions against a [`Span`]'s more,
+/// BENCHMARKS.md, "Traces"). Ends when dropped; nothing is made when spans are not recorded.
+/// Log lines written during the call land in the span around it.
 pub struct Leaf(
     /// The span, when spans are recorded: `None` makes every method a no-op.
     Option<opentelemetry_sdk::trace::Span>,
@@ -236,7 +340,7 @@ impl Leaf {
         if !recording() {
             return Self(None);
         }
-        let Some(tracer) = LEAF_TRACER.get() else {
+        let Some(tracer) = TRACER.get() else {
             return Self(None);
         };
         let span = tracer
@@ -263,7 +367,7 @@ impl Leaf {
     /// Marks the span failed with the error's code (`error.type`) and message.
     pub fn fail(&mut self, error: &ActError) {
         if let Some(span) = &mut self.0 {
-            let (kind, status) = failure(&error.code, &error.message);
+            let (kind, status) = failure(error);
             span.set_attribute(kind);
             span.set_status(status);
         }
@@ -278,10 +382,10 @@ pub fn dropped_spans() -> Counter {
     DROPPED.clone()
 }
 
-/// The layer that turns the host's spans (and the plugins' log lines inside them, as span
-/// events) into OpenTelemetry spans exported by OTLP/HTTP, and what keeps the export running.
-/// `logs` is the log filter (`RUST_LOG`'s syntax): the log lines it lets through become span
-/// events, and every span of the host is exported.
+/// Starts telemetry: the host's spans are made from now on and exported by OTLP/HTTP
+/// ([`Exporting`] keeps the export running). The layer returned turns the log lines written
+/// inside a span (a plugin's among them) into events of that span; `logs` is the log filter
+/// (`RUST_LOG`'s syntax) of the lines it takes.
 pub fn layer<S>(
     settings: &TelemetrySettings,
     logs: &str,
@@ -334,21 +438,84 @@ where
         )));
     }
     let provider = provider.build();
-    let tracer = provider.tracer("wasmeca");
-    // A process has one subscriber, so one layer: the first tracer is the one leaves use.
-    let _ = LEAF_TRACER.set(tracer.clone());
-    let filter = EnvFilter::try_new(format!("{logs},{TARGET}=trace"))
+    let filter = EnvFilter::try_new(logs)
         .map_err(|e| TelemetryError(format!("the log filter {logs:?}: {e}")))?;
-    // The spans carry what the conventions name, not the host's source lines, threads or
-    // timings of its own.
-    let layer = tracing_opentelemetry::layer()
-        .with_location(false)
-        .with_threads(false)
-        .with_target(false)
-        .with_tracked_inactivity(false)
-        .with_tracer(tracer)
-        .with_filter(filter);
-    Ok((layer, Exporting { provider }))
+    // A process exports through one provider: a second start keeps the first tracer.
+    let _ = TRACER.set(provider.tracer("wasmeca"));
+    Ok((SpanEvents.with_filter(filter), Exporting { provider }))
+}
+
+/// Log lines as events of the span they were written in (the current OpenTelemetry span),
+/// named by their message, with their other fields, level and target as attributes.
+struct SpanEvents;
+
+impl<S: Subscriber> Layer<S> for SpanEvents {
+    fn on_event(&self, event: &Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        Context::map_current(|cx| {
+            let span = cx.span();
+            if !span.is_recording() {
+                return;
+            }
+            let metadata = event.metadata();
+            let mut fields = EventFields {
+                message: String::new(),
+                attributes: vec![
+                    KeyValue::new("level", metadata.level().as_str()),
+                    KeyValue::new("target", metadata.target()),
+                ],
+            };
+            event.record(&mut fields);
+            span.add_event(fields.message, fields.attributes);
+        });
+    }
+}
+
+/// What a log line's fields become in its span event.
+struct EventFields {
+    /// The line's message: the event's name.
+    message: String,
+    /// Its other fields.
+    attributes: Vec<KeyValue>,
+}
+
+impl Visit for EventFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            value.clone_into(&mut self.message);
+        } else {
+            self.attributes
+                .push(KeyValue::new(field.name(), value.to_owned()));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.attributes.push(KeyValue::new(field.name(), value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        let value: opentelemetry::Value = match i64::try_from(value) {
+            Ok(value) => value.into(),
+            Err(_) => value.to_string().into(),
+        };
+        self.attributes.push(KeyValue::new(field.name(), value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.attributes.push(KeyValue::new(field.name(), value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.attributes.push(KeyValue::new(field.name(), value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            self.attributes
+                .push(KeyValue::new(field.name(), format!("{value:?}")));
+        }
+    }
 }
 
 /// The batch processor, refusing (and counting) a span when its queue is full: the processor
@@ -447,26 +614,18 @@ impl Injector for Written {
     }
 }
 
-/// Makes `span` continue the trace a message came with: its `traceparent` (read by `header`),
-/// else the trace derived from its Seneca `tx$`, else a new trace.
-pub fn continue_remote<'a>(
-    span: &Span,
-    header: impl Fn(&str) -> Option<&'a str>,
-    tx: Option<&str>,
-) {
-    if span.is_disabled() {
-        return;
-    }
-    let extracted =
-        TraceContextPropagator::new().extract(&Headers(header, std::marker::PhantomData));
-    let parent = if extracted.span().span_context().is_valid() {
+/// The parent of an ingress's span: the trace a message came with, by its `traceparent`
+/// (read by `header`), else the trace derived from its Seneca `tx$`, else none (a new trace).
+pub fn remote<'a>(header: impl Fn(&str) -> Option<&'a str>, tx: Option<&str>) -> Context {
+    let extracted = TraceContextPropagator::new()
+        .extract_with_context(&Context::new(), &Headers(header, std::marker::PhantomData));
+    if extracted.span().span_context().is_valid() {
         extracted
     } else if let Some(tx) = tx {
         Context::new().with_remote_span_context(from_tx(tx))
     } else {
-        return;
-    };
-    let _ = span.set_parent(parent);
+        Context::new()
+    }
 }
 
 /// The remote span context a Seneca transaction id stands for: the trace id and a span id
@@ -488,52 +647,19 @@ fn from_tx(tx: &str) -> SpanContext {
     )
 }
 
-/// The trace context to send with a message leaving from inside `span` (`traceparent` and,
-/// when there is one, `tracestate`); nothing when telemetry is off.
-pub fn carry(span: &Span) -> Vec<(&'static str, String)> {
-    if span.is_disabled() {
-        return Vec::new();
-    }
+/// The W3C trace context (`traceparent` and, when there is one, `tracestate`) of the span
+/// `cx` holds.
+fn carried(cx: &Context) -> Vec<(&'static str, String)> {
     let mut written = Written::default();
-    TraceContextPropagator::new().inject_context(&span.context(), &mut written);
+    TraceContextPropagator::new().inject_context(cx, &mut written);
     written.0
 }
 
-/// Names `span` once what it stands for is known (`otel.name` recorded after the span was
-/// entered would be too late), and sets the `attributes` known with it. One update of the
-/// OpenTelemetry span: a `tracing` field recorded after the span was made goes through every
-/// layer and its field visitor, which cost about three times as much per attribute.
-pub fn rename(span: &Span, name: String, attributes: impl IntoIterator<Item = KeyValue>) {
-    if !span.is_disabled() {
-        let cx = span.context();
-        let otel = cx.span();
-        otel.update_name(name);
-        otel.set_attributes(attributes);
-    }
-}
-
-/// Sets one attribute of `span` known only after it was made (see [`rename`]).
-pub fn tag(span: &Span, attribute: KeyValue) {
-    if !span.is_disabled() {
-        span.set_attribute(attribute.key, attribute.value);
-    }
-}
-
-/// Marks `span` failed with the error's code (`error.type`) and message.
-pub fn fail(span: &Span, code: &str, message: &str) {
-    if span.is_disabled() {
-        return;
-    }
-    let (kind, status) = failure(code, message);
-    span.set_attribute(kind.key, kind.value);
-    span.set_status(status);
-}
-
 /// What a failed span says, whichever way it was made: `error.type` and the error status.
-fn failure(code: &str, message: &str) -> (KeyValue, Status) {
+fn failure(error: &ActError) -> (KeyValue, Status) {
     (
-        KeyValue::new("error.type", code.to_owned()),
-        Status::error(format!("{code}: {message}")),
+        KeyValue::new("error.type", error.code.clone()),
+        Status::error(format!("{}: {}", error.code, error.message)),
     )
 }
 
@@ -593,13 +719,30 @@ mod tests {
 
     #[test]
     fn nothing_is_carried_or_recorded_when_telemetry_is_off() {
-        let span = Span::none();
-        assert!(carry(&span).is_empty());
-        continue_remote(
-            &span,
-            |_| Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-            None,
+        let span = span!("act", Internal, KeyValue::new("seneca.tx", "t"));
+        assert!(span.is_disabled());
+        assert!(span.carry().is_empty() && carry_current().is_empty());
+        span.fail(&ActError::host(crate::error::Code::NotFound, "y"));
+    }
+
+    #[test]
+    fn an_ingress_continues_the_traceparent_else_the_transaction_else_starts_a_trace() {
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let given = remote(
+            |name| (name == "traceparent").then_some(parent),
+            Some("tx1"),
         );
-        fail(&span, "x", "y");
+        let given = given.span().span_context().clone();
+        assert_eq!(
+            given.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(given.span_id().to_string(), "b7ad6b7169203331");
+        let from_seneca = remote(|_| None, Some("tx1"));
+        assert_eq!(
+            from_seneca.span().span_context().trace_id(),
+            from_tx("tx1").trace_id()
+        );
+        assert!(!remote(|_| Some("junk"), None).has_active_span());
     }
 }

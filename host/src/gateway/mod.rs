@@ -14,10 +14,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use opentelemetry::KeyValue;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::field::Empty;
 
 use crate::error::{ActError, Code};
 use crate::ingress::Ingress;
@@ -173,21 +173,22 @@ async fn route(State(g): State<Gateway>, request: axum::extract::Request) -> Res
         }
     };
     let span = span!(
-        "rest",
-        otel.name = %format_args!("{method} {}", entry.route.path),
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = &*entry.route.path,
-        url.path = uri.path(),
-        http.response.status_code = Empty,
+        parent: &server::remote_parent(&headers, None),
+        format!("{method} {}", entry.route.path),
+        Server,
+        KeyValue::new("http.request.method", method.to_string()),
+        KeyValue::new("http.route", entry.route.path.to_string()),
+        KeyValue::new("url.path", uri.path().to_owned()),
     );
-    server::continue_trace(&span, &headers, None);
     let serve = serve_route(&g, entry, params, &method, &uri, &headers, body);
     let response = match telemetry::traced!(&span, serve) {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
-    span.record("http.response.status_code", response.status().as_u16());
+    span.tag(KeyValue::new(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    ));
     entry
         .metrics
         .record(started.elapsed(), response.status().as_u16());

@@ -12,7 +12,6 @@ use opentelemetry::KeyValue;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tracing::Span;
 
 use crate::error::{ActError, Code};
 use crate::events::{Bus, LocalBus, Retry};
@@ -23,7 +22,7 @@ use crate::readiness::Readiness;
 use crate::registry::{Registry, Resolution, Target};
 use crate::remote::{PeerChoice, Peers, track, try_in_order};
 use crate::runtime::{BoxFuture, CallCtx, Handler, Upcalls};
-use crate::telemetry::{self, span};
+use crate::telemetry::{self, Span, span};
 
 /// The limits every act runs under.
 #[derive(Debug, Clone, PartialEq)]
@@ -280,7 +279,11 @@ impl Upcalls for Inner {
                 principal: parent.principal.through_prior(),
                 ..parent.clone()
             };
-            let span = span!("prior", seneca.pattern = prior.describe());
+            let span = span!(
+                "prior",
+                Internal,
+                KeyValue::new("seneca.pattern", prior.describe())
+            );
             telemetry::traced!(&span, prior.call(msg, ctx))
         })
     }
@@ -298,12 +301,14 @@ impl Inner {
         });
         self.metrics.event_published();
         let span = span!(
-            "publish",
-            otel.name = "publish event",
-            otel.kind = "producer",
-            messaging.operation.type = "send",
-            messaging.message.id = crate::events::id_of(&event),
-            wasmeca.bus = %bus.describe(),
+            "publish event",
+            Producer,
+            KeyValue::new("messaging.operation.type", "send"),
+            KeyValue::new(
+                "messaging.message.id",
+                crate::events::id_of(&event).to_owned()
+            ),
+            KeyValue::new("wasmeca.bus", bus.describe()),
         );
         telemetry::traced!(&span, bus.publish(event, deadline))
     }
@@ -352,7 +357,12 @@ impl Inner {
         };
         // What answers (`seneca.pattern`, `wasmeca.plugin` or `wasmeca.peer`) is set by
         // `dispatch` once it is known.
-        let span = span!("act", seneca.tx = &*ctx.tx, wasmeca.depth = depth);
+        let span = span!(
+            "act",
+            Internal,
+            KeyValue::new("seneca.tx", ctx.tx.clone()),
+            KeyValue::new("wasmeca.depth", i64::from(depth)),
+        );
         telemetry::traced!(&span, self.dispatch(msg, ctx, &span, has_meta))
     }
 
@@ -397,16 +407,14 @@ impl Inner {
         tracing::debug!(tx = &*ctx.tx, ?target, depth = ctx.depth, "act");
         if !span.is_disabled() {
             match &target {
-                Target::Local(action) => telemetry::rename(
-                    span,
+                Target::Local(action) => span.rename(
                     format!("act {}", action.pattern),
                     [
                         KeyValue::new("seneca.pattern", action.pattern.to_string()),
                         KeyValue::new("wasmeca.plugin", action.plugin.key()),
                     ],
                 ),
-                Target::Remote(client) => telemetry::rename(
-                    span,
+                Target::Remote(client) => span.rename(
                     format!("act {}", client.pin),
                     [
                         KeyValue::new("seneca.pattern", client.pin.to_string()),

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Poll;
 
+use opentelemetry::KeyValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -201,10 +202,10 @@ impl Pool {
             unreachable!("just set")
         };
         let span = span!(
-            "guest",
-            otel.name = %format_args!("{} {}", call.export(), self.ident),
-            wasmeca.plugin = &*self.ident,
-            seneca.pattern = pattern,
+            format!("{} {}", call.export(), self.ident),
+            Internal,
+            KeyValue::new("wasmeca.plugin", self.ident.clone()),
+            KeyValue::new("seneca.pattern", pattern.to_owned()),
         );
         let call = instance.handle(call, &msg, Frame { ctx, prior });
         let outcome = telemetry::inside!(&span, within(deadline, &self.runtime, call));
@@ -241,7 +242,7 @@ impl Pool {
             }
         };
         if let Err(e) = &answer {
-            telemetry::fail(&span, &e.code, &e.message);
+            span.fail(e);
         }
         answer
     }

@@ -342,11 +342,11 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// Makes `span` (a request's) continue the trace its W3C `traceparent` header names, else the
-/// one its Seneca `tx` stands for.
-pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap, tx: Option<&str>) {
+/// The parent of a request's span: the trace its W3C `traceparent` header names, else the one
+/// its Seneca `tx` stands for, else none (a new trace).
+pub fn remote_parent(headers: &axum::http::HeaderMap, tx: Option<&str>) -> opentelemetry::Context {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    crate::telemetry::continue_remote(span, header, tx);
+    crate::telemetry::remote(header, tx)
 }
 
 /// A response with `status` and the JSON text `body`.

@@ -11,6 +11,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use opentelemetry::KeyValue;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -171,7 +172,7 @@ impl AmqpClient {
             .with_content_type("application/json".into())
             .with_correlation_id(self.0.correlation.as_str().into())
             .with_delivery_mode(2);
-        let properties = with_trace(properties, &tracing::Span::current());
+        let properties = with_trace(properties);
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
@@ -330,13 +331,15 @@ impl Remote for AmqpClient {
             let deadline = call.deadline.min(Instant::now() + timeout);
             // The messaging conventions' producer span: the command out and its reply back.
             let span = span!(
-                "publish",
-                otel.name = %format_args!("publish {key}"),
-                otel.kind = "producer",
-                messaging.system = "rabbitmq",
-                messaging.operation.type = "send",
-                messaging.destination.name = &*self.0.config.exchange,
-                messaging.rabbitmq.destination.routing_key = &*key,
+                format!("publish {key}"),
+                Producer,
+                KeyValue::new("messaging.system", "rabbitmq"),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.destination.name", self.0.config.exchange.clone()),
+                KeyValue::new(
+                    "messaging.rabbitmq.destination.routing_key",
+                    key.to_string()
+                ),
             );
             let sent = async {
                 match self.send(msg, call.tx, &key, deadline, true).await? {

@@ -139,7 +139,7 @@ impl AmqpBus {
             .with_delivery_mode(2)
             .with_message_id(id.into());
         // The trace goes along in the headers: the router publishes inside the event's span.
-        let properties = with_trace(properties, &tracing::Span::current());
+        let properties = with_trace(properties);
         let published = async {
             let confirm = publisher
                 .channel

@@ -13,14 +13,15 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
+use opentelemetry::KeyValue;
 use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::wire::{Command, Refusal, binding_key, now_ms, queue_name, refusal_reply};
 use super::{
-    BrokerError, Brokers, Handler, Handling, Lost, bind, consume_queue, continue_trace,
-    declare_common, declare_queue, queue_arguments, supervise, wind_down,
+    BrokerError, Brokers, Handler, Handling, Lost, bind, consume_queue, declare_common,
+    declare_queue, queue_arguments, remote_parent, supervise, wind_down,
 };
 use crate::config::AmqpListen;
 use crate::error::Code;
@@ -342,16 +343,20 @@ impl Listener {
         // A command without a reply queue (Node's fire-and-forget act, or a plain publisher)
         // is acted and acknowledged; nobody is waiting for its answer.
         let span = span!(
-            "process",
-            otel.name = %format_args!("process {}", delivery.routing_key),
-            otel.kind = "consumer",
-            messaging.system = "rabbitmq",
-            messaging.operation.type = "process",
-            messaging.destination.name = %delivery.exchange,
-            messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
-            messaging.message.id = command.id.as_deref(),
+            parent: &remote_parent(&delivery.properties, command.msg.act_id().1),
+            format!("process {}", delivery.routing_key),
+            Consumer,
+            KeyValue::new("messaging.system", "rabbitmq"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.destination.name", delivery.exchange.to_string()),
+            KeyValue::new(
+                "messaging.rabbitmq.destination.routing_key",
+                delivery.routing_key.to_string()
+            ),
         );
-        continue_trace(&span, &delivery.properties, command.msg.act_id().1);
+        if let Some(id) = &command.id {
+            span.tag(KeyValue::new("messaging.message.id", id.clone()));
+        }
         let act = self.ingress.act(command.msg, command.id.as_deref());
         let answer = telemetry::traced!(&span, act);
         if let Err(e) = &answer
@@ -376,17 +381,25 @@ impl Listener {
             reply(body).await?;
             delivery.acker.ack(BasicAckOptions::default()).await
         };
-        let span = span!(
-            parent: &span,
-            "publish",
-            otel.name = "publish reply",
-            otel.kind = "producer",
-            messaging.system = "rabbitmq",
-            messaging.operation.type = "send",
-            messaging.destination.name = reply_to.as_ref().map(ShortString::as_str),
-        );
-        let answered = telemetry::wrap(&span, answered);
-        match tokio::time::timeout(REPLY_TIMEOUT, answered).await {
+        let process = span;
+        let span = match process.context() {
+            Some(parent) => span!(
+                parent: parent,
+                "publish reply",
+                Producer,
+                KeyValue::new("messaging.system", "rabbitmq"),
+                KeyValue::new("messaging.operation.type", "send"),
+            ),
+            None => telemetry::Span::none(),
+        };
+        if let Some(queue) = &reply_to {
+            span.tag(KeyValue::new(
+                "messaging.destination.name",
+                queue.to_string(),
+            ));
+        }
+        let answered = tokio::time::timeout(REPLY_TIMEOUT, answered);
+        match telemetry::inside!(&span, answered) {
             Ok(Ok(_)) => {}
             // Not acknowledged: the broker redelivers it, and the history answers it again.
             Ok(Err(e)) => tracing::warn!(

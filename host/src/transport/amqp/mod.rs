@@ -461,10 +461,10 @@ fn queue_arguments(dlx: &str, ttl_ms: i32) -> FieldTable {
     args
 }
 
-/// `properties` carrying `span`'s trace context in W3C `traceparent`/`tracestate` headers (as
-/// they were when telemetry is off).
-fn with_trace(properties: BasicProperties, span: &tracing::Span) -> BasicProperties {
-    let context = crate::telemetry::carry(span);
+/// `properties` carrying the current span's trace context in W3C `traceparent`/`tracestate`
+/// headers (as they were when telemetry is off).
+fn with_trace(properties: BasicProperties) -> BasicProperties {
+    let context = crate::telemetry::carry_current();
     if context.is_empty() {
         return properties;
     }
@@ -475,14 +475,14 @@ fn with_trace(properties: BasicProperties, span: &tracing::Span) -> BasicPropert
     properties.with_headers(headers)
 }
 
-/// Makes `span` (a delivery's) continue the trace its headers carry, else the one its Seneca
-/// `tx` stands for.
-fn continue_trace(span: &tracing::Span, properties: &BasicProperties, tx: Option<&str>) {
+/// The parent of a delivery's span: the trace its headers carry, else the one its Seneca `tx`
+/// stands for, else none (a new trace).
+fn remote_parent(properties: &BasicProperties, tx: Option<&str>) -> opentelemetry::Context {
     let header = |name: &str| match properties.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongString(text) => std::str::from_utf8(text.as_bytes()).ok(),
         _ => None,
     };
-    crate::telemetry::continue_remote(span, header, tx);
+    crate::telemetry::remote(header, tx)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
+use opentelemetry::KeyValue;
 use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -22,8 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use super::wire::{OVERFLOW_KEY, event_binding};
 use super::{
-    BrokerError, Brokers, Handler, Handling, Lost, bind, consume_queue, continue_trace,
-    declare_exchange, declare_queue, supervise, wind_down,
+    BrokerError, Brokers, Handler, Handling, Lost, bind, consume_queue, declare_exchange,
+    declare_queue, remote_parent, supervise, wind_down,
 };
 use crate::events::{self, Failure};
 use crate::message::{self, Message};
@@ -314,18 +315,17 @@ impl Consumer {
         }
         let timeout = self.router.limits().timeout;
         // Named by the exchange, not the routing key: an event's key carries its values.
-        let span = span!(
-            "process",
-            otel.name = %format_args!("process {}", delivery.exchange),
-            otel.kind = "consumer",
-            messaging.system = "rabbitmq",
-            messaging.operation.type = "process",
-            messaging.destination.name = %delivery.exchange,
-            messaging.consumer.group.name = &*self.queue.group,
-            messaging.message.id = %id,
-        );
         let tx = event.get(message::TX).and_then(Value::as_str);
-        continue_trace(&span, &delivery.properties, tx);
+        let span = span!(
+            parent: &remote_parent(&delivery.properties, tx),
+            format!("process {}", delivery.exchange),
+            Consumer,
+            KeyValue::new("messaging.system", "rabbitmq"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.destination.name", delivery.exchange.to_string()),
+            KeyValue::new("messaging.consumer.group.name", self.queue.group.clone()),
+            KeyValue::new("messaging.message.id", id.to_string()),
+        );
         let delivered = events::deliver_with_retries(
             observers,
             &event,

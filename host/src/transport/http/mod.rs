@@ -12,12 +12,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use opentelemetry::KeyValue;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Span;
-use tracing::field::Empty;
 
 use crate::error::{ActError, Code};
 use crate::ingress::Ingress;
@@ -27,7 +26,7 @@ use crate::remote::{Remote, RemoteCall};
 use crate::runtime::BoxFuture;
 use crate::server::status::{self, DescribeRoutes};
 use crate::server::{self, HttpLimits};
-use crate::telemetry::{self, span};
+use crate::telemetry::{self, Span, span};
 
 /// `seneca-id`: the act id `mi/tx`.
 const SENECA_ID: &str = "seneca-id";
@@ -131,32 +130,35 @@ async fn act(
         })
         .unwrap_or_default();
     let me = router.instance_id().to_owned();
-    let span = span!(
-        "act",
-        otel.name = %format_args!("POST {}", s.path),
-        otel.kind = "server",
-        http.request.method = "POST",
-        http.route = &*s.path,
-        rpc.system = "seneca",
-        http.response.status_code = Empty,
-    );
     let traced = header_str(&headers, TRACE) == Some("1");
     let mut answerer = None;
-    let answer = match message(
+    let msg = message(
         &uri,
         &headers,
         &body,
         seneca_id.as_deref(),
         origin.as_deref(),
         &track,
-    ) {
-        Err(e) => Err(e),
+    );
+    let tx = msg.as_ref().ok().and_then(|msg| msg.act_id().1);
+    let span = span!(
+        parent: &server::remote_parent(&headers, tx),
+        format!("POST {}", s.path),
+        Server,
+        KeyValue::new("http.request.method", "POST"),
+        KeyValue::new("http.route", s.path.clone()),
+        KeyValue::new("rpc.system", "seneca"),
+    );
+    let answer = match msg {
+        Err(e) => {
+            span.fail(&e);
+            Err(e)
+        }
         Ok(msg) => {
             // A `$target` message goes to another service: nothing here names who answers.
             if traced && msg.target().is_none() {
                 answerer = router.registry().with_snapshot(|set| set.answerer(&msg));
             }
-            server::continue_trace(&span, &headers, msg.act_id().1);
             telemetry::traced!(&span, s.ingress.act(msg, seneca_id.as_deref()))
         }
     };
@@ -168,7 +170,10 @@ async fn act(
         &me,
         answerer.as_deref(),
     );
-    span.record("http.response.status_code", response.status().as_u16());
+    span.tag(KeyValue::new(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    ));
     response
 }
 
@@ -395,13 +400,11 @@ impl HttpClient {
         answerer: Option<(&mut Answerer, bool)>,
     ) -> Result<Reply, ActError> {
         let span = span!(
-            "send",
-            otel.name = "POST",
-            otel.kind = "client",
-            http.request.method = "POST",
-            url.full = &*self.url,
-            rpc.system = "seneca",
-            http.response.status_code = Empty,
+            "POST",
+            Client,
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("url.full", self.url.clone()),
+            KeyValue::new("rpc.system", "seneca"),
         );
         telemetry::traced!(&span, self.send(msg, call, &span, answerer))
     }
@@ -440,7 +443,7 @@ impl HttpClient {
             .header(SENECA_TRACK, track)
             .header(TIME_CLIENT_SENT, now_ms().to_string())
             .body(body);
-        for (name, value) in telemetry::carry(span) {
+        for (name, value) in span.carry() {
             request = request.header(name, value);
         }
         if let Some((_, true)) = answerer {
@@ -460,7 +463,10 @@ impl HttpClient {
         };
         let response = request.send().await.map_err(failed)?;
         let status = response.status();
-        span.record("http.response.status_code", status.as_u16());
+        span.tag(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
         if let Some((answerer, _)) = answerer {
             let named = |name: &str| header_str(response.headers(), name).map(str::to_owned);
             answerer.instance = named(SENECA_ACCEPT);
