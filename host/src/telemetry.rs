@@ -75,10 +75,12 @@ pub fn recording() -> bool {
 macro_rules! span {
     (parent: $parent:expr, $name:expr, $kind:ident $(, $attribute:expr)* $(,)?) => {
         if $crate::telemetry::on() {
+            let mut attributes = $crate::telemetry::attributes();
+            $(attributes.push($attribute);)*
             $crate::telemetry::Span::start(
                 $name,
                 ::opentelemetry::trace::SpanKind::$kind,
-                ::std::vec![$($attribute),*],
+                attributes,
                 Some($parent),
             )
         } else {
@@ -87,16 +89,25 @@ macro_rules! span {
     };
     ($name:expr, $kind:ident $(, $attribute:expr)* $(,)?) => {
         if $crate::telemetry::recording() {
+            let mut attributes = $crate::telemetry::attributes();
+            $(attributes.push($attribute);)*
             $crate::telemetry::Span::start(
                 $name,
                 ::opentelemetry::trace::SpanKind::$kind,
-                ::std::vec![$($attribute),*],
+                attributes,
                 None,
             )
         } else {
             $crate::telemetry::Span::none()
         }
     };
+}
+
+/// Room for a span's attributes, those it is made with and those learnt later ([`Span::rename`],
+/// a status code, `error.type`): the span keeps this vector, so what is set later is pushed
+/// without growing it (growing it cost ~1.2k instructions per renamed span).
+pub fn attributes() -> Vec<KeyValue> {
+    Vec::with_capacity(8)
 }
 pub(crate) use span;
 
@@ -343,11 +354,13 @@ impl Leaf {
         let Some(tracer) = TRACER.get() else {
             return Self(None);
         };
-        let span = tracer
+        let mut room = self::attributes();
+        room.extend(attributes);
+        let builder = tracer
             .span_builder(name)
             .with_kind(SpanKind::Client)
-            .with_attributes(attributes)
-            .start_with_context(tracer, &Context::current());
+            .with_attributes(room);
+        let span = Context::map_current(|current| builder.start_with_context(tracer, current));
         Self(Some(span))
     }
 

@@ -314,8 +314,8 @@ impl Consumer {
             return;
         }
         let timeout = self.router.limits().timeout;
-        // Named by the exchange, not the routing key: an event's key carries its values.
         let tx = event.get(message::TX).and_then(Value::as_str);
+        // Named by the exchange, not the routing key: an event's key carries its values.
         let span = span!(
             parent: &remote_parent(&delivery.properties, tx),
             format!("process {}", delivery.exchange),
