@@ -108,7 +108,7 @@ pub async fn deliver(
                 format!("observe {}", observer.pattern),
                 Internal,
                 KeyValue::new("seneca.pattern", observer.pattern.to_string()),
-                KeyValue::new("wasmeca.plugin", observer.plugin.key()),
+                KeyValue::new("wasmeca.plugin", observer.plugin.ident.clone()),
                 KeyValue::new("messaging.message.id", id_of(event).to_owned()),
             );
             let outcome = telemetry::traced!(&span, observer.observe(event, ctx));

@@ -72,6 +72,8 @@ pub struct Plugin {
     pub name: String,
     /// The manifest's version; `$version` pins match against it.
     pub version: Version,
+    /// `name@version`, made once: spans and metrics name the plugin on every call.
+    pub ident: Arc<str>,
     /// The actions, in manifest order (their index is what `handle` receives).
     pub actions: Vec<ActionDecl>,
     /// seneca-web route sets, always an array.
@@ -105,7 +107,7 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     /// `name@version`.
     pub fn key(&self) -> String {
-        format!("{}@{}", self.name, self.version)
+        self.ident.to_string()
     }
 
     /// How many instances serve this plugin (0 for native actions).
@@ -147,6 +149,7 @@ impl Plugin {
             .unzip();
         Self {
             name: name.to_owned(),
+            ident: format!("{name}@{version}").into(),
             version,
             actions,
             routes: Vec::new(),
@@ -218,6 +221,7 @@ impl Plugin {
         };
         let checked = check_manifest(&manifest).map_err(problem)?;
         Ok(Self {
+            ident: format!("{}@{}", checked.name, checked.version).into(),
             name: checked.name,
             version: checked.version,
             actions: checked.actions,

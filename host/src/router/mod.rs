@@ -410,8 +410,8 @@ impl Inner {
                 Target::Local(action) => span.rename(
                     format!("act {}", action.pattern),
                     [
-                        KeyValue::new("seneca.pattern", action.pattern.to_string()),
-                        KeyValue::new("wasmeca.plugin", action.plugin.key()),
+                        KeyValue::new("seneca.pattern", action.pattern.clone()),
+                        KeyValue::new("wasmeca.plugin", action.plugin.ident.clone()),
                     ],
                 ),
                 Target::Remote(client) => span.rename(
