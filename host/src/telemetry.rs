@@ -102,6 +102,7 @@ macro_rules! span {
         }
     };
 }
+pub(crate) use span;
 
 /// Room for a span's attributes, those it is made with and those learnt later ([`Span::rename`],
 /// a status code, `error.type`): the span keeps this vector, so what is set later is pushed
@@ -109,12 +110,12 @@ macro_rules! span {
 pub fn attributes() -> Vec<KeyValue> {
     Vec::with_capacity(8)
 }
-pub(crate) use span;
 
 /// One span of the host's: the OpenTelemetry context holding it, which the work inside it
-/// runs in ([`inside!`]); none when telemetry is off or the trace is not sampled. Ends when
-/// dropped (not when the last copy of its context goes, which a delivery queued for later
-/// may hold).
+/// runs in ([`inside!`]); none when telemetry is off or inside a trace the sampler left out
+/// (a first span the sampler leaves out is kept, not recorded: it carries the decision). Ends
+/// when dropped (not when the last copy of its context goes, which a delivery queued for
+/// later may hold).
 pub struct Span(
     /// The context whose span this is: `None` makes every method a no-op.
     Option<Context>,
@@ -148,8 +149,8 @@ impl Span {
         }))
     }
 
-    /// True when no span was made (telemetry off, or the trace not sampled): the work runs as
-    /// it is.
+    /// True when no span was made (telemetry off, or inside a trace the sampler left out): the
+    /// work runs as it is.
     pub fn is_disabled(&self) -> bool {
         self.0.is_none()
     }
