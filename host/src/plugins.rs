@@ -72,7 +72,8 @@ pub struct Plugin {
     pub name: String,
     /// The manifest's version; `$version` pins match against it.
     pub version: Version,
-    /// `name@version`, made once: spans and metrics name the plugin on every call.
+    /// `name@version`, made once: spans name the plugin on every call (set with `name` and
+    /// `version`, which are not changed after).
     pub ident: Arc<str>,
     /// The actions, in manifest order (their index is what `handle` receives).
     pub actions: Vec<ActionDecl>,

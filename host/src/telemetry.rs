@@ -66,6 +66,16 @@ pub fn recording() -> bool {
     })
 }
 
+/// True when a span made under `parent` would be recorded: the parent is none or remote (the
+/// sampler decides, and a span it leaves out carries that decision on), or a local span of a
+/// sampled trace. Telemetry must be on ([`on`]).
+#[inline]
+pub fn recorded_under(parent: &Context) -> bool {
+    let span = parent.span();
+    let context = span.span_context();
+    !context.is_valid() || context.is_remote() || context.is_sampled()
+}
+
 /// A span of the host's: `span!(NAME, KIND, ATTRIBUTES...)` under the current span, or
 /// `span!(parent: &CONTEXT, NAME, KIND, ATTRIBUTES...)` under `CONTEXT` (a remote one from
 /// [`remote`] at an ingress, or a span's [`Span::context`]). NAME is a `&'static str` or a
@@ -75,14 +85,19 @@ pub fn recording() -> bool {
 macro_rules! span {
     (parent: $parent:expr, $name:expr, $kind:ident $(, $attribute:expr)* $(,)?) => {
         if $crate::telemetry::on() {
-            let mut attributes = $crate::telemetry::attributes();
-            $(attributes.push($attribute);)*
-            $crate::telemetry::Span::start(
-                $name,
-                ::opentelemetry::trace::SpanKind::$kind,
-                attributes,
-                Some($parent),
-            )
+            let parent: &::opentelemetry::Context = $parent;
+            if $crate::telemetry::recorded_under(parent) {
+                let mut attributes = $crate::telemetry::attributes();
+                $(attributes.push($attribute);)*
+                $crate::telemetry::Span::start(
+                    $name,
+                    ::opentelemetry::trace::SpanKind::$kind,
+                    attributes,
+                    Some(parent),
+                )
+            } else {
+                $crate::telemetry::Span::none()
+            }
         } else {
             $crate::telemetry::Span::none()
         }
@@ -194,9 +209,13 @@ impl Span {
     }
 
     /// The trace context to send with a message leaving from inside this span
-    /// (`traceparent` and, when there is one, `tracestate`); nothing when there is no span.
+    /// (`traceparent` and, when there is one, `tracestate`); when no span was made, the
+    /// current one's ([`carry_current`]), so a trace the sampler left out goes on unsampled.
     pub fn carry(&self) -> Vec<(&'static str, String)> {
-        self.0.as_ref().map(carried).unwrap_or_default()
+        match &self.0 {
+            Some(cx) => carried(cx),
+            None => carry_current(),
+        }
     }
 }
 
@@ -454,13 +473,18 @@ where
     let provider = provider.build();
     let filter = EnvFilter::try_new(logs)
         .map_err(|e| TelemetryError(format!("the log filter {logs:?}: {e}")))?;
-    // A process exports through one provider: a second start keeps the first tracer.
-    let _ = TRACER.set(provider.tracer("wasmeca"));
+    // A process exports through one provider: the spans' tracer is set once.
+    if TRACER.set(provider.tracer("wasmeca")).is_err() {
+        return Err(TelemetryError(
+            "telemetry was started already in this process".to_owned(),
+        ));
+    }
     Ok((SpanEvents.with_filter(filter), Exporting { provider }))
 }
 
 /// Log lines as events of the span they were written in (the current OpenTelemetry span),
-/// named by their message, with their other fields, level and target as attributes.
+/// named by their message, with their other fields, level and target as attributes; an
+/// error-level line marks the span failed.
 struct SpanEvents;
 
 impl<S: Subscriber> Layer<S> for SpanEvents {
@@ -479,6 +503,10 @@ impl<S: Subscriber> Layer<S> for SpanEvents {
                 ],
             };
             event.record(&mut fields);
+            // As `tracing-opentelemetry` did: an error logged inside a span marks it failed.
+            if *metadata.level() == tracing::Level::ERROR {
+                span.set_status(Status::error(fields.message.clone()));
+            }
             span.add_event(fields.message, fields.attributes);
         });
     }
@@ -737,6 +765,29 @@ mod tests {
         assert!(span.is_disabled());
         assert!(span.carry().is_empty() && carry_current().is_empty());
         span.fail(&ActError::host(crate::error::Code::NotFound, "y"));
+    }
+
+    #[test]
+    fn under_a_local_span_the_sampler_left_out_no_span_is_recorded() {
+        let context = |remote, flags| {
+            SpanContext::new(
+                TraceId::from_bytes([1; 16]),
+                SpanId::from_bytes([2; 8]),
+                flags,
+                remote,
+                TraceState::default(),
+            )
+        };
+        let under = |remote, flags| {
+            recorded_under(&Context::new().with_remote_span_context(context(remote, flags)))
+        };
+        assert!(recorded_under(&Context::new()));
+        assert!(
+            under(true, TraceFlags::default()),
+            "a remote parent: the sampler decides"
+        );
+        assert!(under(false, TraceFlags::SAMPLED));
+        assert!(!under(false, TraceFlags::default()));
     }
 
     #[test]

@@ -150,10 +150,7 @@ async fn act(
         KeyValue::new("rpc.system", "seneca"),
     );
     let answer = match msg {
-        Err(e) => {
-            span.fail(&e);
-            Err(e)
-        }
+        Err(e) => Err(e),
         Ok(msg) => {
             // A `$target` message goes to another service: nothing here names who answers.
             if traced && msg.target().is_none() {
