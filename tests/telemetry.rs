@@ -5,6 +5,7 @@
 //! out as one trace with every parent link right. A Node seneca-amqp-transport caller, which
 //! sends `tx$` and no traceparent, joins the trace its `tx$` stands for; a collector that is
 //! away or stalled changes nothing for callers, and the spans it could not take are counted.
+//! An AMQP reply carries the command's trace back, from its `publish reply` span.
 
 #[allow(dead_code)] // shared with tests/data.rs, which uses all of it
 #[path = "data_stores/support.rs"]
@@ -18,9 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use prost::Message as _;
@@ -698,6 +699,104 @@ async fn a_node_seneca_callers_tx_reaches_the_plugin_and_the_logs_and_names_the_
     assert_eq!(delivery.parent, remote, "{}", outline(&spans));
     let act = one(&spans, "the act", |s| s.name == "act chaos:relay");
     assert_eq!(act.attr("seneca.tx"), Some(tx.as_str()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amqp_reply_carries_the_trace_of_the_command_back() {
+    let collector = Collector::start().await;
+    let mut names = Names::new();
+    let dir = folder(&names.id);
+    let (topic, dlx) = (names.exchange("topic"), names.exchange("dlx"));
+    let (queue, dlq) = (names.queue("relay"), names.queue("dlq"));
+    let replies = names.queue("replies");
+    let toml = format!(
+        "{}[rest]\nlisten = \"off\"\n[[listen]]\ntype = \"amqp\"\nname = {queue:?}\npins = [\"chaos:relay\"]\n\
+         url = {AMQP:?}\nexchange = {topic:?}\ndead_letter_exchange = {dlx:?}\ndead_letter_queue = {dlq:?}\n\
+         [[plugin]]\npath = {:?}\ninstances = 2\n",
+        telemetry_toml(&collector.url(), "relay", ""),
+        plugin("chaos"),
+    );
+    let _host = serve(&dir, "relay", &toml);
+    wait_for_consumer(&queue).await;
+
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            replies.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("reply queue");
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(format!("00-{trace}-b7ad6b7169203331-01").into()),
+    );
+    let command = json!({"id": "abcdefabcdef/tracedreply", "kind": "act", "sync": true,
+        "act": {"chaos": "relay", "inner": {"chaos": "ok"}}});
+    channel
+        .basic_publish(
+            topic.as_str().into(),
+            "chaos.relay".into(),
+            BasicPublishOptions::default(),
+            command.to_string().as_bytes(),
+            BasicProperties::default()
+                .with_reply_to(replies.as_str().into())
+                .with_headers(headers),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirmed");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        let got = channel
+            .basic_get(replies.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get");
+        if let Some(reply) = got {
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "no reply in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let body: Value = serde_json::from_slice(&reply.delivery.data).expect("JSON reply");
+    assert_eq!(body["res"]["inner"]["ok"], true, "{body}");
+    let parent = reply
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("traceparent").cloned());
+    let Some(AMQPValue::LongString(parent)) = parent else {
+        panic!(
+            "the reply has no traceparent: {:?}",
+            reply.delivery.properties
+        );
+    };
+    let parent = parent.to_string();
+    let parts: Vec<&str> = parent.split('-').collect();
+    assert_eq!(parts.get(1), Some(&trace), "{parent}");
+    // The reply's own span, as the collector has it: the answer names where it came from.
+    let spans = collector
+        .wait_for(trace, |spans| {
+            spans.iter().any(|s| s.name == "publish reply")
+        })
+        .await;
+    let published = one(&spans, "the reply", |s| s.name == "publish reply");
+    assert_eq!(
+        parts.get(2),
+        Some(&published.id.as_str()),
+        "{}",
+        outline(&spans)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::wire::{Command, Refusal, binding_key, now_ms, queue_name, refusal_reply};
 use super::{
     BrokerError, Brokers, Handler, Handling, Lost, bind, consume_queue, declare_common,
-    declare_queue, queue_arguments, remote_parent, supervise, wind_down,
+    declare_queue, queue_arguments, remote_parent, supervise, wind_down, with_trace,
 };
 use crate::config::AmqpListen;
 use crate::error::Code;
@@ -440,6 +440,8 @@ async fn publish_reply(
     if let Some(correlation) = correlation {
         properties = properties.with_correlation_id(correlation);
     }
+    // The trace goes back with the answer: the reply's span is the current one here.
+    let properties = with_trace(properties);
     let confirm = channel
         .basic_publish(
             "".into(),
