@@ -632,10 +632,10 @@ async fn a_collector_that_is_away_or_stalled_changes_nothing_for_callers_and_dro
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_seneca_callers_tx_reaches_the_plugin_and_the_logs_and_names_the_trace() {
-    let collector = Collector::start().await;
-    let mut names = Names::new();
+/// A host `relay` serving `chaos:relay` (the chaos plugin, 2 instances) from an AMQP queue of
+/// the test's own, exporting to `collector`, once it consumes: the host, its folder, and the
+/// exchange and dead-letter exchange it listens on.
+async fn relay(collector: &Collector, names: &mut Names) -> (Process, PathBuf, String, String) {
     let dir = folder(&names.id);
     let (topic, dlx) = (names.exchange("topic"), names.exchange("dlx"));
     let (queue, dlq) = (names.queue("relay"), names.queue("dlq"));
@@ -646,8 +646,16 @@ async fn a_node_seneca_callers_tx_reaches_the_plugin_and_the_logs_and_names_the_
         telemetry_toml(&collector.url(), "relay", ""),
         plugin("chaos"),
     );
-    let _host = serve(&dir, "relay", &toml);
+    let host = serve(&dir, "relay", &toml);
     wait_for_consumer(&queue).await;
+    (host, dir, topic, dlx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_seneca_callers_tx_reaches_the_plugin_and_the_logs_and_names_the_trace() {
+    let collector = Collector::start().await;
+    let mut names = Names::new();
+    let (_host, dir, topic, dlx) = relay(&collector, &mut names).await;
 
     // Seneca's `id$` sets the act's message id and tx; the transport sends it with no
     // traceparent.
@@ -706,19 +714,8 @@ async fn a_node_seneca_callers_tx_reaches_the_plugin_and_the_logs_and_names_the_
 async fn an_amqp_reply_carries_the_trace_of_the_command_back() {
     let collector = Collector::start().await;
     let mut names = Names::new();
-    let dir = folder(&names.id);
-    let (topic, dlx) = (names.exchange("topic"), names.exchange("dlx"));
-    let (queue, dlq) = (names.queue("relay"), names.queue("dlq"));
+    let (_host, dir, topic, _) = relay(&collector, &mut names).await;
     let replies = names.queue("replies");
-    let toml = format!(
-        "{}[rest]\nlisten = \"off\"\n[[listen]]\ntype = \"amqp\"\nname = {queue:?}\npins = [\"chaos:relay\"]\n\
-         url = {AMQP:?}\nexchange = {topic:?}\ndead_letter_exchange = {dlx:?}\ndead_letter_queue = {dlq:?}\n\
-         [[plugin]]\npath = {:?}\ninstances = 2\n",
-        telemetry_toml(&collector.url(), "relay", ""),
-        plugin("chaos"),
-    );
-    let _host = serve(&dir, "relay", &toml);
-    wait_for_consumer(&queue).await;
 
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await

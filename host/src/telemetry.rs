@@ -83,18 +83,21 @@ pub fn recorded_under(parent: &Context) -> bool {
 /// and no span made when telemetry is off, or inside a trace the sampler left out (a
 /// sampled-out request costs its first span only).
 macro_rules! span {
+    (@start $parent:expr, $name:expr, $kind:ident $(, $attribute:expr)*) => {{
+        let mut attributes = $crate::telemetry::attributes();
+        $(attributes.push($attribute);)*
+        $crate::telemetry::Span::start(
+            $name,
+            ::opentelemetry::trace::SpanKind::$kind,
+            attributes,
+            $parent,
+        )
+    }};
     (parent: $parent:expr, $name:expr, $kind:ident $(, $attribute:expr)* $(,)?) => {
         if $crate::telemetry::on() {
             let parent: &::opentelemetry::Context = $parent;
             if $crate::telemetry::recorded_under(parent) {
-                let mut attributes = $crate::telemetry::attributes();
-                $(attributes.push($attribute);)*
-                $crate::telemetry::Span::start(
-                    $name,
-                    ::opentelemetry::trace::SpanKind::$kind,
-                    attributes,
-                    Some(parent),
-                )
+                $crate::telemetry::span!(@start Some(parent), $name, $kind $(, $attribute)*)
             } else {
                 $crate::telemetry::Span::none()
             }
@@ -104,14 +107,7 @@ macro_rules! span {
     };
     ($name:expr, $kind:ident $(, $attribute:expr)* $(,)?) => {
         if $crate::telemetry::recording() {
-            let mut attributes = $crate::telemetry::attributes();
-            $(attributes.push($attribute);)*
-            $crate::telemetry::Span::start(
-                $name,
-                ::opentelemetry::trace::SpanKind::$kind,
-                attributes,
-                None,
-            )
+            $crate::telemetry::span!(@start None, $name, $kind $(, $attribute)*)
         } else {
             $crate::telemetry::Span::none()
         }
