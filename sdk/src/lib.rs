@@ -24,7 +24,6 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
 pub use serde_json::{self, Map, Value, json};
 
 extern crate self as wasmeca_sdk;
@@ -52,9 +51,11 @@ pub mod __private {
 use __private::wasmeca::plugin::{host, types};
 
 mod data;
+mod msg;
 mod plugin;
 
 pub use data::{Entity, Query, cache, entity};
+pub use msg::Msg;
 pub use plugin::{Plugin, dispatch_handle, dispatch_init, dispatch_observe};
 
 /// A result whose error is a wasmeca [`Error`].
@@ -147,132 +148,6 @@ impl From<Error> for types::Error {
     }
 }
 
-/// A message: a JSON object with typed accessors.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Msg(Map<String, Value>);
-
-impl Msg {
-    /// Wraps a JSON object.
-    pub fn new(map: Map<String, Value>) -> Self {
-        Self(map)
-    }
-
-    /// The value under `key`.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key)
-    }
-
-    /// A string value.
-    pub fn str(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(Value::as_str)
-    }
-
-    /// A number, also read from a numeric string (REST params and query values are strings).
-    pub fn f64(&self, key: &str) -> Option<f64> {
-        number(self.0.get(key)?)
-    }
-
-    /// An integer, also read from a numeric string.
-    pub fn i64(&self, key: &str) -> Option<i64> {
-        integer(self.0.get(key)?)
-    }
-
-    /// A boolean (`true`/`false`, or the strings `"true"`/`"false"`).
-    pub fn bool(&self, key: &str) -> Option<bool> {
-        match self.0.get(key)? {
-            Value::Bool(b) => Some(*b),
-            Value::String(s) if s == "true" => Some(true),
-            Value::String(s) if s == "false" => Some(false),
-            _ => None,
-        }
-    }
-
-    /// A number that must be there: else `invalid_input` naming the key.
-    pub fn require_f64(&self, key: &str) -> Result<f64> {
-        self.f64(key)
-            .ok_or_else(|| missing(key, "a number", self.0.get(key)))
-    }
-
-    /// A string that must be there: else `invalid_input` naming the key.
-    pub fn require_str(&self, key: &str) -> Result<&str> {
-        self.str(key)
-            .ok_or_else(|| missing(key, "a string", self.0.get(key)))
-    }
-
-    /// The whole message as a typed value.
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
-        Ok(T::deserialize(Value::Object(self.0.clone()))?)
-    }
-
-    /// The transaction id (`tx$`) this message belongs to.
-    pub fn tx(&self) -> Option<&str> {
-        self.str("tx$")
-    }
-
-    /// A path parameter from a REST route (`args.params.<name>`, seneca-web's shape).
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.0.get("args")?.get("params")?.get(name)?.as_str()
-    }
-
-    /// A query parameter from a REST route (`args.query.<name>`): a string, or an array of
-    /// strings for repeated keys.
-    pub fn query(&self, name: &str) -> Option<&Value> {
-        self.0.get("args")?.get("query")?.get(name)
-    }
-
-    /// The request body from a REST route (`args.body`).
-    pub fn body(&self) -> Option<&Value> {
-        self.0.get("args")?.get("body")
-    }
-
-    /// The body as a typed value: `invalid_input` when it is missing or has the wrong shape.
-    pub fn parse_body<T: DeserializeOwned>(&self) -> Result<T> {
-        let body = self.body().cloned().unwrap_or(Value::Null);
-        T::deserialize(body).map_err(|e| Error::invalid_input(format!("body: {e}")))
-    }
-
-    /// Calls the action this one overrode (Seneca's `this.prior(msg)`) with this message.
-    pub fn prior(&self) -> Result<Value> {
-        prior(&Value::Object(self.0.clone()))
-    }
-
-    /// The message as a JSON object.
-    pub fn as_map(&self) -> &Map<String, Value> {
-        &self.0
-    }
-
-    /// The message as a JSON object, owned.
-    pub fn into_map(self) -> Map<String, Value> {
-        self.0
-    }
-}
-
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn integer(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn missing(key: &str, what: &str, got: Option<&Value>) -> Error {
-    let message = match got {
-        None => format!("`{key}` is missing; it must be {what}"),
-        Some(v) => format!("`{key}` must be {what}, not {v}"),
-    };
-    Error::invalid_input(message).with_details(json!({ "field": key }))
-}
-
 /// A value's JSON text, written straight into its buffer (`Value::to_string` goes through
 /// `fmt::Display`, a dynamic call per token: several thousand instructions more per message).
 fn json_text(value: &Value) -> String {
@@ -310,7 +185,12 @@ pub fn publish(event: Value) -> Result<()> {
 /// Calls the action the current one overrode (Seneca's `prior`); with none, the answer is the
 /// message's `default$` or null.
 pub fn prior(msg: &Value) -> Result<Value> {
-    let answer = host::prior(&json_text(msg)).map_err(Error::from)?;
+    prior_text(&json_text(msg))
+}
+
+/// [`prior`] for a message already written as JSON text.
+pub(crate) fn prior_text(msg: &str) -> Result<Value> {
+    let answer = host::prior(msg).map_err(Error::from)?;
     Ok(serde_json::from_str(&answer)?)
 }
 
@@ -356,41 +236,4 @@ macro_rules! warn {
 #[macro_export]
 macro_rules! debug {
     ($($arg:tt)*) => { $crate::log::debug(format!($($arg)*)) };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(v: Value) -> Msg {
-        match v {
-            Value::Object(m) => Msg::new(m),
-            _ => panic!("not an object"),
-        }
-    }
-
-    #[test]
-    fn typed_accessors() {
-        let m = msg(
-            json!({"a": 1, "b": "2", "c": "x", "d": true, "e": 1.5, "args": {"params": {"id": "7"}, "query": {"q": ["1", "2"]}, "body": {"name": "n"}}}),
-        );
-        assert_eq!(m.i64("a"), Some(1));
-        assert_eq!(m.i64("b"), Some(2));
-        assert_eq!(m.f64("e"), Some(1.5));
-        assert_eq!(m.i64("e"), None);
-        assert_eq!(m.str("c"), Some("x"));
-        assert_eq!(m.bool("d"), Some(true));
-        assert_eq!(m.param("id"), Some("7"));
-        assert_eq!(m.query("q"), Some(&json!(["1", "2"])));
-        assert_eq!(m.body(), Some(&json!({"name": "n"})));
-        let e = m.require_f64("c").unwrap_err();
-        assert_eq!((e.code.as_str(), e.status), ("invalid_input", Some(400)));
-        assert!(e.message.contains("`c` must be a number"), "{}", e.message);
-        assert!(
-            m.require_str("zz")
-                .unwrap_err()
-                .message
-                .contains("`zz` is missing")
-        );
-    }
 }

@@ -163,10 +163,7 @@ pub fn dispatch_init<S: 'static>(
     setup: impl FnOnce(&Msg) -> Result<Plugin<S>>,
 ) -> std::result::Result<types::Manifest, types::Error> {
     std::panic::set_hook(Box::new(|info| log::error(info.to_string())));
-    let options = match serde_json::from_str::<Value>(&options) {
-        Ok(Value::Object(map)) => Msg::new(map),
-        _ => Msg::default(),
-    };
+    let options = Msg::from_text(options).unwrap_or_default();
     let plugin = setup(&options)?;
     let manifest = types::Manifest {
         name: plugin.name.clone(),
@@ -195,9 +192,8 @@ pub fn dispatch_init<S: 'static>(
 
 #[doc(hidden)]
 pub fn dispatch_handle(action: u32, msg: String) -> std::result::Result<String, types::Error> {
-    let msg = match serde_json::from_str::<Value>(&msg) {
-        Ok(Value::Object(map)) => Msg::new(map),
-        _ => return Err(Error::invalid_input("the message is not a JSON object").into()),
+    let Some(msg) = Msg::from_text(msg) else {
+        return Err(Error::invalid_input("the message is not a JSON object").into());
     };
     PLUGIN.with(|slot| match slot.borrow_mut().as_mut() {
         Some(plugin) => plugin.run_action(action, &msg).map_err(types::Error::from),
@@ -207,9 +203,8 @@ pub fn dispatch_handle(action: u32, msg: String) -> std::result::Result<String, 
 
 #[doc(hidden)]
 pub fn dispatch_observe(observer: u32, event: String) -> std::result::Result<(), types::Error> {
-    let event = match serde_json::from_str::<Value>(&event) {
-        Ok(Value::Object(map)) => Msg::new(map),
-        _ => return Err(Error::invalid_input("the event is not a JSON object").into()),
+    let Some(event) = Msg::from_text(event) else {
+        return Err(Error::invalid_input("the event is not a JSON object").into());
     };
     PLUGIN.with(|slot| match slot.borrow_mut().as_mut() {
         Some(plugin) => plugin
