@@ -202,8 +202,8 @@ impl Reply {
 
     /// A reply holding `value` (which the caller knows is an object, an array or null).
     pub fn from_value(value: &Value) -> Self {
-        let text = serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned());
-        Self(RawValue::from_string(text).unwrap_or_else(|_| null_raw()))
+        // Written by serde_json, so not parsed again to check it is JSON.
+        Self(serde_json::value::to_raw_value(value).unwrap_or_else(|_| null_raw()))
     }
 
     /// The JSON text.

@@ -2,7 +2,7 @@
 //! contract versions, on the instance's state: each goes up through [`Upcalls`] under the
 //! running call's frame.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::bindings::{current, v0_1};
 use super::instance::State;
@@ -150,8 +150,12 @@ fn outside(import: &str) -> ActError {
 
 /// Parses a JSON text that must be an object.
 fn parse_object(text: &str) -> Result<Message, ActError> {
+    // An object (every SDK sends one) is read straight into the message's map; anything else
+    // is read again only to say what it is.
+    if let Ok(map) = serde_json::from_str::<Map<String, Value>>(text) {
+        return Ok(Message::new(map));
+    }
     match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(Message::new(map)),
         Ok(other) => Err(ActError::host(
             Code::InvalidMessage,
             format!("a message must be a JSON object, not {}", json_kind(&other)),
