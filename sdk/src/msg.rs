@@ -16,15 +16,17 @@ use crate::{Error, Result, json_text};
 /// A message that came from the host is kept as its JSON text: `str`, `i64`, `param` and the
 /// other typed accessors read their key in place, so an action that reads two keys of a REST
 /// request does not pay for parsing the rest into a tree. `get`, `body`, `as_map` and the like
-/// build the tree once, the first time one of them is called.
+/// build the tree once, the first time one of them is called. A key or string written with
+/// escapes is read from the tree too, and a message nested deeper than a tree may be is refused
+/// on arrival, as before.
 #[derive(Clone, Default)]
 pub struct Msg {
     /// The JSON text of the message as the host sent it, when it came as text (not through
     /// [`Msg::new`]): the typed accessors read their keys in it without building a tree.
     text: Option<String>,
     /// Where each top-level key's name and value lie in `text`, in order, found (and the text
-    /// checked to be a JSON object) when the message arrived, so a lookup is a short scan of
-    /// this list rather than of the text.
+    /// checked to be a JSON object, [`too_deep`] included) when the message arrived, so a
+    /// lookup is a short scan of this list rather than of the text.
     index: Vec<Entry>,
     /// The message as a JSON tree: given to [`Msg::new`], or built from `text` the first time
     /// an accessor needs a `Value` (`get`, `body`, `as_map`...) or a key is not plain text.
@@ -52,6 +54,9 @@ impl Msg {
 
     /// A message from the JSON text the host sent: `None` when it is not a JSON object.
     pub(crate) fn from_text(text: String) -> Option<Self> {
+        if too_deep(&text) {
+            return None;
+        }
         let mut de = serde_json::Deserializer::from_str(&text);
         let index = (Scan { text: &text }).deserialize(&mut de).ok()?;
         de.end().ok()?;
@@ -174,7 +179,10 @@ impl Msg {
         }
     }
 
-    /// The tree of `text` (checked to be a JSON object when the message arrived).
+    /// The tree of `text`, checked to be a JSON object when the message arrived. (The scan
+    /// does not check a number's range or that a `\u` escape of a surrogate has its pair;
+    /// the host writes messages with serde_json, which never writes either, so a text that
+    /// the scan let through and a tree refuses, read as an empty object, comes from no host.)
     fn parse_text(&self) -> Map<String, Value> {
         match self.text.as_deref().map(serde_json::from_str) {
             Some(Ok(Value::Object(map))) => map,
@@ -280,6 +288,19 @@ impl<'a> Scalar<'a> {
             _ => None,
         }
     }
+}
+
+/// Whether a tree of `text` would be refused for its depth: the scan skips over each value
+/// without counting levels, where serde_json refuses a tree of more than 128. Only a text with
+/// 127 brackets or more can be that deep (a short one is not looked at), and it is then read
+/// whole to be sure.
+fn too_deep(text: &str) -> bool {
+    const LEVELS: usize = 127;
+    if text.len() < 2 * LEVELS {
+        return false;
+    }
+    let brackets = text.bytes().filter(|b| matches!(b, b'{' | b'[')).count();
+    brackets >= LEVELS && serde_json::from_str::<Value>(text).is_err()
 }
 
 /// Where `part` (a slice of `text`) lies in it.
@@ -506,6 +527,34 @@ mod tests {
         let nested = Msg::from_text(r#"{"args": {"params": {"i\u0064": "7", "x": 1}}}"#.into())
             .expect("an object");
         assert_eq!(nested.param("id"), Some("7"));
+    }
+
+    #[test]
+    fn a_message_nested_deeper_than_a_tree_may_be_is_refused() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"cmd": "x", "args": {{"params": {{"id": "7"}}, "body": {}1{}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        // 125 arrays in `body` make 127 levels in all: a tree reads it; 126 make 128, and 127
+        // make 129, past serde_json's 128 (a REST body can be 127 deep).
+        for depth in [10, 125, 126, 127, 200] {
+            let text = nested(depth);
+            let tree = serde_json::from_str::<Value>(&text).ok();
+            let m = Msg::from_text(text);
+            assert_eq!(m.is_some(), tree.is_some(), "{depth} levels");
+            if let Some(m) = m {
+                assert_eq!((m.str("cmd"), m.param("id")), (Some("x"), Some("7")));
+                assert!(m.body().is_some(), "{depth} levels");
+            }
+        }
+        // Many brackets side by side are not depth.
+        let wide = format!(r#"{{"cmd": "x", "list": [{}]}}"#, vec!["[]"; 300].join(","));
+        let m = Msg::from_text(wide).expect("an object");
+        assert_eq!(m.str("cmd"), Some("x"));
+        assert!(m.tree.get().is_none(), "read in place");
     }
 
     #[test]
