@@ -26,8 +26,8 @@ fn limits() -> Limits {
 }
 
 fn router_with(limits: Limits) -> Router {
-    let runtime =
-        Runtime::with_limits(Some(cache_dir()), limits.instance(), false).expect("runtime starts");
+    let runtime = Runtime::with_limits(Some(cache_dir()), limits.instance(), false, false)
+        .expect("runtime starts");
     let router = wasmeca::assemble(
         runtime,
         &limits,
@@ -82,9 +82,13 @@ async fn ok(router: &Router, m: Value) -> Value {
 
 /// How many of the chaos plugin's instances `/metrics` says were replaced for `reason`.
 fn replacements(router: &Router, reason: &str) -> u64 {
-    let line = format!(
-        "wasmeca_instance_replacements_total{{plugin=\"chaos@1.0.0\",reason=\"{reason}\"}} "
-    );
+    replacements_of(router, "chaos@1.0.0", reason)
+}
+
+/// How many instances of `plugin` (`name@version`) `/metrics` says were replaced for `reason`.
+fn replacements_of(router: &Router, plugin: &str, reason: &str) -> u64 {
+    let line =
+        format!("wasmeca_instance_replacements_total{{plugin=\"{plugin}\",reason=\"{reason}\"}} ");
     router
         .metrics()
         .encode()
@@ -98,6 +102,68 @@ async fn err(router: &Router, m: Value) -> ActError {
         Ok(v) => panic!("{m} answered {v}, expected an error"),
         Err(e) => e,
     }
+}
+
+// --- quick start ---------------------------------------------------------------------------
+
+/// Whose code serves `plugin` (`name@version`) on `router`: `baseline` or `optimised`.
+fn code(router: &Router, plugin: &str) -> Option<&'static str> {
+    let snapshot = router.registry().snapshot();
+    let found = snapshot.plugins().iter().find(|p| p.key() == plugin)?;
+    found.code()
+}
+
+/// A plugin with no compiled artifact is served at once from Winch's code, then moved onto
+/// Cranelift's, which the cache keeps for the next start; the move replaces its instances, as
+/// any replacement does (the plugin's in-instance state starts again).
+#[tokio::test]
+async fn a_plugin_with_nothing_compiled_is_served_at_once_and_optimised_behind() {
+    let cache = std::env::temp_dir().join(format!("wasmeca-quick-start-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let limits = limits();
+    let start = || async {
+        let runtime = Runtime::with_limits(Some(cache.clone()), limits.instance(), false, true)
+            .expect("runtime starts");
+        let router = wasmeca::assemble(
+            runtime,
+            &limits,
+            Vec::new(),
+            wasmeca::message::instance_id(),
+        );
+        router
+            .registry()
+            .load_all(&[PluginSource::new(plugin("chaos"))])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        router
+    };
+    let calls = |answer: Value| answer["calls"].as_u64().expect("a count");
+
+    let router = start().await;
+    assert_eq!(code(&router, "chaos@1.0.0"), Some("baseline"));
+    assert_eq!(calls(ok(&router, json!({"chaos": "ok"})).await), 1);
+    assert_eq!(calls(ok(&router, json!({"chaos": "ok"})).await), 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while code(&router, "chaos@1.0.0") != Some("optimised") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Cranelift's code never replaced Winch's"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The idle instance was replaced when the code was ready; calls go on, from a new one.
+    assert_eq!(calls(ok(&router, json!({"chaos": "ok"})).await), 1);
+    assert_eq!(replacements_of(&router, "chaos@1.0.0", "optimised"), 1);
+    let artifacts = std::fs::read_dir(&cache).expect("the cache").count();
+    assert_eq!(artifacts, 1, "Cranelift's code is in the cache");
+
+    // The next start finds it: optimised from the first call, nothing to replace.
+    let again = start().await;
+    assert_eq!(code(&again, "chaos@1.0.0"), Some("optimised"));
+    assert_eq!(calls(ok(&again, json!({"chaos": "ok"})).await), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(replacements_of(&again, "chaos@1.0.0", "optimised"), 0);
+    let _ = std::fs::remove_dir_all(&cache);
 }
 
 // --- the seeds ---------------------------------------------------------------------------

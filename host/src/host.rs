@@ -184,7 +184,12 @@ pub fn assemble(
 /// The runtime, registry and router of a configuration, with its client pins and no plugin
 /// loaded yet.
 pub fn router(config: &Config) -> Result<Router, ServeError> {
-    let runtime = Runtime::with_limits(config.cache(), config.limits.instance(), config.perf_map)?;
+    let runtime = Runtime::with_limits(
+        config.cache(),
+        config.limits.instance(),
+        config.perf_map,
+        !config.no_quick_start,
+    )?;
     let origin = message::instance_id();
     let clients = clients(config, &origin)?;
     let router = assemble(runtime, &config.limits, clients, origin);

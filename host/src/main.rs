@@ -198,6 +198,11 @@ pub(crate) struct EngineArgs {
     /// report` of a plugin's own code.
     #[arg(long, env = "WASMECA_PERF_MAP")]
     perf_map: bool,
+    /// Compile every plugin optimised before serving it, instead of serving a plugin that has
+    /// no compiled artifact at once from the baseline compiler's code while the optimised code
+    /// is compiled behind.
+    #[arg(long, env = "WASMECA_NO_QUICK_START")]
+    no_quick_start: bool,
 }
 
 impl EngineArgs {
@@ -208,6 +213,7 @@ impl EngineArgs {
         }
         config.no_cache |= self.no_cache;
         config.perf_map |= self.perf_map;
+        config.no_quick_start |= self.no_quick_start;
         if let Some(ms) = self.timeout_ms {
             config.limits.timeout_ms = ms;
         }

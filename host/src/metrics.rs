@@ -117,7 +117,7 @@ impl Default for Metrics {
         registry.register(
             "instance_replacements",
             "Plugin instances replaced, by plugin and reason (trap, timeout, cancelled, \
-             interrupted, growth)",
+             interrupted, growth, optimised)",
             replacements.clone(),
         );
         registry.register(

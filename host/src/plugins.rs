@@ -119,6 +119,16 @@ impl Plugin {
         }
     }
 
+    /// Whose machine code serves it: `baseline` (Winch's, at quick start, until Cranelift's
+    /// is ready) or `optimised`; `None` for native actions.
+    pub fn code(&self) -> Option<&'static str> {
+        match &self.backend {
+            Backend::Wasm(pool) if pool.is_quick() => Some("baseline"),
+            Backend::Wasm(_) => Some("optimised"),
+            Backend::Native(_) => None,
+        }
+    }
+
     /// True for native actions (Rust code in the host), which are not advertised to peers or
     /// listed among the plugins.
     pub fn is_native(&self) -> bool {
@@ -172,22 +182,21 @@ impl Plugin {
         bytes: Option<&[u8]>,
         init_timeout: std::time::Duration,
     ) -> Result<Self, LoadError> {
-        // Compiling keeps the cores busy for ~0.15 s per plugin: off the async workers, so a
-        // reload never stalls the calls they serve.
+        // Compiling keeps the cores busy for ~0.15 s per plugin (Cranelift's; Winch's at quick
+        // start, a fraction of it): off the async workers, so a reload never stalls the calls
+        // they serve.
         let (compiling, path, bytes) = (
             runtime.clone(),
             source.path.clone(),
             bytes.map(<[u8]>::to_vec),
         );
-        let compiled = tokio::task::spawn_blocking(move || match bytes {
-            Some(bytes) => compiling.compile_bytes(&path, &bytes),
-            None => compiling.compile_file(&path),
-        })
-        .await
-        .map_err(|e| LoadError::Compile {
-            path: source.path.clone(),
-            detail: format!("the compile stopped: {e}"),
-        })??;
+        let compiled =
+            tokio::task::spawn_blocking(move || compiling.compile_to_serve(&path, bytes))
+                .await
+                .map_err(|e| LoadError::Compile {
+                    path: source.path.clone(),
+                    detail: format!("the compile stopped: {e}"),
+                })??;
         let hash = compiled.hash.clone();
         let contract = compiled.contract();
         let options = Arc::new(source.options.to_string());
@@ -250,6 +259,7 @@ impl Plugin {
             "patterns": self.actions.iter().map(|a| a.pattern.to_string()).collect::<Vec<_>>(),
             "observers": self.observers.iter().map(|a| a.pattern.to_string()).collect::<Vec<_>>(),
             "contract": self.contract.name(),
+            "code": self.code(),
             "routes": self.routes,
         })
     }

@@ -39,7 +39,9 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// A [`Command`] for the `wasmeca` binary under test, using [`cache_dir`], a fresh
-/// [`data_dir`] and no inherited `RUST_LOG` or data URLs. A macro because only the calling test
+/// [`data_dir`], no quick start (a test that counts on an instance's state must not meet the
+/// move to optimised code; quick start has tests of its own) and no inherited `RUST_LOG` or
+/// data URLs. A macro because only the calling test
 /// crate knows the binary's path.
 #[macro_export]
 macro_rules! wasmeca_command {
@@ -48,6 +50,7 @@ macro_rules! wasmeca_command {
         command
             .env("WASMECA_CACHE_DIR", $crate::cache_dir())
             .env("WASMECA_DATA_DIR", $crate::data_dir())
+            .env("WASMECA_NO_QUICK_START", "true")
             .env_remove("RUST_LOG")
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
@@ -58,7 +61,8 @@ macro_rules! wasmeca_command {
 }
 
 /// A host configuration for an in-process test host, from TOML text: the shared compile cache
-/// ([`cache_dir`]), and the entity store and the cache in memory unless the TOML names its own,
+/// ([`cache_dir`]), no quick start (as [`wasmeca_command`]), and the entity store and the cache
+/// in memory unless the TOML names its own,
 /// so no test host reads or writes a user's data, a project's `.wasmeca/`, or another test's.
 /// A macro because only the calling test crate links `wasmeca`.
 #[macro_export]
@@ -68,6 +72,7 @@ macro_rules! test_config {
         let mut config =
             ::wasmeca::Config::from_toml(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
         config.cache_dir = Some($crate::cache_dir());
+        config.no_quick_start = true;
         config
             .data
             .url

@@ -104,6 +104,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                     run_spec(&spec, &build, true, |c| {
                         c.cache_dir = config.cache_dir.clone();
                         c.no_cache = config.no_cache;
+                        c.no_quick_start = config.no_quick_start;
                         c.limits = config.limits.clone();
                     })
                     .await

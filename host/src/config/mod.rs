@@ -137,6 +137,12 @@ pub struct Config {
     /// `perf report` can profile a plugin's own code.
     #[serde(default)]
     pub perf_map: bool,
+    /// Compiles every plugin optimised (Cranelift) before serving it. By default a plugin that
+    /// has no compiled artifact yet is served at once from Winch's code, wasmtime's baseline
+    /// compiler (some ten times faster to compile, slower to run), and moved onto Cranelift's
+    /// when it is ready: a host starting on an empty cache answers in a fraction of the time.
+    #[serde(default)]
+    pub no_quick_start: bool,
     /// Watches the plugin folders and loads, replaces and unloads plugins as files come and go.
     #[serde(default)]
     pub watch: bool,

@@ -117,6 +117,8 @@ pub(super) struct Instance {
     /// How many bytes of linear memory the last call added: the pool replaces an instance
     /// that one call grew by much, since the memory cannot be given back otherwise.
     grew: usize,
+    /// Runs Winch's code (quick start): the pool replaces it once Cranelift's is ready.
+    quick: bool,
 }
 
 /// A plugin's turn to run long, held by an instance's call from its first epoch tick to its
@@ -185,7 +187,7 @@ impl Instance {
             turn: Turn::default(),
         };
         let holding = state.turn.clone();
-        let mut store = Store::new(runtime.engine(), state);
+        let mut store = Store::new(compiled.engine(), state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         let interrupt = runtime.clone();
         // At every epoch tick a running guest yields behind the work already waiting (tokio's
@@ -221,6 +223,7 @@ impl Instance {
             plugin,
             runtime: runtime.clone(),
             grew: 0,
+            quick: compiled.is_quick(),
         })
     }
 
@@ -253,6 +256,11 @@ impl Instance {
     /// How many bytes of linear memory the last call added.
     pub(super) fn grew(&self) -> usize {
         self.grew
+    }
+
+    /// True while it runs Winch's code (quick start).
+    pub(super) fn is_quick(&self) -> bool {
+        self.quick
     }
 
     /// Runs `handle` for one message, or `observe` for one event.

@@ -1,6 +1,7 @@
-//! The Wasm component engine: one shared wasmtime `Engine` with epoch interruption, the
-//! on-disk compile cache, the WASI-with-nothing-granted linker, plugin file validation, and the
-//! instances and pools that run guests. It calls up through the [`Upcalls`] trait it defines and
+//! The Wasm component engine: the shared wasmtime `Engine` with epoch interruption (and, for
+//! quick start, a second one compiling with Winch), the on-disk compile cache, the
+//! WASI-with-nothing-granted linker, plugin file validation, and the instances and pools that
+//! run guests. It calls up through the [`Upcalls`] trait it defines and
 //! never names the router that implements it.
 
 mod bindings;
@@ -18,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, Strategy};
 
 pub use bindings::{Contract, Manifest, ManifestAction};
 pub use cache::CompileCache;
@@ -38,6 +39,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Ticks without a guest call running after which the epoch thread sleeps (until one starts).
 const IDLE_TICKS: u32 = 50;
+
+/// How long no Winch compile must have run before Cranelift's compiles start behind them:
+/// longer than the gap between two plugins of one load (an instantiation and an `init`).
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// Why a plugin file could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +210,10 @@ pub struct Compiled {
     pub hash: Arc<str>,
     /// Pre-linked component: instantiation without re-resolving imports.
     pre: Pre,
+    /// The file's bytes when this is Winch's code (quick start), kept so that Cranelift's is
+    /// compiled from the very bytes served, whatever the file holds by then; `None` for
+    /// optimised code.
+    quick: Option<Arc<[u8]>>,
 }
 
 /// A component pre-linked for the contract it implements.
@@ -217,6 +226,19 @@ enum Pre {
 }
 
 impl Compiled {
+    /// True for Winch's code, served until [`Runtime::optimise`] has made Cranelift's.
+    pub fn is_quick(&self) -> bool {
+        self.quick.is_some()
+    }
+
+    /// The engine the component was compiled for, whose stores it runs in.
+    fn engine(&self) -> &Engine {
+        match &self.pre {
+            Pre::Current(pre) => pre.engine(),
+            Pre::V0_1(pre) => pre.engine(),
+        }
+    }
+
     /// The contract the component implements.
     pub fn contract(&self) -> Contract {
         match self.pre {
@@ -261,12 +283,15 @@ impl Clock {
         self.wake.notify_one();
     }
 
-    /// The epoch thread's loop: tick while calls run, sleep when idle, end on `stop`.
-    fn run(&self, engine: &Engine) {
+    /// The epoch thread's loop: tick (every engine) while calls run, sleep when idle, end on
+    /// `stop`.
+    fn run(&self, engines: &[Engine]) {
         let mut idle = 0;
         while !self.stop.load(Ordering::SeqCst) {
             std::thread::sleep(EPOCH_TICK);
-            engine.increment_epoch();
+            for engine in engines {
+                engine.increment_epoch();
+            }
             self.ticks.fetch_add(1, Ordering::Relaxed);
             if self.running.load(Ordering::SeqCst) > 0 {
                 idle = 0;
@@ -310,10 +335,17 @@ impl Drop for Ticker {
 
 /// Shared state behind [`Runtime`].
 struct Inner {
-    /// The one engine every plugin is compiled for.
+    /// The engine every plugin's optimised code (Cranelift's) is compiled for, and the only one
+    /// the compile cache holds artifacts of.
     engine: Engine,
     /// WASI p2 (nothing granted) plus the `wasmeca:plugin/host` imports.
     linker: Linker<State>,
+    /// Winch, wasmtime's baseline compiler, when quick start is on: a plugin with no compiled
+    /// artifact is served from its code at once while Cranelift compiles it behind, since a
+    /// host that waits for Cranelift answers nothing for most of a second.
+    quick: Option<Quick>,
+    /// When Cranelift may compile behind the quick starts.
+    behind: Behind,
     /// Where precompiled components live; `None` compiles in memory every time.
     cache: Option<CompileCache>,
     /// What each instance may use and answer.
@@ -327,6 +359,70 @@ struct Inner {
     /// Keeps the epoch thread alive exactly as long as the runtime, and ticking while guest
     /// code runs.
     ticker: Ticker,
+}
+
+/// The baseline compiler's own engine and linker (a component runs only in a store of the
+/// engine that compiled it).
+struct Quick {
+    /// An engine configured as the main one but compiling with Winch: some ten times faster
+    /// to compile, into code that runs slower.
+    engine: Engine,
+    /// The same imports as the main linker, on this engine.
+    linker: Linker<State>,
+}
+
+/// Quick start's bookkeeping: Cranelift's compiles behind it wait until the host has stopped
+/// loading plugins, so as not to slow the Winch compiles whose plugins it is waiting for.
+struct Behind {
+    /// Winch compiles running now.
+    running: AtomicUsize,
+    /// When the last Winch compile ended.
+    last: Mutex<Option<std::time::Instant>>,
+    /// One compile behind at a time: each uses every core already.
+    turn: tokio::sync::Semaphore,
+}
+
+/// A Winch compile running: counted in [`Behind`] until dropped.
+struct QuickCompile<'a>(&'a Behind);
+
+impl<'a> QuickCompile<'a> {
+    /// Counts a Winch compile that starts now.
+    fn start(behind: &'a Behind) -> Self {
+        behind.running.fetch_add(1, Ordering::SeqCst);
+        Self(behind)
+    }
+}
+
+impl Drop for QuickCompile<'_> {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(std::time::Instant::now());
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An engine as every plugin needs it (components, epoch interruption), compiling with
+/// `strategy`.
+fn new_engine(strategy: Strategy, perf_map: bool) -> Result<Engine, RuntimeError> {
+    let mut config = Config::new();
+    config.strategy(strategy);
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if perf_map {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    Engine::new(&config).map_err(|e| RuntimeError(format!("{e:#}")))
+}
+
+/// WASI p2 (nothing granted) and both contracts' host imports, on `engine`.
+fn new_linker(engine: &Engine) -> Result<Linker<State>, RuntimeError> {
+    let mut linker = Linker::<State>::new(engine);
+    let error = |e: wasmtime::Error| RuntimeError(format!("{e:#}"));
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(error)?;
+    current::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(error)?;
+    v0_1::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(error)?;
+    Ok(linker)
 }
 
 /// Returns the memory this thread freed to the OS now, rather than when it next allocates (the
@@ -422,34 +518,43 @@ pub const REPLACE_AFTER_GROWTH: usize = 16 << 20;
 impl Runtime {
     /// Builds the engine and linker; `cache_dir` enables the on-disk compile cache. Instances
     /// may use up to `memory_limit` bytes of linear memory, under the default limits otherwise.
+    /// Every plugin is compiled optimised before it is served (no quick start).
     pub fn new(cache_dir: Option<PathBuf>, memory_limit: usize) -> Result<Self, RuntimeError> {
-        Self::with_limits(cache_dir, InstanceLimits::with_memory(memory_limit), false)
+        Self::with_limits(
+            cache_dir,
+            InstanceLimits::with_memory(memory_limit),
+            false,
+            false,
+        )
     }
 
     /// Like [`Runtime::new`], with every instance limit given; with `perf_map`, the plugins'
     /// compiled functions are named in `/tmp/perf-PID.map`, so `perf` can profile a plugin's
-    /// own code (as `wasmtime --profile=perfmap` does).
+    /// own code (as `wasmtime --profile=perfmap` does); with `quick_start`, a plugin that has
+    /// no compiled artifact is served from Winch's code until Cranelift's is ready
+    /// ([`Runtime::compile_to_serve`]). A Winch engine that cannot be made (a CPU it does not
+    /// support) turns quick start off with a warning.
     pub fn with_limits(
         cache_dir: Option<PathBuf>,
         limits: InstanceLimits,
         perf_map: bool,
+        quick_start: bool,
     ) -> Result<Self, RuntimeError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        if perf_map {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&config).map_err(|e| RuntimeError(format!("{e:#}")))?;
-
-        let mut linker = Linker::<State>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| RuntimeError(format!("{e:#}")))?;
-        current::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(|e| RuntimeError(format!("{e:#}")))?;
-        v0_1::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(|e| RuntimeError(format!("{e:#}")))?;
+        let engine = new_engine(Strategy::Cranelift, perf_map)?;
+        let linker = new_linker(&engine)?;
+        let quick = quick_start
+            .then(|| {
+                let engine = new_engine(Strategy::Winch, perf_map)?;
+                Ok(Quick {
+                    linker: new_linker(&engine)?,
+                    engine,
+                })
+            })
+            .transpose()
+            .unwrap_or_else(|e: RuntimeError| {
+                tracing::warn!("quick start off: {e}");
+                None
+            });
 
         let cache = match cache_dir {
             Some(dir) => match CompileCache::open(dir, &engine) {
@@ -463,7 +568,9 @@ impl Runtime {
         };
 
         let clock = Arc::new(Clock::default());
-        let (ticking, ticked) = (engine.clone(), clock.clone());
+        let mut ticking = vec![engine.clone()];
+        ticking.extend(quick.as_ref().map(|q| q.engine.clone()));
+        let ticked = clock.clone();
         std::thread::Builder::new()
             .name("wasmeca-epoch".into())
             .spawn(move || ticked.run(&ticking))
@@ -476,6 +583,12 @@ impl Runtime {
             long_per_plugin: cpus.saturating_sub(1).max(1),
             interrupt: tokio_util::sync::CancellationToken::new(),
             linker,
+            quick,
+            behind: Behind {
+                running: AtomicUsize::new(0),
+                last: Mutex::new(None),
+                turn: tokio::sync::Semaphore::new(1),
+            },
             cache,
             limits,
             ticker: Ticker(clock),
@@ -529,28 +642,83 @@ impl Runtime {
         self.0.long_per_plugin
     }
 
-    /// Reads, validates, compiles (through the cache) and links a plugin file.
+    /// Reads, validates, compiles optimised (through the cache) and links a plugin file.
     pub fn compile_file(&self, path: &Path) -> Result<Compiled, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        self.compile_bytes(path, &bytes)
+        self.compile_bytes(path, &read(path)?)
     }
 
-    /// Validates, compiles (through the cache) and links a plugin from its bytes.
+    /// Validates, compiles optimised (through the cache) and links a plugin from its bytes.
     pub fn compile_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Compiled, LoadError> {
-        let path_buf = || path.to_owned();
-        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(LoadError::NotWasm { path: path_buf() });
+        let hash = check_component(path, bytes)?;
+        let component = self.optimised(path, &hash, bytes)?;
+        self.link(path, hash, &component, &self.0.linker, None)
+    }
+
+    /// What `serve` loads a plugin with (the file's bytes, read now if not given): its
+    /// compiled artifact when the cache has one, else with quick start on Winch's code at once
+    /// ([`Compiled::is_quick`]; [`Runtime::optimise`] makes Cranelift's), else Cranelift's.
+    /// A component Winch cannot compile (a proposal it lacks) is compiled optimised.
+    pub fn compile_to_serve(
+        &self,
+        path: &Path,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<Compiled, LoadError> {
+        let bytes = match bytes {
+            Some(bytes) => bytes,
+            None => read(path)?,
+        };
+        let hash = check_component(path, &bytes)?;
+        let cached = self
+            .0
+            .cache
+            .as_ref()
+            .is_some_and(|cache| cache.artifact(&hash).exists());
+        if let (false, Some(quick)) = (cached, &self.0.quick) {
+            let compiling = QuickCompile::start(&self.0.behind);
+            let component = Component::new(&quick.engine, &bytes);
+            drop(compiling);
+            match component {
+                Ok(component) => {
+                    give_back_compile_memory();
+                    return self.link(path, hash, &component, &quick.linker, Some(bytes.into()));
+                }
+                Err(e) => tracing::info!(
+                    file = %path.display(),
+                    "compiling optimised at once: the baseline compiler cannot ({e:#})"
+                ),
+            }
         }
-        // Core modules have layer 0 (bytes 6..8); components have layer 1.
-        if bytes[6..8] == [0, 0] {
-            return Err(LoadError::CoreModule { path: path_buf() });
+        let component = self.optimised(path, &hash, &bytes)?;
+        self.link(path, hash, &component, &self.0.linker, None)
+    }
+
+    /// Cranelift's code for a plugin served from Winch's (through the cache, so the next
+    /// start finds it); `None` for one already optimised.
+    pub fn optimise(&self, compiled: &Compiled) -> Option<Result<Compiled, LoadError>> {
+        let bytes = compiled.quick.as_ref()?;
+        Some(self.compile_bytes(&compiled.path, bytes))
+    }
+
+    /// Waits until no Winch compile has run for [`SETTLE`] (the host has stopped loading
+    /// plugins), then for the one turn to compile Cranelift's code behind them.
+    pub(crate) async fn turn_to_optimise(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let behind = &self.0.behind;
+        let turn = behind.turn.acquire().await.ok();
+        loop {
+            let last = *behind.last.lock().unwrap_or_else(PoisonError::into_inner);
+            let settled = behind.running.load(Ordering::SeqCst) == 0
+                && last.is_none_or(|at| at.elapsed() >= SETTLE);
+            if settled {
+                return turn;
+            }
+            tokio::time::sleep(SETTLE).await;
         }
-        let hash = blake3::hash(bytes).to_hex().to_string();
-        let component = match &self.0.cache {
-            Some(cache) => cache.load_or_compile(&self.0.engine, &hash, bytes),
+    }
+
+    /// Cranelift's code for a checked component, through the cache when there is one.
+    fn optimised(&self, path: &Path, hash: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        match &self.0.cache {
+            Some(cache) => cache.load_or_compile(&self.0.engine, hash, bytes),
             None => {
                 let component = Component::new(&self.0.engine, bytes);
                 give_back_compile_memory();
@@ -558,15 +726,25 @@ impl Runtime {
             }
         }
         .map_err(|detail| LoadError::Compile {
-            path: path_buf(),
+            path: path.to_owned(),
             detail,
-        })?;
-        let pre = self
-            .0
-            .linker
-            .instantiate_pre(&component)
+        })
+    }
+
+    /// Links a compiled component with `linker` (of the engine that compiled it) for the
+    /// contract it implements.
+    fn link(
+        &self,
+        path: &Path,
+        hash: String,
+        component: &Component,
+        linker: &Linker<State>,
+        quick: Option<Arc<[u8]>>,
+    ) -> Result<Compiled, LoadError> {
+        let pre = linker
+            .instantiate_pre(component)
             .map_err(|e| LoadError::Contract {
-                path: path_buf(),
+                path: path.to_owned(),
                 detail: format!("{e:#}"),
             })?;
         // The current contract first; a component built against 0.1.0 is served as it is.
@@ -576,7 +754,7 @@ impl Runtime {
                 Ok(pre) => Pre::V0_1(pre),
                 Err(then) => {
                     return Err(LoadError::Contract {
-                        path: path_buf(),
+                        path: path.to_owned(),
                         detail: format!("{now:#}; as 0.1.0: {then:#}"),
                     });
                 }
@@ -586,8 +764,31 @@ impl Runtime {
             path: path.into(),
             hash: hash.into(),
             pre,
+            quick,
         })
     }
+}
+
+/// A plugin file's bytes.
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Checks that `bytes` are a component (not a core module, not something else) and answers
+/// their blake3 hash, hex.
+fn check_component(path: &Path, bytes: &[u8]) -> Result<String, LoadError> {
+    let path_buf = || path.to_owned();
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm { path: path_buf() });
+    }
+    // Core modules have layer 0 (bytes 6..8); components have layer 1.
+    if bytes[6..8] == [0, 0] {
+        return Err(LoadError::CoreModule { path: path_buf() });
+    }
+    Ok(blake3::hash(bytes).to_hex().to_string())
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! A plugin's pool: the long-lived instances of one `name@version`, leased to calls one at a
 //! time, with each call under its deadline and the running-long limit; an instance that traps,
 //! times out, is cancelled mid-call or grew past its bound in one call is replaced in the
-//! background (and counted in the host's metrics).
+//! background (and counted in the host's metrics), and so is every instance of a pool started
+//! on Winch's code once Cranelift's is ready (quick start).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Poll;
 
+use arc_swap::ArcSwap;
 use opentelemetry::KeyValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -43,8 +45,9 @@ pub struct Pool {
     id: u64,
     /// `name@version`.
     ident: Arc<str>,
-    /// What new instances are made from.
-    compiled: Compiled,
+    /// What new instances are made from: Winch's code at first under quick start, Cranelift's
+    /// once [`Pool::upgrade`] has it.
+    compiled: ArcSwap<Compiled>,
     /// The engine and linker.
     runtime: Runtime,
     /// Given to new instances for their nested acts.
@@ -112,10 +115,11 @@ impl Pool {
             }
             idle.push(instance);
         }
+        let quick = compiled.is_quick();
         let pool = Self {
             id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
             ident,
-            compiled,
+            compiled: ArcSwap::from_pointee(compiled),
             runtime: runtime.clone(),
             host,
             options,
@@ -125,7 +129,35 @@ impl Pool {
             long,
             init_as,
         };
-        Ok((Arc::new(pool), manifest))
+        let pool = Arc::new(pool);
+        if quick {
+            optimise_behind(&pool);
+        }
+        Ok((pool, manifest))
+    }
+
+    /// True while new instances are made from Winch's code (quick start).
+    pub fn is_quick(&self) -> bool {
+        self.compiled.load().is_quick()
+    }
+
+    /// Moves the pool onto Cranelift's code: new instances are made from it, idle instances
+    /// on Winch's are replaced now, and leased ones when they come back.
+    fn upgrade(self: &Arc<Self>, optimised: Compiled) {
+        self.compiled.store(Arc::new(optimised));
+        tracing::info!(plugin = &*self.ident, "optimised code ready");
+        // A permit stands for an idle instance: holding one, an idle instance is ours to take.
+        while let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            let stale = {
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let at = idle.iter().position(Instance::is_quick);
+                at.map(|at| idle.swap_remove(at))
+            };
+            if stale.is_none() {
+                break;
+            }
+            self.respawn(Some(permit), "optimised");
+        }
     }
 
     /// How many instances the pool keeps.
@@ -265,7 +297,7 @@ impl Pool {
             .acting_as(pool.init_as.clone());
             match instantiate(
                 &pool.runtime,
-                &pool.compiled,
+                &pool.compiled.load_full(),
                 pool.host.clone(),
                 pool.long.clone(),
                 &pool.options,
@@ -292,6 +324,34 @@ impl Pool {
             }
         });
     }
+}
+
+/// Compiles Cranelift's code for a pool started on Winch's, once the host has stopped loading
+/// plugins ([`Runtime::turn_to_optimise`]), and moves the pool onto it; a pool unloaded
+/// meanwhile is left alone.
+fn optimise_behind(pool: &Arc<Pool>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (pool, runtime) = (Arc::downgrade(pool), pool.runtime.clone());
+    handle.spawn(async move {
+        let _turn = runtime.turn_to_optimise().await;
+        let Some(compiled) = pool.upgrade().map(|p| p.compiled.load_full()) else {
+            return;
+        };
+        let (compiling, ident) = (runtime.clone(), compiled.path.display().to_string());
+        let optimised = tokio::task::spawn_blocking(move || compiling.optimise(&compiled)).await;
+        match (optimised, pool.upgrade()) {
+            (Ok(Some(Ok(optimised))), Some(pool)) => pool.upgrade(optimised),
+            (Ok(Some(Err(e))), _) => {
+                tracing::warn!(file = ident, "stays on the baseline compiler's code: {e}");
+            }
+            (Err(e), _) => {
+                tracing::warn!(file = ident, "stays on the baseline compiler's code: {e}");
+            }
+            _ => {}
+        }
+    });
 }
 
 /// Runs `fut` until `deadline` or the runtime's interrupt. Unlike `tokio::time::timeout` it
@@ -391,6 +451,9 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         match (self.instance.take(), self.replace) {
+            (Some(instance), None) if instance.is_quick() && !self.pool.is_quick() => {
+                self.pool.respawn(self.permit.take(), "optimised");
+            }
             (Some(instance), None) => {
                 self.pool
                     .idle
