@@ -144,7 +144,10 @@ impl Endpoint {
                 to.host.engine.timeout_ms,
             )?));
         }
-        let config = config_for(to.paths, to.host)?;
+        let mut config = config_for(to.paths, to.host)?;
+        // A command, not a server: it compiles optimised before it answers, into the cache for
+        // the next run, rather than leaving the compile behind as it exits.
+        config.no_quick_start = true;
         Ok(Self::Local(wasmeca::start(&config).await?))
     }
 

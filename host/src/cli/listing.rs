@@ -94,7 +94,9 @@ pub async fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `wasmeca inspect`.
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let config = config_for(std::slice::from_ref(&args.file), &args.host)?;
+    let mut config = config_for(std::slice::from_ref(&args.file), &args.host)?;
+    // A command, not a server: no quick start (see `act`).
+    config.no_quick_start = true;
     let sources = config.plugin_sources()?;
     let [source] = sources.as_slice() else {
         bail!(

@@ -104,7 +104,6 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                     run_spec(&spec, &build, true, |c| {
                         c.cache_dir = config.cache_dir.clone();
                         c.no_cache = config.no_cache;
-                        c.no_quick_start = config.no_quick_start;
                         c.limits = config.limits.clone();
                     })
                     .await
@@ -169,6 +168,9 @@ pub async fn run_spec(
         Err(e) => return unreadable(e.to_string()),
     };
     tweak(&mut config);
+    // A spec counts on its plugins' state between steps: their instances must not move onto
+    // optimised code midway, as quick start's would.
+    config.no_quick_start = true;
     let mut sources = match config.plugin_sources() {
         Ok(sources) => sources,
         Err(e) => return unreadable(format!("its plugins: {e}")),

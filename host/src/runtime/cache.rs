@@ -3,6 +3,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -69,11 +70,15 @@ impl CompileCache {
         let compiled = engine.precompile_component(bytes);
         super::give_back_compile_memory();
         let compiled = compiled.map_err(|e| format!("{e:#}"))?;
-        // Write to a private name and rename, so a concurrent reader never sees half a file.
+        // Write to a private name and rename, so a concurrent reader never sees half a file:
+        // private to this process and to this compile (two runtimes of one process, or a
+        // quick start's compile behind and a `compile`, may write the same artifact at once).
+        static WRITES: AtomicU64 = AtomicU64::new(0);
         let tmp = self.dir.join(format!(
-            ".{hash}-{}.{}.tmp",
+            ".{hash}-{}.{}.{}.tmp",
             self.engine_key,
-            std::process::id()
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
         ));
         let stored =
             std::fs::write(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &artifact));

@@ -532,8 +532,8 @@ impl Runtime {
     /// compiled functions are named in `/tmp/perf-PID.map`, so `perf` can profile a plugin's
     /// own code (as `wasmtime --profile=perfmap` does); with `quick_start`, a plugin that has
     /// no compiled artifact is served from Winch's code until Cranelift's is ready
-    /// ([`Runtime::compile_to_serve`]). A Winch engine that cannot be made (a CPU it does not
-    /// support) turns quick start off with a warning.
+    /// ([`Runtime::compile_to_serve`]), on x86-64 (where Winch is a tier-1 compiler). A Winch
+    /// engine that cannot be made turns quick start off with a warning.
     pub fn with_limits(
         cache_dir: Option<PathBuf>,
         limits: InstanceLimits,
@@ -542,7 +542,8 @@ impl Runtime {
     ) -> Result<Self, RuntimeError> {
         let engine = new_engine(Strategy::Cranelift, perf_map)?;
         let linker = new_linker(&engine)?;
-        let quick = quick_start
+        // Winch is a tier-1 compiler on x86-64 only; elsewhere every plugin waits for Cranelift.
+        let quick = (quick_start && cfg!(target_arch = "x86_64"))
             .then(|| {
                 let engine = new_engine(Strategy::Winch, perf_map)?;
                 Ok(Quick {
@@ -595,7 +596,8 @@ impl Runtime {
         })))
     }
 
-    /// The shared engine.
+    /// The optimising engine (Cranelift's), whose artifacts the compile cache holds; a plugin
+    /// served from Winch's code runs on an engine of its own.
     pub fn engine(&self) -> &Engine {
         &self.0.engine
     }

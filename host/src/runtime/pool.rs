@@ -5,7 +5,7 @@
 //! on Winch's code once Cranelift's is ready (quick start).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Poll;
 
@@ -60,6 +60,9 @@ pub struct Pool {
     idle: Mutex<Vec<Instance>>,
     /// One permit per idle instance: waiting for a permit is waiting for an instance.
     permits: Arc<Semaphore>,
+    /// How many of its live instances run Winch's code (quick start): the move to Cranelift's
+    /// replaces them one by one until none is left, idle ones as they are found idle.
+    quick_alive: AtomicUsize,
     /// Turns to run long: at most this many of the plugin's calls compute past their first
     /// epoch tick at once.
     long: Arc<Semaphore>,
@@ -126,6 +129,7 @@ impl Pool {
             shape: PoolShape { size, ..shape },
             idle: Mutex::new(idle),
             permits: Arc::new(Semaphore::new(size)),
+            quick_alive: AtomicUsize::new(if quick { size } else { 0 }),
             long,
             init_as,
         };
@@ -136,28 +140,9 @@ impl Pool {
         Ok((pool, manifest))
     }
 
-    /// True while new instances are made from Winch's code (quick start).
+    /// True while any of its instances runs Winch's code (quick start).
     pub fn is_quick(&self) -> bool {
-        self.compiled.load().is_quick()
-    }
-
-    /// Moves the pool onto Cranelift's code: new instances are made from it, idle instances
-    /// on Winch's are replaced now, and leased ones when they come back.
-    fn upgrade(self: &Arc<Self>, optimised: Compiled) {
-        self.compiled.store(Arc::new(optimised));
-        tracing::info!(plugin = &*self.ident, "optimised code ready");
-        // A permit stands for an idle instance: holding one, an idle instance is ours to take.
-        while let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            let stale = {
-                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                let at = idle.iter().position(Instance::is_quick);
-                at.map(|at| idle.swap_remove(at))
-            };
-            if stale.is_none() {
-                break;
-            }
-            self.respawn(Some(permit), "optimised");
-        }
+        self.quick_alive.load(Ordering::SeqCst) > 0
     }
 
     /// How many instances the pool keeps.
@@ -279,6 +264,24 @@ impl Pool {
         answer
     }
 
+    /// A new instance of `compiled`, initialised as the plugin.
+    async fn fresh(&self, compiled: &Compiled) -> Result<Instance, LoadError> {
+        let ctx = CallCtx::root(
+            crate::message::new_id().into(),
+            Instant::now() + self.shape.init_timeout,
+        )
+        .acting_as(self.init_as.clone());
+        let made = instantiate(
+            &self.runtime,
+            compiled,
+            self.host.clone(),
+            self.long.clone(),
+            &self.options,
+            ctx,
+        );
+        made.await.map(|(instance, _)| instance)
+    }
+
     /// Makes a replacement instance in the background for one replaced for `reason` (counted
     /// in the host's metrics); its permit is released when it is idle.
     fn respawn(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>, reason: &'static str) {
@@ -290,22 +293,11 @@ impl Pool {
         };
         let pool = self.clone();
         handle.spawn(async move {
-            let ctx = CallCtx::root(
-                crate::message::new_id().into(),
-                Instant::now() + pool.shape.init_timeout,
-            )
-            .acting_as(pool.init_as.clone());
-            match instantiate(
-                &pool.runtime,
-                &pool.compiled.load_full(),
-                pool.host.clone(),
-                pool.long.clone(),
-                &pool.options,
-                ctx,
-            )
-            .await
-            {
-                Ok((instance, _)) => {
+            match pool.fresh(&pool.compiled.load_full()).await {
+                Ok(instance) => {
+                    if instance.is_quick() {
+                        pool.quick_alive.fetch_add(1, Ordering::SeqCst);
+                    }
                     pool.idle
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -324,32 +316,100 @@ impl Pool {
             }
         });
     }
+
+    /// Moves the pool onto Cranelift's code: replacements are made from it from now on, and
+    /// each instance on Winch's is replaced as it is found idle, by an instance made before
+    /// the old one goes, so the pool never serves with fewer. If the optimised code's instance
+    /// cannot be made, the pool stays on Winch's code.
+    async fn upgrade(pool: Weak<Self>, optimised: Compiled) {
+        let optimised = Arc::new(optimised);
+        let Some(quick) = pool.upgrade().map(|p| p.compiled.swap(optimised.clone())) else {
+            return;
+        };
+        while let Some(pool) = pool.upgrade() {
+            if pool.quick_alive.load(Ordering::SeqCst) == 0 {
+                tracing::info!(plugin = &*pool.ident, "moved onto the optimised code");
+                return;
+            }
+            // A permit stands for an idle instance: holding one, an idle instance is ours.
+            let Ok(permit) = pool.permits.clone().acquire_owned().await else {
+                return;
+            };
+            let stale = {
+                let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let at = idle.iter().position(Instance::is_quick);
+                at.map(|at| idle.swap_remove(at))
+            };
+            let Some(stale) = stale else {
+                // The ones on Winch's code are busy: look again once calls have ended.
+                drop(permit);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            };
+            let made = pool.fresh(&optimised).await;
+            let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            match made {
+                Ok(instance) => {
+                    idle.push(instance);
+                    pool.quick_alive.fetch_sub(1, Ordering::SeqCst);
+                    if let Some(host) = pool.host.upgrade() {
+                        host.replaced(&pool.ident, "optimised");
+                    }
+                }
+                Err(e) => {
+                    idle.push(stale);
+                    pool.compiled.store(quick);
+                    tracing::warn!(
+                        plugin = &*pool.ident,
+                        "stays on the baseline compiler's code: its optimised instance did not start: {e}"
+                    );
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Compiles Cranelift's code for a pool started on Winch's, once the host has stopped loading
-/// plugins ([`Runtime::turn_to_optimise`]), and moves the pool onto it; a pool unloaded
-/// meanwhile is left alone.
+/// plugins ([`Runtime::turn_to_optimise`]), and moves the pool onto it ([`Pool::upgrade`]); a
+/// pool unloaded meanwhile is left alone. The compile runs on a thread of its own rather than
+/// tokio's blocking pool, which a runtime waits for when it shuts down: a host told to stop
+/// does not wait for an optimisation it will never use (the cache is written whole or not at
+/// all).
 fn optimise_behind(pool: &Arc<Pool>) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let (pool, runtime) = (Arc::downgrade(pool), pool.runtime.clone());
     handle.spawn(async move {
-        let _turn = runtime.turn_to_optimise().await;
+        let turn = runtime.turn_to_optimise().await;
         let Some(compiled) = pool.upgrade().map(|p| p.compiled.load_full()) else {
             return;
         };
-        let (compiling, ident) = (runtime.clone(), compiled.path.display().to_string());
-        let optimised = tokio::task::spawn_blocking(move || compiling.optimise(&compiled)).await;
-        match (optimised, pool.upgrade()) {
-            (Ok(Some(Ok(optimised))), Some(pool)) => pool.upgrade(optimised),
-            (Ok(Some(Err(e))), _) => {
-                tracing::warn!(file = ident, "stays on the baseline compiler's code: {e}");
+        let file = compiled.path.display().to_string();
+        let (done, optimised) = tokio::sync::oneshot::channel();
+        let compiling = runtime.clone();
+        let started = std::thread::Builder::new()
+            .name("wasmeca-optimise".into())
+            .spawn(move || {
+                let _ = done.send(compiling.optimise(&compiled));
+            });
+        if let Err(e) = started {
+            tracing::warn!(
+                file,
+                "stays on the baseline compiler's code: no thread to compile: {e}"
+            );
+            return;
+        }
+        let optimised = optimised.await;
+        // The next plugin's compile may start while this one's instances move.
+        drop(turn);
+        match optimised {
+            Ok(Some(Ok(optimised))) => Pool::upgrade(pool, optimised).await,
+            Ok(Some(Err(e))) => {
+                tracing::warn!(file, "stays on the baseline compiler's code: {e}");
             }
-            (Err(e), _) => {
-                tracing::warn!(file = ident, "stays on the baseline compiler's code: {e}");
-            }
-            _ => {}
+            Ok(None) | Err(_) => {}
         }
     });
 }
@@ -451,9 +511,6 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         match (self.instance.take(), self.replace) {
-            (Some(instance), None) if instance.is_quick() && !self.pool.is_quick() => {
-                self.pool.respawn(self.permit.take(), "optimised");
-            }
             (Some(instance), None) => {
                 self.pool
                     .idle
@@ -461,9 +518,13 @@ impl Drop for Lease {
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(instance);
             }
-            (_, reason) => self
-                .pool
-                .respawn(self.permit.take(), reason.unwrap_or("cancelled")),
+            (instance, reason) => {
+                if instance.as_ref().is_some_and(Instance::is_quick) {
+                    self.pool.quick_alive.fetch_sub(1, Ordering::SeqCst);
+                }
+                self.pool
+                    .respawn(self.permit.take(), reason.unwrap_or("cancelled"));
+            }
         }
     }
 }
