@@ -113,6 +113,25 @@ fn code(router: &Router, plugin: &str) -> Option<&'static str> {
     found.code()
 }
 
+/// A router serving the chaos plugin with quick start, on the compile cache `cache`.
+async fn quick_chaos(cache: &Path) -> Router {
+    let limits = limits();
+    let runtime = Runtime::with_limits(Some(cache.to_owned()), limits.instance(), false, true)
+        .expect("runtime starts");
+    let router = wasmeca::assemble(
+        runtime,
+        &limits,
+        Vec::new(),
+        wasmeca::message::instance_id(),
+    );
+    router
+        .registry()
+        .load_all(&[PluginSource::new(plugin("chaos"))])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    router
+}
+
 /// A plugin with no compiled artifact is served at once from Winch's code, then moved onto
 /// Cranelift's, which the cache keeps for the next start; the move replaces its instances, as
 /// any replacement does (the plugin's in-instance state starts again).
@@ -120,23 +139,7 @@ fn code(router: &Router, plugin: &str) -> Option<&'static str> {
 async fn a_plugin_with_nothing_compiled_is_served_at_once_and_optimised_behind() {
     let cache = std::env::temp_dir().join(format!("wasmeca-quick-start-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
-    let limits = limits();
-    let start = || async {
-        let runtime = Runtime::with_limits(Some(cache.clone()), limits.instance(), false, true)
-            .expect("runtime starts");
-        let router = wasmeca::assemble(
-            runtime,
-            &limits,
-            Vec::new(),
-            wasmeca::message::instance_id(),
-        );
-        router
-            .registry()
-            .load_all(&[PluginSource::new(plugin("chaos"))])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        router
-    };
+    let start = || quick_chaos(&cache);
     let calls = |answer: Value| answer["calls"].as_u64().expect("a count");
 
     let router = start().await;
@@ -163,6 +166,57 @@ async fn a_plugin_with_nothing_compiled_is_served_at_once_and_optimised_behind()
     assert_eq!(calls(ok(&again, json!({"chaos": "ok"})).await), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(replacements_of(&again, "chaos@1.0.0", "optimised"), 0);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// An instance busy when Cranelift's code is ready keeps serving its call on Winch's code and
+/// is moved once the call has ended: the plugin is never without its instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_instance_moves_onto_optimised_code_once_its_call_ends() {
+    let cache = std::env::temp_dir().join(format!("wasmeca-quick-busy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let router = quick_chaos(&cache).await;
+    let busy = {
+        let router = router.clone();
+        tokio::spawn(async move { ok(&router, json!({"chaos": "slow", "ms": 6000})).await })
+    };
+    // Cranelift's code lands in the cache while the call still runs on Winch's.
+    let compiled = std::time::Instant::now();
+    let artifacts = || {
+        std::fs::read_dir(&cache).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                .count()
+        })
+    };
+    while artifacts() == 0 {
+        assert!(
+            compiled.elapsed() < Duration::from_secs(60),
+            "never compiled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!busy.is_finished(), "the slow call outlasts the compile");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        code(&router, "chaos@1.0.0"),
+        Some("baseline"),
+        "the busy one stays"
+    );
+    assert_eq!(replacements_of(&router, "chaos@1.0.0", "optimised"), 0);
+    assert_eq!(
+        busy.await.expect("the call ends"),
+        json!({"slept": 6000}),
+        "the call on Winch's code answers"
+    );
+    let moved = std::time::Instant::now();
+    while code(&router, "chaos@1.0.0") != Some("optimised") {
+        assert!(moved.elapsed() < Duration::from_secs(10), "never moved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(replacements_of(&router, "chaos@1.0.0", "optimised"), 1);
+    let answer = ok(&router, json!({"chaos": "ok"})).await;
+    assert_eq!(answer["calls"], 1, "a new instance answers: {answer}");
     let _ = std::fs::remove_dir_all(&cache);
 }
 

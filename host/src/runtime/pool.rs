@@ -318,52 +318,59 @@ impl Pool {
     }
 
     /// Moves the pool onto Cranelift's code: replacements are made from it from now on, and
-    /// each instance on Winch's is replaced as it is found idle, by an instance made before
-    /// the old one goes, so the pool never serves with fewer. If the optimised code's instance
+    /// each instance on Winch's is swapped, once it is found idle, for an instance of the
+    /// optimised code made beforehand, so the pool never serves with fewer. If such an instance
     /// cannot be made, the pool stays on Winch's code.
     async fn upgrade(pool: Weak<Self>, optimised: Compiled) {
         let optimised = Arc::new(optimised);
         let Some(quick) = pool.upgrade().map(|p| p.compiled.swap(optimised.clone())) else {
             return;
         };
+        let mut made = None;
         while let Some(pool) = pool.upgrade() {
             if pool.quick_alive.load(Ordering::SeqCst) == 0 {
                 tracing::info!(plugin = &*pool.ident, "moved onto the optimised code");
                 return;
             }
+            let fresh = match made.take() {
+                Some(fresh) => fresh,
+                None => match pool.fresh(&optimised).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        pool.compiled.store(quick);
+                        tracing::warn!(
+                            plugin = &*pool.ident,
+                            "stays on the baseline compiler's code: its optimised instance did \
+                             not start: {e}"
+                        );
+                        return;
+                    }
+                },
+            };
             // A permit stands for an idle instance: holding one, an idle instance is ours.
             let Ok(permit) = pool.permits.clone().acquire_owned().await else {
                 return;
             };
-            let stale = {
+            let swapped = {
                 let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                let at = idle.iter().position(Instance::is_quick);
-                at.map(|at| idle.swap_remove(at))
+                match idle.iter().position(Instance::is_quick) {
+                    Some(at) => Ok(std::mem::replace(&mut idle[at], fresh)),
+                    None => Err(fresh),
+                }
             };
-            let Some(stale) = stale else {
-                // The ones on Winch's code are busy: look again once calls have ended.
-                drop(permit);
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
-            };
-            let made = pool.fresh(&optimised).await;
-            let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            match made {
-                Ok(instance) => {
-                    idle.push(instance);
+            drop(permit);
+            match swapped {
+                Ok(stale) => {
+                    drop(stale);
                     pool.quick_alive.fetch_sub(1, Ordering::SeqCst);
                     if let Some(host) = pool.host.upgrade() {
                         host.replaced(&pool.ident, "optimised");
                     }
                 }
-                Err(e) => {
-                    idle.push(stale);
-                    pool.compiled.store(quick);
-                    tracing::warn!(
-                        plugin = &*pool.ident,
-                        "stays on the baseline compiler's code: its optimised instance did not start: {e}"
-                    );
-                    return;
+                Err(fresh) => {
+                    // The ones on Winch's code are busy: look again once calls have ended.
+                    made = Some(fresh);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
             }
         }
