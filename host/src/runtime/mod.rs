@@ -707,9 +707,11 @@ impl Runtime {
         let behind = &self.0.behind;
         let turn = behind.turn.acquire().await.ok();
         loop {
+            // `running` first: a compile that ends between the two reads has stamped `last`
+            // by then (its guard stamps before it counts down).
+            let idle = behind.running.load(Ordering::SeqCst) == 0;
             let last = *behind.last.lock().unwrap_or_else(PoisonError::into_inner);
-            let settled = behind.running.load(Ordering::SeqCst) == 0
-                && last.is_none_or(|at| at.elapsed() >= SETTLE);
+            let settled = idle && last.is_none_or(|at| at.elapsed() >= SETTLE);
             if settled {
                 return turn;
             }
