@@ -139,7 +139,7 @@ pub struct Config {
     pub perf_map: bool,
     /// Compiles every plugin optimised (Cranelift) before serving it. By default a plugin that
     /// has no compiled artifact yet is served at once from Winch's code, wasmtime's baseline
-    /// compiler (some ten times faster to compile, slower to run), and moved onto Cranelift's
+    /// compiler (several times faster to compile, slower to run), and moved onto Cranelift's
     /// when it is ready: a host starting on an empty cache answers in a fraction of the time.
     #[serde(default)]
     pub no_quick_start: bool,

@@ -364,7 +364,7 @@ struct Inner {
 /// The baseline compiler's own engine and linker (a component runs only in a store of the
 /// engine that compiled it).
 struct Quick {
-    /// An engine configured as the main one but compiling with Winch: some ten times faster
+    /// An engine configured as the main one but compiling with Winch: several times faster
     /// to compile, into code that runs slower.
     engine: Engine,
     /// The same imports as the main linker, on this engine.
