@@ -1,6 +1,7 @@
 //! A fixed workload for instruction counting, steadier than wall time on a shared machine:
 //! 20,000 (`CALLS`) acts through the salute plugin (`MODE=act`), 20,000 raw component calls
-//! with the same payload (`MODE=raw`), 20,000 entity loads by id in `q` as a seneca-entity
+//! with the same payload (`MODE=raw`; on Winch's code, as quick start serves a plugin before
+//! Cranelift's is ready, `MODE=raw-baseline`), 20,000 entity loads by id in `q` as a seneca-entity
 //! client sends them (`MODE=load-memory`, `MODE=load-sqlite`), 20,000 `GET /user/1` messages
 //! through the user seed and its nested load from the memory store, as the REST gateway builds
 //! them (`MODE=user`), or only the setup (`MODE=none`). `TRACES=1` records every act's spans
@@ -10,7 +11,7 @@
 
 use serde_json::{Value, json};
 use wasmeca::config::Limits;
-use wasmeca::runtime::RawInstance;
+use wasmeca::runtime::{InstanceLimits, RawInstance};
 use wasmeca::{Message, PluginSource, Runtime};
 
 /// Records spans as `wasmeca serve` does with telemetry on and every trace sampled.
@@ -75,6 +76,19 @@ fn main() {
                 }
             }
             "raw" => {
+                for _ in 0..calls {
+                    raw.handle(0, &payload).await.expect("answers");
+                }
+            }
+            "raw-baseline" => {
+                let quick =
+                    Runtime::with_limits(None, InstanceLimits::with_memory(64 << 20), false, true)
+                        .expect("runtime");
+                let compiled = quick.compile_to_serve(&salute, None).expect("compiles");
+                assert!(compiled.is_quick(), "Winch's code");
+                let (mut raw, _) = RawInstance::new(&quick, &compiled, &"{}".to_owned())
+                    .await
+                    .expect("instance");
                 for _ in 0..calls {
                     raw.handle(0, &payload).await.expect("answers");
                 }
