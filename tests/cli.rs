@@ -559,3 +559,79 @@ fn compile_fills_the_cache_a_later_host_loads() {
     );
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// Quick start through the binary, as a user runs it: `wasmeca serve` on an empty compile cache
+/// answers from Winch's code, `/plugins` says so, then moves the plugin onto Cranelift's code,
+/// which it leaves in the cache (`/plugins` says `optimised`, `/metrics` counts the move), and a
+/// stop during none of it leaves the host to exit cleanly.
+#[test]
+fn serve_answers_on_an_empty_cache_from_the_baseline_code_and_optimises_behind() {
+    let cache = std::env::temp_dir().join(format!("wasmeca-quick-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let (rest, act) = (
+        format!("127.0.0.1:{}", wasmeca_tests::free_port()),
+        format!("127.0.0.1:{}", wasmeca_tests::free_port()),
+    );
+    let child = wasmeca_tests::wasmeca_command!()
+        .env_remove("WASMECA_NO_QUICK_START")
+        .env("WASMECA_CACHE_DIR", &cache)
+        .args([
+            "serve",
+            "--rest",
+            &rest,
+            "--http",
+            &act,
+            &path(plugin("salute")),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let code = || -> Option<String> {
+        let (status, body) = http(&rest, "GET", "/plugins", "").ok()?;
+        let plugins: Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+        let salute = plugins["plugins"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == "salute")?
+            .clone();
+        salute["code"].as_str().map(str::to_owned)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(code) = code() {
+            break code;
+        }
+        assert!(Instant::now() < deadline, "the host did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (status, body) =
+        http(&act, "POST", "/act", r#"{"cmd":"salute","name":"Quick"}"#).expect("/act answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello Quick!"), "{body}");
+    while code().as_deref() != Some("optimised") {
+        assert!(
+            Instant::now() < deadline,
+            "never moved onto the optimised code"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, metrics) = http(&rest, "GET", "/metrics", "").expect("/metrics answers");
+    assert!(
+        metrics.contains(
+            "wasmeca_instance_replacements_total{plugin=\"salute@1.0.0\",reason=\"optimised\"} 1"
+        ),
+        "{metrics}"
+    );
+    let artifacts = std::fs::read_dir(&cache).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .count()
+    });
+    assert_eq!(artifacts, 1, "Cranelift's code is in the cache");
+    // The first answer came from Winch's code, unless the optimised code was in place before
+    // `/plugins` first answered (it takes the compile and 100 ms of quiet: never, in practice).
+    assert_eq!(first, "baseline");
+    stop(child);
+    let _ = std::fs::remove_dir_all(&cache);
+}
