@@ -434,7 +434,7 @@ fn serve_project(project: &std::path::Path, home: &std::path::Path, rest: &str) 
 }
 
 /// SIGTERM, as Ctrl-C in the README: the host drains and exits 0.
-fn stop(mut child: Child) {
+fn stop(child: &mut Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -473,10 +473,10 @@ fn the_quickstart_keeps_its_data_in_its_project_and_the_suite_never_meets_it() {
         rest
     };
     let demo_rest = project(&demo);
-    let host = serve_project(&demo, &home, &demo_rest);
+    let mut host = serve_project(&demo, &home, &demo_rest);
     let (status, body) = http(&demo_rest, "PUT", "/user/2", r#"{"name":"Bob"}"#).expect("PUT");
     assert_eq!((status, body.as_str()), (200, r#"{"id":2,"name":"Bob"}"#));
-    stop(host);
+    stop(&mut host);
     assert!(
         demo.join(".wasmeca/data.sqlite").is_file(),
         "the project's store is in the project"
@@ -486,10 +486,10 @@ fn the_quickstart_keeps_its_data_in_its_project_and_the_suite_never_meets_it() {
 
     // Another project on the same machine, same $HOME: the seeds, not Bob.
     let other_rest = project(&other);
-    let host = serve_project(&other, &home, &other_rest);
+    let mut host = serve_project(&other, &home, &other_rest);
     let (status, body) = http(&other_rest, "GET", "/user/2", "").expect("GET");
     assert_eq!((status, body.as_str()), (200, r#"{"id":2,"name":"乙"}"#));
-    stop(host);
+    stop(&mut host);
 
     // A test host as the suite starts one: the seeds too.
     let out = wasmeca(&["act", &path(plugin("user")), "module:user,if:load,id:2"]);
@@ -499,10 +499,10 @@ fn the_quickstart_keeps_its_data_in_its_project_and_the_suite_never_meets_it() {
     );
 
     // The demo project again: its edit is still there.
-    let host = serve_project(&demo, &home, &demo_rest);
+    let mut host = serve_project(&demo, &home, &demo_rest);
     let (status, body) = http(&demo_rest, "GET", "/user/2", "").expect("GET");
     assert_eq!((status, body.as_str()), (200, r#"{"id":2,"name":"Bob"}"#));
-    stop(host);
+    stop(&mut host);
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
@@ -572,21 +572,24 @@ fn serve_answers_on_an_empty_cache_from_the_baseline_code_and_optimises_behind()
         format!("127.0.0.1:{}", wasmeca_tests::free_port()),
         format!("127.0.0.1:{}", wasmeca_tests::free_port()),
     );
-    let child = wasmeca_tests::wasmeca_command!()
-        .env_remove("WASMECA_NO_QUICK_START")
-        .env("WASMECA_CACHE_DIR", &cache)
-        .args([
-            "serve",
-            "--rest",
-            &rest,
-            "--http",
-            &act,
-            &path(plugin("salute")),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
+    // Killed on drop, should an assertion fail before it is stopped.
+    let mut host = wasmeca_tests::Process(
+        wasmeca_tests::wasmeca_command!()
+            .env_remove("WASMECA_NO_QUICK_START")
+            .env("WASMECA_CACHE_DIR", &cache)
+            .args([
+                "serve",
+                "--rest",
+                &rest,
+                "--http",
+                &act,
+                &path(plugin("salute")),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts"),
+    );
     let code = || -> Option<String> {
         let (status, body) = http(&rest, "GET", "/plugins", "").ok()?;
         let plugins: Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
@@ -632,6 +635,6 @@ fn serve_answers_on_an_empty_cache_from_the_baseline_code_and_optimises_behind()
     // The first answer came from Winch's code, unless the optimised code was in place before
     // `/plugins` first answered (it takes the compile and 100 ms of quiet: never, in practice).
     assert_eq!(first, "baseline");
-    stop(child);
+    stop(&mut host.0);
     let _ = std::fs::remove_dir_all(&cache);
 }

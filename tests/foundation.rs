@@ -26,8 +26,18 @@ fn limits() -> Limits {
 }
 
 fn router_with(limits: Limits) -> Router {
-    let runtime = Runtime::with_limits(Some(cache_dir()), limits.instance(), false, false)
-        .expect("runtime starts");
+    router_on(&cache_dir(), false, limits)
+}
+
+/// A router compiling into `cache`, with or without quick start, with an entity store in memory.
+fn router_on(cache: &Path, quick_start: bool, limits: Limits) -> Router {
+    let runtime = Runtime::with_limits(
+        Some(cache.to_owned()),
+        limits.instance(),
+        false,
+        quick_start,
+    )
+    .expect("runtime starts");
     let router = wasmeca::assemble(
         runtime,
         &limits,
@@ -115,15 +125,7 @@ fn code(router: &Router, plugin: &str) -> Option<&'static str> {
 
 /// A router serving the chaos plugin with quick start, on the compile cache `cache`.
 async fn quick_chaos(cache: &Path) -> Router {
-    let limits = limits();
-    let runtime = Runtime::with_limits(Some(cache.to_owned()), limits.instance(), false, true)
-        .expect("runtime starts");
-    let router = wasmeca::assemble(
-        runtime,
-        &limits,
-        Vec::new(),
-        wasmeca::message::instance_id(),
-    );
+    let router = router_on(cache, true, limits());
     router
         .registry()
         .load_all(&[PluginSource::new(plugin("chaos"))])

@@ -9,7 +9,7 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, 
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value, json};
 
-use crate::{Error, Result, json_text};
+use crate::{Error, Result};
 
 /// A message: a JSON object with typed accessors.
 ///
@@ -162,7 +162,7 @@ impl Msg {
     pub fn prior(&self) -> Result<Value> {
         match &self.text {
             Some(text) => crate::prior_text(text),
-            None => crate::prior_text(&json_text(&Value::Object(self.as_map().clone()))),
+            None => crate::prior(&Value::Object(self.as_map().clone())),
         }
     }
 
@@ -198,9 +198,7 @@ impl Msg {
             Some(text) if self.tree.get().is_none() => text,
             _ => return Err(InTree),
         };
-        let Some((first, rest)) = path.split_first() else {
-            return Ok(Some(text));
-        };
+        let (first, rest) = path.split_first().ok_or(InTree)?;
         let Some(entry) = self
             .index
             .iter()
