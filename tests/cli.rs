@@ -562,12 +562,14 @@ fn compile_fills_the_cache_a_later_host_loads() {
 
 /// Quick start through the binary, as a user runs it: `wasmeca serve` on an empty compile cache
 /// answers from Winch's code, `/plugins` says so, then moves the plugin onto Cranelift's code,
-/// which it leaves in the cache (`/plugins` says `optimised`, `/metrics` counts the move), and a
-/// stop during none of it leaves the host to exit cleanly.
+/// compiled by the binary in a process of its own and left in the cache (`/plugins` says
+/// `optimised`, `/metrics` counts the move, the host never compiled it itself), and a stop
+/// during none of it leaves the host to exit cleanly.
 #[test]
 fn serve_answers_on_an_empty_cache_from_the_baseline_code_and_optimises_behind() {
     let cache = std::env::temp_dir().join(format!("wasmeca-quick-serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
+    let log = std::env::temp_dir().join(format!("wasmeca-quick-serve-{}.log", std::process::id()));
     let (rest, act) = (
         format!("127.0.0.1:{}", wasmeca_tests::free_port()),
         format!("127.0.0.1:{}", wasmeca_tests::free_port()),
@@ -586,7 +588,7 @@ fn serve_answers_on_an_empty_cache_from_the_baseline_code_and_optimises_behind()
                 &path(plugin("salute")),
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the log file"))
             .spawn()
             .expect("serve starts"),
     );
@@ -636,5 +638,12 @@ fn serve_answers_on_an_empty_cache_from_the_baseline_code_and_optimises_behind()
     // `/plugins` first answered (it takes the compile and 100 ms of quiet: never, in practice).
     assert_eq!(first, "baseline");
     stop(&mut host.0);
+    let logged = std::fs::read_to_string(&log).expect("the host's log");
+    assert!(logged.contains("moved onto the optimised code"), "{logged}");
+    assert!(
+        !logged.contains("compiling in this process"),
+        "the compiler process did the compile: {logged}"
+    );
     let _ = std::fs::remove_dir_all(&cache);
+    let _ = std::fs::remove_file(&log);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wasmeca::Code;
 use wasmeca::config::Limits;
+use wasmeca::runtime::Compiling;
 use wasmeca::{ActError, LoadError, Message, PluginSource, Router, Runtime};
 use wasmeca_tests::{cache_dir, plugin};
 
@@ -26,18 +27,13 @@ fn limits() -> Limits {
 }
 
 fn router_with(limits: Limits) -> Router {
-    router_on(&cache_dir(), false, limits)
+    router_on(&cache_dir(), Compiling::default(), limits)
 }
 
-/// A router compiling into `cache`, with or without quick start, with an entity store in memory.
-fn router_on(cache: &Path, quick_start: bool, limits: Limits) -> Router {
-    let runtime = Runtime::with_limits(
-        Some(cache.to_owned()),
-        limits.instance(),
-        false,
-        quick_start,
-    )
-    .expect("runtime starts");
+/// A router compiling into `cache` as `compiling` says, with an entity store in memory.
+fn router_on(cache: &Path, compiling: Compiling, limits: Limits) -> Router {
+    let runtime = Runtime::with_limits(Some(cache.to_owned()), limits.instance(), false, compiling)
+        .expect("runtime starts");
     let router = wasmeca::assemble(
         runtime,
         &limits,
@@ -123,9 +119,14 @@ fn code(router: &Router, plugin: &str) -> Option<&'static str> {
     found.code()
 }
 
-/// A router serving the chaos plugin with quick start, on the compile cache `cache`.
-async fn quick_chaos(cache: &Path) -> Router {
-    let router = router_on(cache, true, limits());
+/// A router serving the chaos plugin with quick start, compiled in processes of `compiler`'s
+/// when there is one, on the compile cache `cache`.
+async fn quick_chaos(cache: &Path, compiler: Option<PathBuf>) -> Router {
+    let compiling = Compiling {
+        quick_start: true,
+        compiler,
+    };
+    let router = router_on(cache, compiling, limits());
     router
         .registry()
         .load_all(&[PluginSource::new(plugin("chaos"))])
@@ -141,21 +142,14 @@ async fn quick_chaos(cache: &Path) -> Router {
 async fn a_plugin_with_nothing_compiled_is_served_at_once_and_optimised_behind() {
     let cache = std::env::temp_dir().join(format!("wasmeca-quick-start-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
-    let start = || quick_chaos(&cache);
+    let start = || quick_chaos(&cache, None);
     let calls = |answer: Value| answer["calls"].as_u64().expect("a count");
 
     let router = start().await;
     assert_eq!(code(&router, "chaos@1.0.0"), Some("baseline"));
     assert_eq!(calls(ok(&router, json!({"chaos": "ok"})).await), 1);
     assert_eq!(calls(ok(&router, json!({"chaos": "ok"})).await), 2);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while code(&router, "chaos@1.0.0") != Some("optimised") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Cranelift's code never replaced Winch's"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_optimised(&router, "chaos@1.0.0").await;
     // The idle instance was replaced when the code was ready; calls go on, from a new one.
     assert_eq!(calls(ok(&router, json!({"chaos": "ok"})).await), 1);
     assert_eq!(replacements_of(&router, "chaos@1.0.0", "optimised"), 1);
@@ -177,21 +171,14 @@ async fn a_plugin_with_nothing_compiled_is_served_at_once_and_optimised_behind()
 async fn a_busy_instance_moves_onto_optimised_code_once_its_call_ends() {
     let cache = std::env::temp_dir().join(format!("wasmeca-quick-busy-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
-    let router = quick_chaos(&cache).await;
+    let router = quick_chaos(&cache, None).await;
     let busy = {
         let router = router.clone();
         tokio::spawn(async move { ok(&router, json!({"chaos": "slow", "ms": 6000})).await })
     };
     // Cranelift's code lands in the cache while the call still runs on Winch's.
     let compiled = std::time::Instant::now();
-    let artifacts = || {
-        std::fs::read_dir(&cache).map_or(0, |d| {
-            d.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
-                .count()
-        })
-    };
-    while artifacts() == 0 {
+    while artifacts_in(&cache) == 0 {
         assert!(
             compiled.elapsed() < Duration::from_secs(60),
             "never compiled"
@@ -219,6 +206,158 @@ async fn a_busy_instance_moves_onto_optimised_code_once_its_call_ends() {
     assert_eq!(replacements_of(&router, "chaos@1.0.0", "optimised"), 1);
     let answer = ok(&router, json!({"chaos": "ok"})).await;
     assert_eq!(answer["calls"], 1, "a new instance answers: {answer}");
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// The compiled artifacts in `cache`.
+fn artifacts_in(cache: &Path) -> usize {
+    std::fs::read_dir(cache).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .count()
+    })
+}
+
+/// Waits until `plugin` serves from optimised code on `router`.
+async fn until_optimised(router: &Router, plugin: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while code(router, plugin) != Some("optimised") {
+        assert!(std::time::Instant::now() < deadline, "never optimised");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An executable shell script `name` in `dir` running `body`.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("the script");
+    let mut mode = std::fs::metadata(&path)
+        .expect("its metadata")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+    std::fs::set_permissions(&path, mode).expect("executable");
+    path
+}
+
+/// The binary as a compiler (as `wasmeca serve` runs it), behind a script in `dir` that writes
+/// the arguments of each run, one line each, to the file answered second.
+fn recorded_compiler(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("the folder");
+    let runs = dir.join("runs");
+    let body = format!(
+        "echo \"$*\" >> '{}'\nexec '{}' \"$@\"",
+        runs.display(),
+        env!("CARGO_BIN_EXE_wasmeca")
+    );
+    (script(dir, "compiler.sh", &body), runs)
+}
+
+/// At quick start with a compiler process, both codes are compiled by it, each in a process of
+/// its own, into the cache, which the host loads them from: Winch's, served at once, then
+/// Cranelift's, and Winch's artifact goes once it is no longer needed.
+#[tokio::test]
+async fn a_compiler_process_compiles_both_codes_into_the_cache() {
+    let cache = std::env::temp_dir().join(format!("wasmeca-compiler-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let (compiler, runs) = recorded_compiler(&cache.join("bin"));
+    let router = quick_chaos(&cache, Some(compiler)).await;
+    assert_eq!(code(&router, "chaos@1.0.0"), Some("baseline"));
+    assert_eq!(
+        artifacts_in(&cache),
+        1,
+        "Winch's code, from the compiler process"
+    );
+    assert_eq!(ok(&router, json!({"chaos": "ok"})).await["calls"], 1);
+    until_optimised(&router, "chaos@1.0.0").await;
+    assert_eq!(artifacts_in(&cache), 1, "Cranelift's code only");
+    assert_eq!(ok(&router, json!({"chaos": "ok"})).await["calls"], 1);
+    assert_eq!(replacements_of(&router, "chaos@1.0.0", "optimised"), 1);
+    let runs = std::fs::read_to_string(&runs).expect("the compiler ran");
+    let runs: Vec<&str> = runs.lines().collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        runs[0].starts_with("compile-behind --baseline "),
+        "{runs:?}"
+    );
+    assert!(
+        runs[1].starts_with("compile-behind --cache-dir "),
+        "{runs:?}"
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// Without quick start, a compiler process compiles the optimised code the host waits for.
+#[tokio::test]
+async fn a_compiler_process_compiles_for_a_host_without_quick_start() {
+    let cache = std::env::temp_dir().join(format!("wasmeca-compiler-slow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let (compiler, runs) = recorded_compiler(&cache.join("bin"));
+    let compiling = Compiling {
+        quick_start: false,
+        compiler: Some(compiler),
+    };
+    let router = router_on(&cache, compiling, limits());
+    router
+        .registry()
+        .load_all(&[PluginSource::new(plugin("chaos"))])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code(&router, "chaos@1.0.0"), Some("optimised"));
+    assert_eq!(ok(&router, json!({"chaos": "ok"})).await["calls"], 1);
+    assert_eq!(artifacts_in(&cache), 1);
+    let runs = std::fs::read_to_string(&runs).expect("the compiler ran");
+    assert_eq!(runs.lines().count(), 1, "{runs}");
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// A compiler process that cannot be run (the binary moved away, say) costs the host its
+/// memory, not its plugins: it compiles both codes in its own process.
+#[tokio::test]
+async fn a_compiler_process_that_cannot_run_leaves_the_compile_to_the_host() {
+    let cache = std::env::temp_dir().join(format!("wasmeca-no-compiler-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let missing = cache.join("no-such-wasmeca");
+    let router = quick_chaos(&cache, Some(missing)).await;
+    assert_eq!(code(&router, "chaos@1.0.0"), Some("baseline"));
+    until_optimised(&router, "chaos@1.0.0").await;
+    assert_eq!(artifacts_in(&cache), 1, "compiled into the cache here");
+    assert_eq!(ok(&router, json!({"chaos": "ok"})).await["calls"], 1);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// A compiler process that says a component does not compile is believed: the load fails with
+/// its words and the file's name, and the host does not compile the component itself.
+#[tokio::test]
+async fn a_plugin_the_compiler_process_refuses_is_not_loaded_and_says_why() {
+    let cache = std::env::temp_dir().join(format!("wasmeca-refusing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).expect("the cache folder");
+    let refuser = script(
+        &cache,
+        "refuser.sh",
+        "cat >/dev/null\necho 'error: refused by the test' >&2\nexit 1",
+    );
+
+    let compiling = Compiling {
+        quick_start: true,
+        compiler: Some(refuser),
+    };
+    let router = router_on(&cache, compiling, limits());
+    let error = router
+        .registry()
+        .load_all(&[PluginSource::new(plugin("chaos"))])
+        .await
+        .expect_err("a plugin that does not compile is not loaded");
+    let said = error.to_string();
+    assert!(
+        said.contains("chaos.wasm") && said.contains("does not compile: refused by the test"),
+        "{said}"
+    );
+    assert_eq!(
+        artifacts_in(&cache),
+        0,
+        "nothing compiled behind the refusal"
+    );
     let _ = std::fs::remove_dir_all(&cache);
 }
 

@@ -2,7 +2,7 @@
 //! seed plugins to its first answer over `/act`, with an empty compile cache (quick start: Winch's
 //! code first, and how long until Cranelift's has replaced it; and with `--no-quick-start`) and
 //! with one that `wasmeca compile` filled beforehand (as the image does), each run several times
-//! in turn.
+//! in turn; and the memory the host holds 2 s after its plugins are on optimised code.
 //!
 //! Run: `cargo bench -p wasmeca --bench cold_start`. Figures go in BENCHMARKS.md.
 
@@ -42,15 +42,25 @@ fn answered(port: u16) -> bool {
         && reply.starts_with("HTTP/1.1 200")
 }
 
-/// Starts a host on `cache` (with `flags`) and answers the time to its first answer, and, with
-/// `optimised`, the time until the cache holds Cranelift's code of every seed (quick start
-/// compiles it behind the first answers).
+/// What one start measured.
+struct Started {
+    /// From the start to the first answer.
+    first: Duration,
+    /// From the start until the cache holds Cranelift's code of every seed (quick start
+    /// compiles it behind the first answers), when asked for.
+    optimised: Duration,
+    /// The host's memory (Rss less LazyFree) 2 s after that, in MB.
+    held_mb: f64,
+}
+
+/// Starts a host on `cache` (with `flags`) and measures it; `optimised` names Cranelift's
+/// artifacts (their file names end so), to wait for all of them.
 fn first_answer(
     seeds: &[PathBuf],
     cache: &Path,
     flags: &[&str],
-    optimised: bool,
-) -> (Duration, Duration) {
+    optimised: Option<&str>,
+) -> Started {
     let port = wasmeca_tests::free_port();
     let started = Instant::now();
     let mut child = wasmeca(cache)
@@ -71,20 +81,28 @@ fn first_answer(
         waited("answer");
     }
     let took = started.elapsed();
-    let artifacts = || {
+    let artifacts = |ending: &str| {
         std::fs::read_dir(cache).map_or(0, |dir| {
             dir.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                .filter(|e| e.file_name().to_string_lossy().ends_with(ending))
                 .count()
         })
     };
-    while optimised && artifacts() < seeds.len() {
-        waited("optimised code");
+    if let Some(ending) = optimised {
+        while artifacts(ending) < seeds.len() {
+            waited("optimised code");
+        }
     }
     let all = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let held_mb = wasmeca_tests::held(child.id()) as f64 / 1e6;
     let _ = child.kill();
     let _ = child.wait();
-    (took, all)
+    Started {
+        first: took,
+        optimised: all,
+        held_mb,
+    }
 }
 
 fn main() {
@@ -94,12 +112,10 @@ fn main() {
     let slow = dir.join("slow");
     let (mut cold, mut behind, mut slow_cold, mut warm) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cold_mb, mut slow_mb, mut warm_mb) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let _ = std::fs::remove_dir_all(&dir);
-        let (first, all) = first_answer(&seeds, &empty, &[], true);
-        cold.push(first);
-        behind.push(all);
-        slow_cold.push(first_answer(&seeds, &slow, &["--no-quick-start"], false).0);
+        // `wasmeca compile` first: its artifacts' names end as Cranelift's of every cache do.
         let compiled = Instant::now();
         let status = wasmeca(&filled)
             .arg("compile")
@@ -108,29 +124,57 @@ fn main() {
             .expect("wasmeca compile runs");
         assert!(status.success());
         let compile = compiled.elapsed();
-        warm.push(first_answer(&seeds, &filled, &[], false).0);
+        let ending = std::fs::read_dir(&filled)
+            .expect("the filled cache")
+            .find_map(|e| {
+                let name = e.ok()?.file_name().to_string_lossy().into_owned();
+                Some(name[name.rfind('-')?..].to_owned())
+            })
+            .expect("an artifact");
+        let quick = first_answer(&seeds, &empty, &[], Some(&ending));
+        cold.push(quick.first);
+        behind.push(quick.optimised);
+        cold_mb.push(quick.held_mb);
+        let slow = first_answer(&seeds, &slow, &["--no-quick-start"], None);
+        slow_cold.push(slow.first);
+        slow_mb.push(slow.held_mb);
+        let filled = first_answer(&seeds, &filled, &[], None);
+        warm.push(filled.first);
+        warm_mb.push(filled.held_mb);
         let ms = |v: &Vec<Duration>| v.last().map_or(0, Duration::as_millis);
+        let mb = |v: &Vec<f64>| v.last().copied().unwrap_or(0.0);
         println!(
-            "empty cache {:>5} ms (optimised {:>5} ms) | --no-quick-start {:>5} ms | \
-             wasmeca compile {:>5} ms, then {:>4} ms",
+            "empty cache {:>5} ms (optimised {:>5} ms; {:.1} MB) | --no-quick-start {:>5} ms \
+             ({:.1} MB) | wasmeca compile {:>5} ms, then {:>4} ms ({:.1} MB)",
             ms(&cold),
             ms(&behind),
+            mb(&cold_mb),
             ms(&slow_cold),
+            mb(&slow_mb),
             compile.as_millis(),
-            ms(&warm)
+            ms(&warm),
+            mb(&warm_mb)
         );
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2].as_millis()
     };
+    let median_mb = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     println!(
         "median of {ROUNDS}: start to first answer {} ms with an empty compile cache (every seed \
-         on optimised code at {} ms), {} ms with --no-quick-start, {} ms after `wasmeca compile`",
+         on optimised code at {} ms), {} ms with --no-quick-start, {} ms after `wasmeca compile`; \
+         memory held 2 s later: {:.1} MB, {:.1} MB, {:.1} MB",
         median(&mut cold),
         median(&mut behind),
         median(&mut slow_cold),
-        median(&mut warm)
+        median(&mut warm),
+        median_mb(&mut cold_mb),
+        median_mb(&mut slow_mb),
+        median_mb(&mut warm_mb)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,7 +11,7 @@
 
 use serde_json::{Value, json};
 use wasmeca::config::Limits;
-use wasmeca::runtime::{InstanceLimits, RawInstance};
+use wasmeca::runtime::{Compiling, InstanceLimits, RawInstance};
 use wasmeca::{Message, PluginSource, Runtime};
 
 /// Records spans as `wasmeca serve` does with telemetry on and every trace sampled.
@@ -81,9 +81,16 @@ fn main() {
                 }
             }
             "raw-baseline" => {
-                let quick =
-                    Runtime::with_limits(None, InstanceLimits::with_memory(64 << 20), false, true)
-                        .expect("runtime");
+                let quick = Runtime::with_limits(
+                    None,
+                    InstanceLimits::with_memory(64 << 20),
+                    false,
+                    Compiling {
+                        quick_start: true,
+                        compiler: None,
+                    },
+                )
+                .expect("runtime");
                 let compiled = quick.compile_to_serve(&salute, None).expect("compiles");
                 assert!(compiled.is_quick(), "Winch's code");
                 let (mut raw, _) = RawInstance::new(&quick, &compiled, &"{}".to_owned())

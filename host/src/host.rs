@@ -188,7 +188,7 @@ pub fn router(config: &Config) -> Result<Router, ServeError> {
         config.cache(),
         config.limits.instance(),
         config.perf_map,
-        !config.no_quick_start,
+        config.compiling(),
     )?;
     let origin = message::instance_id();
     let clients = clients(config, &origin)?;

@@ -78,6 +78,11 @@ enum Command {
     /// Compile plugins into the compile cache ahead of serving (in an image, after a build), so
     /// a host started later loads them without compiling.
     Compile(CompileArgs),
+    /// What `serve` runs to compile a plugin in a process of its own at quick start (Winch's
+    /// code with --baseline, else Cranelift's): the component on stdin, into the compile cache
+    /// (exit 1: it does not compile).
+    #[command(hide = true)]
+    CompileBehind(CompileBehindArgs),
 }
 
 #[derive(Args)]
@@ -138,6 +143,19 @@ struct CompileArgs {
     /// Host options.
     #[command(flatten)]
     host: HostArgs,
+}
+
+#[derive(Args)]
+struct CompileBehindArgs {
+    /// Winch's code, to serve at once, rather than Cranelift's.
+    #[arg(long)]
+    baseline: bool,
+    /// The compile cache the serving host loads the artifact from.
+    #[arg(long)]
+    cache_dir: PathBuf,
+    /// The plugin file the component was read from, for messages.
+    #[arg(long)]
+    file: PathBuf,
 }
 
 #[derive(Args)]
@@ -435,6 +453,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             compile(&config, true)
         }
         Command::Compile(args) => compile(&config_for(&args.paths, &args.host)?, false),
+        Command::CompileBehind(args) => compile_behind(&args),
         Command::Test(args) => cli::test::test(args).await,
         Command::Check(args) => cli::test::check(args).await,
         Command::Componentize(args) => {
@@ -527,13 +546,37 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 /// `wasmeca serve`: built first with `--build`, served until a signal.
-async fn serve(config: Config, build_first: bool) -> anyhow::Result<ExitCode> {
+async fn serve(mut config: Config, build_first: bool) -> anyhow::Result<ExitCode> {
     if build_first {
         build(&config)?;
     }
+    // At quick start, plugins are compiled by this binary in processes of their own
+    // (`compile-behind`): the compilers' memory does not stay with the host.
+    config.compiler = std::env::current_exe().ok();
     let shutdown = wasmeca::shutdown::on_signals();
     wasmeca::serve(config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `wasmeca compile-behind`: the component on stdin compiled into the cache; a component that
+/// does not compile is exit 1 with what was wrong (any other failure is exit 2, and the host
+/// compiles in its own process instead).
+fn compile_behind(args: &CompileBehindArgs) -> anyhow::Result<ExitCode> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("reading stdin")?;
+    let compiled =
+        wasmeca::runtime::compile_into_cache(&args.cache_dir, &args.file, &bytes, args.baseline)?;
+    match compiled {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(wasmeca::runtime::LoadError::Compile { detail, .. }) => {
+            eprintln!("error: {detail}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// `wasmeca new`: a project folder from a template.

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::pattern::Pattern;
 use crate::plugins::PluginSource;
+use crate::runtime::Compiling;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +144,11 @@ pub struct Config {
     /// when it is ready: a host starting on an empty cache answers in a fraction of the time.
     #[serde(default)]
     pub no_quick_start: bool,
+    /// The program that compiles plugins in processes of their own (`wasmeca serve` sets its
+    /// own binary), so that the compilers' memory does not stay with the host; `None` compiles
+    /// in the host's process.
+    #[serde(skip)]
+    pub compiler: Option<PathBuf>,
     /// Watches the plugin folders and loads, replaces and unloads plugins as files come and go.
     #[serde(default)]
     pub watch: bool,
@@ -375,6 +381,15 @@ impl Config {
         crate::events::Retry {
             attempts: self.events.attempts,
             backoff: Duration::from_millis(self.events.retry_ms),
+        }
+    }
+
+    /// How a plugin with no compiled artifact is compiled to be served: quick start unless
+    /// `no_quick_start`, by `compiler` when there is one.
+    pub fn compiling(&self) -> Compiling {
+        Compiling {
+            quick_start: !self.no_quick_start,
+            compiler: self.compiler.clone(),
         }
     }
 

@@ -1,8 +1,11 @@
 //! On-disk compile cache: components precompiled once, keyed by content hash and engine
-//! compatibility, and loaded again with `Component::deserialize_file` (mmap, no compilation).
+//! compatibility (Winch's beside Cranelift's), compiled here or by a compiler process, and
+//! loaded again with `Component::deserialize_file` (mmap, no compilation).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::Engine;
@@ -22,11 +25,9 @@ impl CompileCache {
     /// Opens (creating if needed) a cache directory for this engine.
     pub fn open(dir: PathBuf, engine: &Engine) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        let mut hasher = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
             dir,
-            engine_key: format!("{:016x}", hasher.finish()),
+            engine_key: engine_key(engine),
         })
     }
 
@@ -48,6 +49,70 @@ impl CompileCache {
     /// Where the artifact for a file with this content hash lives.
     pub fn artifact(&self, hash: &str) -> PathBuf {
         self.dir.join(format!("{hash}-{}.cwasm", self.engine_key))
+    }
+
+    /// The same folder, for the artifacts of `engine` (Winch's beside Cranelift's).
+    pub(crate) fn for_engine(&self, engine: &Engine) -> Self {
+        Self {
+            dir: self.dir.clone(),
+            engine_key: engine_key(engine),
+        }
+    }
+
+    /// Has `program compile-behind` (the host's own binary) compile `bytes`, the plugin file
+    /// `path`'s, into this cache in a process of its own (Winch's code with `baseline`), and
+    /// waits for it: what the compiler allocates leaves with that process.
+    pub(crate) fn compile_by(
+        &self,
+        program: &Path,
+        path: &Path,
+        bytes: &[u8],
+        baseline: bool,
+    ) -> Result<(), Elsewhere> {
+        let mut child = Command::new(program);
+        child.arg("compile-behind");
+        if baseline {
+            child.arg("--baseline");
+        }
+        let mut child = child
+            .arg("--cache-dir")
+            .arg(&self.dir)
+            .arg("--file")
+            .arg(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Elsewhere::NotRun(e.to_string()))?;
+        // Dropped once written: the child reads to the end of its input.
+        let written = match child.stdin.take() {
+            Some(mut stdin) => stdin.write_all(bytes),
+            None => Ok(()),
+        };
+        let output = child
+            .wait_with_output()
+            .map_err(|e| Elsewhere::NotRun(e.to_string()))?;
+        let said = String::from_utf8_lossy(&output.stderr);
+        let said = said.trim();
+        let not_run = |why: String| {
+            Elsewhere::NotRun(if said.is_empty() {
+                why
+            } else {
+                format!("{why}: {said}")
+            })
+        };
+        match (written, output.status.code()) {
+            (Ok(()), Some(0)) => Ok(()),
+            // A child that did not get the whole component cannot have judged it.
+            (Err(e), _) => Err(not_run(format!("writing the component to it: {e}"))),
+            // `compile-behind` answers a component that does not compile with 1, anything
+            // else that stops it with 2.
+            (Ok(()), Some(1)) => Err(Elsewhere::Failed(
+                said.strip_prefix("error: ").unwrap_or(said).to_owned(),
+            )),
+            (Ok(()), Some(code)) => Err(not_run(format!("exit {code}"))),
+            (Ok(()), None) => Err(not_run("killed".to_owned())),
+        }
     }
 
     /// Loads the precompiled artifact for `hash`, compiling and storing it first when absent
@@ -93,6 +158,23 @@ impl CompileCache {
             }
         }
     }
+}
+
+/// Hex digest of `engine`'s compatibility hash, which names its artifacts.
+fn engine_key(engine: &Engine) -> String {
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Why [`CompileCache::compile_by`] left no artifact.
+#[derive(Debug)]
+pub(crate) enum Elsewhere {
+    /// The component does not compile: what the compiler said.
+    Failed(String),
+    /// The compiler process did not run or did not finish (not found, killed, out of
+    /// memory...): the host compiles in its own process instead.
+    NotRun(String),
 }
 
 #[allow(unsafe_code)]

@@ -1,5 +1,6 @@
 //! The Wasm component engine: the shared wasmtime `Engine` with epoch interruption (and, for
-//! quick start, a second one compiling with Winch), the on-disk compile cache, the
+//! quick start, a second one compiling with Winch), the on-disk compile cache (filled at quick
+//! start by compiler processes, `wasmeca compile-behind`), the
 //! WASI-with-nothing-granted linker, plugin file validation, and the instances and pools that
 //! run guests. It calls up through the [`Upcalls`] trait it defines and
 //! never names the router that implements it.
@@ -333,6 +334,21 @@ impl Drop for Ticker {
     }
 }
 
+/// How a host compiles a plugin that has no compiled artifact yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compiling {
+    /// Quick start: the plugin is served at once from Winch's code while Cranelift's is
+    /// compiled behind (on x86-64 only, where Winch is a tier-1 compiler); else it is compiled
+    /// optimised before it is served.
+    pub quick_start: bool,
+    /// The program (the host's own binary, as `compile-behind`) that compiles in processes of
+    /// its own, into the compile cache the host then loads from: the compilers' memory leaves
+    /// with those processes, where a host that compiles keeps tens of MB of it for good.
+    /// `None`, no compile cache, or a program that cannot be run: the host compiles in its own
+    /// process.
+    pub compiler: Option<PathBuf>,
+}
+
 /// Shared state behind [`Runtime`].
 struct Inner {
     /// The engine every plugin's optimised code (Cranelift's) is compiled for, and the only one
@@ -348,6 +364,9 @@ struct Inner {
     behind: Behind,
     /// Where precompiled components live; `None` compiles in memory every time.
     cache: Option<CompileCache>,
+    /// The program that compiles into the cache in processes of its own
+    /// ([`Compiling::compiler`]); `None` compiles in this process.
+    compiler: Option<PathBuf>,
     /// What each instance may use and answer.
     limits: InstanceLimits,
     /// How many calls of one plugin may run long (past their first epoch tick) at once: one
@@ -369,6 +388,10 @@ struct Quick {
     engine: Engine,
     /// The same imports as the main linker, on this engine.
     linker: Linker<State>,
+    /// Winch's artifacts in the compile cache's folder, written by the compiler process and
+    /// removed once the optimised code serves; `None` without a cache or a compiler process
+    /// (Winch's code is then compiled in memory).
+    cache: Option<CompileCache>,
 }
 
 /// Quick start's bookkeeping: Cranelift's compiles behind it wait until the host has stopped
@@ -524,39 +547,28 @@ impl Runtime {
             cache_dir,
             InstanceLimits::with_memory(memory_limit),
             false,
-            false,
+            Compiling::default(),
         )
     }
 
     /// Like [`Runtime::new`], with every instance limit given; with `perf_map`, the plugins'
     /// compiled functions are named in `/tmp/perf-PID.map`, so `perf` can profile a plugin's
-    /// own code (as `wasmtime --profile=perfmap` does); with `quick_start`, a plugin that has
-    /// no compiled artifact is served from Winch's code until Cranelift's is ready
-    /// ([`Runtime::compile_to_serve`]), on x86-64 (where Winch is a tier-1 compiler). A Winch
+    /// own code (as `wasmtime --profile=perfmap` does); `compiling` says how a plugin with no
+    /// compiled artifact is compiled to be served ([`Runtime::compile_to_serve`]). A Winch
     /// engine that cannot be made turns quick start off with a warning.
     pub fn with_limits(
         cache_dir: Option<PathBuf>,
         limits: InstanceLimits,
         perf_map: bool,
-        quick_start: bool,
+        compiling: Compiling,
     ) -> Result<Self, RuntimeError> {
         let engine = new_engine(Strategy::Cranelift, perf_map)?;
         let linker = new_linker(&engine)?;
         // Winch is a tier-1 compiler on x86-64 only; elsewhere every plugin waits for Cranelift.
-        let quick = (quick_start && cfg!(target_arch = "x86_64"))
-            .then(|| {
-                let engine = new_engine(Strategy::Winch, perf_map)?;
-                Ok(Quick {
-                    linker: new_linker(&engine)?,
-                    engine,
-                })
-            })
-            .transpose()
-            .unwrap_or_else(|e: RuntimeError| {
-                tracing::warn!("quick start off: {e}");
-                None
-            });
-
+        let Compiling {
+            quick_start,
+            compiler,
+        } = compiling;
         let cache = match cache_dir {
             Some(dir) => match CompileCache::open(dir, &engine) {
                 Ok(cache) => Some(cache),
@@ -567,6 +579,23 @@ impl Runtime {
             },
             None => None,
         };
+        let quick = (quick_start && cfg!(target_arch = "x86_64"))
+            .then(|| {
+                let engine = new_engine(Strategy::Winch, perf_map)?;
+                Ok(Quick {
+                    linker: new_linker(&engine)?,
+                    cache: cache
+                        .as_ref()
+                        .filter(|_| compiler.is_some())
+                        .map(|cache| cache.for_engine(&engine)),
+                    engine,
+                })
+            })
+            .transpose()
+            .unwrap_or_else(|e: RuntimeError| {
+                tracing::warn!("quick start off: {e}");
+                None
+            });
 
         let clock = Arc::new(Clock::default());
         let mut ticking = vec![engine.clone()];
@@ -591,6 +620,7 @@ impl Runtime {
                 turn: tokio::sync::Semaphore::new(1),
             },
             cache,
+            compiler,
             limits,
             ticker: Ticker(clock),
         })))
@@ -677,16 +707,15 @@ impl Runtime {
             .is_some_and(|cache| cache.artifact(&hash).exists());
         if let (false, Some(quick)) = (cached, &self.0.quick) {
             let compiling = QuickCompile::start(&self.0.behind);
-            let component = Component::new(&quick.engine, &bytes);
+            let component = self.compile_through(true, path, &hash, &bytes);
             drop(compiling);
             match component {
                 Ok(component) => {
-                    give_back_compile_memory();
                     return self.link(path, hash, &component, &quick.linker, Some(bytes.into()));
                 }
                 Err(e) => tracing::info!(
                     file = %path.display(),
-                    "compiling optimised at once: the baseline compiler cannot ({e:#})"
+                    "compiling optimised at once: the baseline compiler cannot ({e})"
                 ),
             }
         }
@@ -695,10 +724,20 @@ impl Runtime {
     }
 
     /// Cranelift's code for a plugin served from Winch's (through the cache, so the next
-    /// start finds it); `None` for one already optimised.
+    /// start finds it, and by the compiler process when there is one); `None` for one already
+    /// optimised. Winch's artifact, if the compiler process left one, is no longer needed.
     pub fn optimise(&self, compiled: &Compiled) -> Option<Result<Compiled, LoadError>> {
         let bytes = compiled.quick.as_ref()?;
-        Some(self.compile_bytes(&compiled.path, bytes))
+        let (path, hash) = (&compiled.path, &compiled.hash);
+        let optimised = self.optimised(path, hash, bytes).and_then(|component| {
+            self.link(path, hash.to_string(), &component, &self.0.linker, None)
+        });
+        let baseline_cache = self.0.quick.as_ref().and_then(|q| q.cache.as_ref());
+        if let (Ok(_), Some(cache)) = (&optimised, baseline_cache) {
+            // Its instances map it until they are replaced, which unlinking does not disturb.
+            let _ = std::fs::remove_file(cache.artifact(hash));
+        }
+        Some(optimised)
     }
 
     /// Waits until no Winch compile has run for [`SETTLE`] (the host has stopped loading
@@ -721,18 +760,54 @@ impl Runtime {
 
     /// Cranelift's code for a checked component, through the cache when there is one.
     fn optimised(&self, path: &Path, hash: &str, bytes: &[u8]) -> Result<Component, LoadError> {
-        match &self.0.cache {
-            Some(cache) => cache.load_or_compile(&self.0.engine, hash, bytes),
-            None => {
-                let component = Component::new(&self.0.engine, bytes);
-                give_back_compile_memory();
-                component.map_err(|e| format!("{e:#}"))
-            }
-        }
-        .map_err(|detail| LoadError::Compile {
+        self.compile_through(false, path, hash, bytes)
+    }
+
+    /// The code of a checked component, Winch's with `baseline` (quick start) else
+    /// Cranelift's: from the compile cache when it holds the artifact; else compiled into it by
+    /// the compiler process ([`Compiling::compiler`]) when there is one, or in this process
+    /// when that cannot run; with no cache (or Winch's with no compiler process), in memory.
+    fn compile_through(
+        &self,
+        baseline: bool,
+        path: &Path,
+        hash: &str,
+        bytes: &[u8],
+    ) -> Result<Component, LoadError> {
+        let failed = |detail: String| LoadError::Compile {
             path: path.to_owned(),
             detail,
-        })
+        };
+        let quick = self.0.quick.as_ref();
+        let (engine, cache) = match quick.filter(|_| baseline) {
+            Some(quick) => (&quick.engine, quick.cache.as_ref()),
+            None => (&self.0.engine, self.0.cache.as_ref()),
+        };
+        let Some(cache) = cache else {
+            let component = Component::new(engine, bytes);
+            give_back_compile_memory();
+            return component.map_err(|e| failed(format!("{e:#}")));
+        };
+        if let Some(program) = &self.0.compiler
+            && !cache.artifact(hash).exists()
+        {
+            match cache.compile_by(program, path, bytes, baseline) {
+                Ok(()) if cache.artifact(hash).exists() => {}
+                Ok(()) => tracing::warn!(
+                    file = %path.display(),
+                    program = %program.display(),
+                    "compiling in this process: the compiler process left no artifact this \
+                     host can load (is it another build of wasmeca?)"
+                ),
+                Err(cache::Elsewhere::Failed(detail)) => return Err(failed(detail)),
+                Err(cache::Elsewhere::NotRun(why)) => tracing::warn!(
+                    file = %path.display(),
+                    program = %program.display(),
+                    "compiling in this process: the compiler process did not run ({why})"
+                ),
+            }
+        }
+        cache.load_or_compile(engine, hash, bytes).map_err(failed)
     }
 
     /// Links a compiled component with `linker` (of the engine that compiled it) for the
@@ -771,6 +846,40 @@ impl Runtime {
             quick,
         })
     }
+}
+
+/// What `wasmeca compile-behind` does, in the process a quick-starting host runs it in
+/// ([`Compiling::compiler`]): the code of `bytes` (the plugin file `path`'s) written into
+/// the compile cache at `cache_dir`, where the host loads it from: Winch's with `baseline`,
+/// else Cranelift's. `Err` when this process cannot compile at all (no engine, no cache: the
+/// host compiles itself then); `Ok(Err)` when the component does not compile.
+pub fn compile_into_cache(
+    cache_dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+    baseline: bool,
+) -> Result<Result<(), LoadError>, RuntimeError> {
+    let strategy = if baseline {
+        Strategy::Winch
+    } else {
+        Strategy::Cranelift
+    };
+    let engine = new_engine(strategy, false)?;
+    let cache = CompileCache::open(cache_dir.to_owned(), &engine).map_err(|e| {
+        RuntimeError(format!(
+            "the compile cache {} cannot be opened: {e}",
+            cache_dir.display()
+        ))
+    })?;
+    Ok(check_component(path, bytes).and_then(|hash| {
+        cache
+            .load_or_compile(&engine, &hash, bytes)
+            .map(drop)
+            .map_err(|detail| LoadError::Compile {
+                path: path.to_owned(),
+                detail,
+            })
+    }))
 }
 
 /// A plugin file's bytes.
