@@ -310,18 +310,28 @@ async fn a_compiler_process_compiles_for_a_host_without_quick_start() {
     let _ = std::fs::remove_dir_all(&cache);
 }
 
-/// A compiler process that cannot be run (the binary moved away, say) costs the host its
-/// memory, not its plugins: it compiles both codes in its own process.
+/// A compiler process that fails to run (exit 2: it could not start, the cache is not
+/// writable...) costs the host its memory, not its plugins: it compiles both codes in its own
+/// process, and does not try the compiler process again.
 #[tokio::test]
 async fn a_compiler_process_that_cannot_run_leaves_the_compile_to_the_host() {
     let cache = std::env::temp_dir().join(format!("wasmeca-no-compiler-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
-    let missing = cache.join("no-such-wasmeca");
-    let router = quick_chaos(&cache, Some(missing)).await;
+    std::fs::create_dir_all(&cache).expect("the cache folder");
+    let runs = cache.join("runs");
+    let body = format!("echo run >> '{}'\nexit 2", runs.display());
+    let failing = script(&cache, "failing.sh", &body);
+    let router = quick_chaos(&cache, Some(failing)).await;
     assert_eq!(code(&router, "chaos@1.0.0"), Some("baseline"));
     until_optimised(&router, "chaos@1.0.0").await;
     assert_eq!(artifacts_in(&cache), 1, "compiled into the cache here");
     assert_eq!(ok(&router, json!({"chaos": "ok"})).await["calls"], 1);
+    let runs = std::fs::read_to_string(&runs).expect("the compiler was tried");
+    assert_eq!(
+        runs.lines().count(),
+        1,
+        "tried once, not for the optimised code"
+    );
     let _ = std::fs::remove_dir_all(&cache);
 }
 

@@ -367,6 +367,10 @@ struct Inner {
     /// The program that compiles into the cache in processes of its own
     /// ([`Compiling::compiler`]); `None` compiles in this process.
     compiler: Option<PathBuf>,
+    /// Set once the compiler process did not run or left nothing to load (the cache not
+    /// writable, say): from then on this host compiles itself, warned once, rather than
+    /// compiling each plugin twice.
+    compiler_failed: AtomicBool,
     /// What each instance may use and answer.
     limits: InstanceLimits,
     /// How many calls of one plugin may run long (past their first epoch tick) at once: one
@@ -621,6 +625,7 @@ impl Runtime {
             },
             cache,
             compiler,
+            compiler_failed: AtomicBool::new(false),
             limits,
             ticker: Ticker(clock),
         })))
@@ -789,22 +794,26 @@ impl Runtime {
             return component.map_err(|e| failed(format!("{e:#}")));
         };
         if let Some(program) = &self.0.compiler
+            && !self.0.compiler_failed.load(Ordering::Relaxed)
             && !cache.artifact(hash).exists()
         {
-            match cache.compile_by(program, path, bytes, baseline) {
-                Ok(()) if cache.artifact(hash).exists() => {}
-                Ok(()) => tracing::warn!(
-                    file = %path.display(),
-                    program = %program.display(),
-                    "compiling in this process: the compiler process left no artifact this \
-                     host can load (is it another build of wasmeca?)"
+            let why = match cache.compile_by(program, path, bytes, baseline) {
+                Ok(()) if cache.artifact(hash).exists() => None,
+                Ok(()) => Some(
+                    "it left no artifact this host can load (is it another build of wasmeca?)"
+                        .to_owned(),
                 ),
                 Err(cache::Elsewhere::Failed(detail)) => return Err(failed(detail)),
-                Err(cache::Elsewhere::NotRun(why)) => tracing::warn!(
+                Err(cache::Elsewhere::NotRun(why)) => Some(format!("it did not run: {why}")),
+            };
+            if let Some(why) = why
+                && !self.0.compiler_failed.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(
                     file = %path.display(),
                     program = %program.display(),
-                    "compiling in this process: the compiler process did not run ({why})"
-                ),
+                    "compiling in this process from now on: the compiler process failed ({why})"
+                );
             }
         }
         cache.load_or_compile(engine, hash, bytes).map_err(failed)
@@ -871,15 +880,24 @@ pub fn compile_into_cache(
             cache_dir.display()
         ))
     })?;
-    Ok(check_component(path, bytes).and_then(|hash| {
-        cache
-            .load_or_compile(&engine, &hash, bytes)
-            .map(drop)
-            .map_err(|detail| LoadError::Compile {
-                path: path.to_owned(),
-                detail,
-            })
-    }))
+    let hash = match check_component(path, bytes) {
+        Ok(hash) => hash,
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Err(detail) = cache.load_or_compile(&engine, &hash, bytes) {
+        return Ok(Err(LoadError::Compile {
+            path: path.to_owned(),
+            detail,
+        }));
+    }
+    // `load_or_compile` loads from memory what it could not store: the host would find nothing.
+    if !cache.artifact(&hash).exists() {
+        return Err(RuntimeError(format!(
+            "the compile cache {} is not writable",
+            cache_dir.display()
+        )));
+    }
+    Ok(Ok(()))
 }
 
 /// A plugin file's bytes.
