@@ -647,3 +647,54 @@ fn serve_answers_on_an_empty_cache_from_the_baseline_code_and_optimises_behind()
     let _ = std::fs::remove_dir_all(&cache);
     let _ = std::fs::remove_file(&log);
 }
+
+/// `wasmeca compile-behind`, as a serving host runs it: the component on stdin, its compiled
+/// code written to `--out`; a component that does not compile is exit 1 with the compiler's
+/// words, and an `--out` it cannot write is exit 2 (the host then compiles itself).
+#[test]
+fn compile_behind_writes_the_code_and_tells_a_bad_component_from_a_bad_place() {
+    let dir = std::env::temp_dir().join(format!("wasmeca-compile-behind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the folder");
+    let run = |out: &std::path::Path, stdin: &[u8], baseline: bool| -> Output {
+        let mut command = wasmeca_tests::wasmeca_command!();
+        command.arg("compile-behind");
+        if baseline {
+            command.arg("--baseline");
+        }
+        let mut child = command
+            .arg(format!("--out={}", out.display()))
+            .arg("--file=salute.wasm")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("compile-behind starts");
+        std::io::Write::write_all(&mut child.stdin.take().expect("its stdin"), stdin)
+            .expect("the component written");
+        child.wait_with_output().expect("it ends")
+    };
+    let component = std::fs::read(plugin("salute")).expect("the salute plugin");
+
+    for baseline in [true, false] {
+        let out = dir.join(format!("salute-{baseline}.cwasm"));
+        let done = run(&out, &component, baseline);
+        assert_eq!(done.status.code(), Some(0), "{done:?}");
+        assert!(done.stderr.is_empty(), "nothing said: {done:?}");
+        let written = std::fs::read(&out).expect("the compiled code");
+        assert!(written.starts_with(b"\x7fELF"), "wasmtime's compiled code");
+    }
+
+    let bad = run(&dir.join("bad.cwasm"), b"\0asm\x0d\0\x01\0garbage", false);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.starts_with("error: "), "{said}");
+    assert!(!dir.join("bad.cwasm").exists());
+
+    let nowhere = dir.join("no-such-folder").join("salute.cwasm");
+    let unwritable = run(&nowhere, &component, false);
+    assert_eq!(unwritable.status.code(), Some(2), "{unwritable:?}");
+    let said = String::from_utf8_lossy(&unwritable.stderr);
+    assert!(said.contains("cannot write"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

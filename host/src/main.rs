@@ -78,8 +78,8 @@ enum Command {
     /// Compile plugins into the compile cache ahead of serving (in an image, after a build), so
     /// a host started later loads them without compiling.
     Compile(CompileArgs),
-    /// What `serve` runs to compile a plugin in a process of its own at quick start (Winch's
-    /// code with --baseline, else Cranelift's): the component on stdin, into the compile cache
+    /// What `serve` runs to compile a plugin in a process of its own (Winch's code with
+    /// --baseline, else Cranelift's): the component on stdin, its compiled code into --out
     /// (exit 1: it does not compile).
     #[command(hide = true)]
     CompileBehind(CompileBehindArgs),
@@ -150,9 +150,9 @@ struct CompileBehindArgs {
     /// Winch's code, to serve at once, rather than Cranelift's.
     #[arg(long)]
     baseline: bool,
-    /// The compile cache the serving host loads the artifact from.
+    /// Where to write the compiled code, which the serving host loads.
     #[arg(long)]
-    cache_dir: PathBuf,
+    out: PathBuf,
     /// The plugin file the component was read from, for messages.
     #[arg(long)]
     file: PathBuf,
@@ -374,6 +374,14 @@ pub(crate) struct InspectArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A compiler process for a serving host: no logs (its stderr is what it says when it
+    // fails) and no async runtime.
+    if let Command::CompileBehind(args) = &cli.command {
+        return compile_behind(args).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        });
+    }
     // lapin warns with a whole message dump for every unroutable publish, which `act --amqp`
     // handles itself.
     let default_log = if matches!(cli.command, Command::Serve(_)) {
@@ -550,22 +558,27 @@ async fn serve(mut config: Config, build_first: bool) -> anyhow::Result<ExitCode
     if build_first {
         build(&config)?;
     }
-    // At quick start, plugins are compiled by this binary in processes of their own
-    // (`compile-behind`): the compilers' memory does not stay with the host.
-    config.compiler = std::env::current_exe().ok();
+    // Plugins are compiled by this very binary (`/proc/self/exe` stays it, whatever replaces
+    // the file) in processes of their own (`compile-behind`): the compilers' memory does not
+    // stay with the host.
+    let this = Path::new("/proc/self/exe");
+    config.compiler = if this.exists() {
+        Some(this.to_owned())
+    } else {
+        std::env::current_exe().ok()
+    };
     let shutdown = wasmeca::shutdown::on_signals();
     wasmeca::serve(config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// `wasmeca compile-behind`: the component on stdin compiled into the cache; a component that
+/// `wasmeca compile-behind`: the component on stdin compiled into `--out`; a component that
 /// does not compile is exit 1 with what was wrong (any other failure is exit 2, and the host
 /// compiles in its own process instead).
 fn compile_behind(args: &CompileBehindArgs) -> anyhow::Result<ExitCode> {
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("reading stdin")?;
-    let compiled =
-        wasmeca::runtime::compile_into_cache(&args.cache_dir, &args.file, &bytes, args.baseline)?;
+    let compiled = wasmeca::runtime::compile_to_file(&args.out, &args.file, &bytes, args.baseline)?;
     match compiled {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(wasmeca::runtime::LoadError::Compile { detail, .. }) => {

@@ -1,6 +1,6 @@
 //! On-disk compile cache: components precompiled once, keyed by content hash and engine
-//! compatibility (Winch's beside Cranelift's), compiled here or by a compiler process, and
-//! loaded again with `Component::deserialize_file` (mmap, no compilation).
+//! compatibility, compiled here or by a compiler process (`wasmeca compile-behind`), and loaded
+//! again with `Component::deserialize_file` (mmap, no compilation).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
@@ -25,9 +25,11 @@ impl CompileCache {
     /// Opens (creating if needed) a cache directory for this engine.
     pub fn open(dir: PathBuf, engine: &Engine) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
             dir,
-            engine_key: engine_key(engine),
+            engine_key: format!("{:016x}", hasher.finish()),
         })
     }
 
@@ -51,68 +53,15 @@ impl CompileCache {
         self.dir.join(format!("{hash}-{}.cwasm", self.engine_key))
     }
 
-    /// The same folder, for the artifacts of `engine` (Winch's beside Cranelift's).
-    pub(crate) fn for_engine(&self, engine: &Engine) -> Self {
-        Self {
-            dir: self.dir.clone(),
-            engine_key: engine_key(engine),
-        }
+    /// The folder.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    /// Has `program compile-behind` (the host's own binary) compile `bytes`, the plugin file
-    /// `path`'s, into this cache in a process of its own (Winch's code with `baseline`), and
-    /// waits for it: what the compiler allocates leaves with that process.
-    pub(crate) fn compile_by(
-        &self,
-        program: &Path,
-        path: &Path,
-        bytes: &[u8],
-        baseline: bool,
-    ) -> Result<(), Elsewhere> {
-        let mut child = Command::new(program);
-        child.arg("compile-behind");
-        if baseline {
-            child.arg("--baseline");
-        }
-        let mut child = child
-            .arg("--cache-dir")
-            .arg(&self.dir)
-            .arg("--file")
-            .arg(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Elsewhere::NotRun(e.to_string()))?;
-        // Dropped once written: the child reads to the end of its input.
-        let written = match child.stdin.take() {
-            Some(mut stdin) => stdin.write_all(bytes),
-            None => Ok(()),
-        };
-        let output = child
-            .wait_with_output()
-            .map_err(|e| Elsewhere::NotRun(e.to_string()))?;
-        let said = String::from_utf8_lossy(&output.stderr);
-        let said = said.trim();
-        let not_run = |why: String| {
-            Elsewhere::NotRun(if said.is_empty() {
-                why
-            } else {
-                format!("{why}: {said}")
-            })
-        };
-        match (written, output.status.code()) {
-            (Ok(()), Some(0)) => Ok(()),
-            // A child that did not get the whole component cannot have judged it.
-            (Err(e), _) => Err(not_run(format!("writing the component to it: {e}"))),
-            // `compile-behind` answers a component that does not compile with 1, anything
-            // else that stops it with 2.
-            (Ok(()), Some(1)) => Err(Elsewhere::Failed(
-                said.strip_prefix("error: ").unwrap_or(said).to_owned(),
-            )),
-            (Ok(()), Some(code)) => Err(not_run(format!("exit {code}"))),
-            (Ok(()), None) => Err(not_run("killed".to_owned())),
-        }
+    /// Puts a file written at `private` (in this folder) in place as `hash`'s artifact: a
+    /// rename, so a reader sees it whole or not at all.
+    pub(crate) fn keep(&self, private: &Path, hash: &str) -> std::io::Result<()> {
+        std::fs::rename(private, self.artifact(hash))
     }
 
     /// Loads the precompiled artifact for `hash`, compiling and storing it first when absent
@@ -135,18 +84,9 @@ impl CompileCache {
         let compiled = engine.precompile_component(bytes);
         super::give_back_compile_memory();
         let compiled = compiled.map_err(|e| format!("{e:#}"))?;
-        // Write to a private name and rename, so a concurrent reader never sees half a file:
-        // private to this process and to this compile (two runtimes of one process, or a
-        // quick start's compile behind and a `compile`, may write the same artifact at once).
-        static WRITES: AtomicU64 = AtomicU64::new(0);
-        let tmp = self.dir.join(format!(
-            ".{hash}-{}.{}.{}.tmp",
-            self.engine_key,
-            std::process::id(),
-            WRITES.fetch_add(1, Ordering::Relaxed)
-        ));
-        let stored =
-            std::fs::write(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &artifact));
+        // Write to a private name and rename, so a concurrent reader never sees half a file.
+        let tmp = private_file(&self.dir, hash);
+        let stored = std::fs::write(&tmp, &compiled).and_then(|()| self.keep(&tmp, hash));
         match stored {
             Ok(()) => deserialize(engine, &artifact).map_err(|e| format!("{e:#}")),
             Err(e) => {
@@ -160,14 +100,79 @@ impl CompileCache {
     }
 }
 
-/// Hex digest of `engine`'s compatibility hash, which names its artifacts.
-fn engine_key(engine: &Engine) -> String {
-    let mut hasher = DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+/// A file name in `dir` for a write of `hash`'s compiled code in progress: private to this
+/// process and to this write (two runtimes of one process, a compile behind and a `wasmeca
+/// compile`, or two hosts sharing the folder may write the same artifact at once).
+pub(crate) fn private_file(dir: &Path, hash: &str) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    dir.join(format!(
+        ".{hash}.{}.{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
-/// Why [`CompileCache::compile_by`] left no artifact.
+/// Has `program compile-behind` (the host's own binary) compile `bytes`, the plugin file
+/// `path`'s (Winch's code with `baseline`, else Cranelift's), into the file `out`, in a process
+/// of its own, and waits for it: what the compiler allocates leaves with that process.
+pub(crate) fn compile_by(
+    program: &Path,
+    path: &Path,
+    bytes: &[u8],
+    baseline: bool,
+    out: &Path,
+) -> Result<(), Elsewhere> {
+    let given = |flag: &str, value: &Path| {
+        let mut arg = std::ffi::OsString::from(flag);
+        arg.push(value);
+        arg
+    };
+    let mut child = Command::new(program);
+    child.arg("compile-behind");
+    if baseline {
+        child.arg("--baseline");
+    }
+    // It writes no logs: its stderr is what it says when it fails.
+    let mut child = child
+        .arg(given("--out=", out))
+        .arg(given("--file=", path))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Elsewhere::NotRun(e.to_string()))?;
+    // Dropped once written: the child reads to the end of its input before it writes anything.
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(bytes),
+        None => Ok(()),
+    };
+    let output = child
+        .wait_with_output()
+        .map_err(|e| Elsewhere::NotRun(e.to_string()))?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    let said = said.trim();
+    let not_run = |why: String| {
+        Elsewhere::NotRun(if said.is_empty() {
+            why
+        } else {
+            format!("{why}: {said}")
+        })
+    };
+    match (written, output.status.code()) {
+        (Ok(()), Some(0)) => Ok(()),
+        // A child that did not get the whole component cannot have judged it.
+        (Err(e), _) => Err(not_run(format!("writing the component to it: {e}"))),
+        // `compile-behind` answers a component that does not compile with 1, anything else
+        // that stops it with 2.
+        (Ok(()), Some(1)) => Err(Elsewhere::Failed(
+            said.strip_prefix("error: ").unwrap_or(said).to_owned(),
+        )),
+        (Ok(()), Some(code)) => Err(not_run(format!("exit {code}"))),
+        (Ok(()), None) => Err(not_run("killed".to_owned())),
+    }
+}
+
+/// Why [`compile_by`] left no compiled code.
 #[derive(Debug)]
 pub(crate) enum Elsewhere {
     /// The component does not compile: what the compiler said.
@@ -178,9 +183,11 @@ pub(crate) enum Elsewhere {
 }
 
 #[allow(unsafe_code)]
-fn deserialize(engine: &Engine, artifact: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: artifacts in the cache directory are written only by `load_or_compile` above, from
-    // `Engine::precompile_component`, and are named by the engine's compatibility hash, so the
-    // engine loading them is one that produced them. wasmtime also checks the header and version.
+pub(crate) fn deserialize(engine: &Engine, artifact: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: artifacts in the cache directory are written only by `load_or_compile` above and
+    // by `wasmeca compile-behind` (`compile_by`, the host's own binary), both from
+    // `Engine::precompile_component`, and the cache's are named by the engine's compatibility
+    // hash, so the engine loading them is one that produced them. wasmtime also checks the
+    // header, its version and the engine's compatibility.
     unsafe { Component::deserialize_file(engine, artifact) }
 }

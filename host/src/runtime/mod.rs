@@ -1,6 +1,6 @@
 //! The Wasm component engine: the shared wasmtime `Engine` with epoch interruption (and, for
-//! quick start, a second one compiling with Winch), the on-disk compile cache (filled at quick
-//! start by compiler processes, `wasmeca compile-behind`), the
+//! quick start, a second one compiling with Winch), the on-disk compile cache, the compiler
+//! processes a host may compile in (`wasmeca compile-behind`), the
 //! WASI-with-nothing-granted linker, plugin file validation, and the instances and pools that
 //! run guests. It calls up through the [`Upcalls`] trait it defines and
 //! never names the router that implements it.
@@ -392,10 +392,6 @@ struct Quick {
     engine: Engine,
     /// The same imports as the main linker, on this engine.
     linker: Linker<State>,
-    /// Winch's artifacts in the compile cache's folder, written by the compiler process and
-    /// removed once the optimised code serves; `None` without a cache or a compiler process
-    /// (Winch's code is then compiled in memory).
-    cache: Option<CompileCache>,
 }
 
 /// Quick start's bookkeeping: Cranelift's compiles behind it wait until the host has stopped
@@ -588,10 +584,6 @@ impl Runtime {
                 let engine = new_engine(Strategy::Winch, perf_map)?;
                 Ok(Quick {
                     linker: new_linker(&engine)?,
-                    cache: cache
-                        .as_ref()
-                        .filter(|_| compiler.is_some())
-                        .map(|cache| cache.for_engine(&engine)),
                     engine,
                 })
             })
@@ -730,19 +722,13 @@ impl Runtime {
 
     /// Cranelift's code for a plugin served from Winch's (through the cache, so the next
     /// start finds it, and by the compiler process when there is one); `None` for one already
-    /// optimised. Winch's artifact, if the compiler process left one, is no longer needed.
+    /// optimised.
     pub fn optimise(&self, compiled: &Compiled) -> Option<Result<Compiled, LoadError>> {
         let bytes = compiled.quick.as_ref()?;
         let (path, hash) = (&compiled.path, &compiled.hash);
-        let optimised = self.optimised(path, hash, bytes).and_then(|component| {
+        Some(self.optimised(path, hash, bytes).and_then(|component| {
             self.link(path, hash.to_string(), &component, &self.0.linker, None)
-        });
-        let baseline_cache = self.0.quick.as_ref().and_then(|q| q.cache.as_ref());
-        if let (Ok(_), Some(cache)) = (&optimised, baseline_cache) {
-            // Its instances map it until they are replaced, which unlinking does not disturb.
-            let _ = std::fs::remove_file(cache.artifact(hash));
-        }
-        Some(optimised)
+        }))
     }
 
     /// Waits until no Winch compile has run for [`SETTLE`] (the host has stopped loading
@@ -769,9 +755,9 @@ impl Runtime {
     }
 
     /// The code of a checked component, Winch's with `baseline` (quick start) else
-    /// Cranelift's: from the compile cache when it holds the artifact; else compiled into it by
-    /// the compiler process ([`Compiling::compiler`]) when there is one, or in this process
-    /// when that cannot run; with no cache (or Winch's with no compiler process), in memory.
+    /// Cranelift's: Cranelift's from the compile cache when it holds the artifact; else
+    /// compiled by the compiler process ([`Compiling::compiler`]) when there is one, or in this
+    /// process (through the cache for Cranelift's; Winch's is never kept).
     fn compile_through(
         &self,
         baseline: bool,
@@ -783,40 +769,73 @@ impl Runtime {
             path: path.to_owned(),
             detail,
         };
-        let quick = self.0.quick.as_ref();
-        let (engine, cache) = match quick.filter(|_| baseline) {
-            Some(quick) => (&quick.engine, quick.cache.as_ref()),
+        let (engine, cache) = match self.0.quick.as_ref().filter(|_| baseline) {
+            Some(quick) => (&quick.engine, None),
             None => (&self.0.engine, self.0.cache.as_ref()),
         };
-        let Some(cache) = cache else {
-            let component = Component::new(engine, bytes);
-            give_back_compile_memory();
-            return component.map_err(|e| failed(format!("{e:#}")));
-        };
+        let cached = cache.is_some_and(|cache| cache.artifact(hash).exists());
         if let Some(program) = &self.0.compiler
+            && !cached
             && !self.0.compiler_failed.load(Ordering::Relaxed)
-            && !cache.artifact(hash).exists()
         {
-            let why = match cache.compile_by(program, path, bytes, baseline) {
-                Ok(()) if cache.artifact(hash).exists() => None,
-                Ok(()) => Some(
-                    "it left no artifact this host can load (is it another build of wasmeca?)"
-                        .to_owned(),
-                ),
+            match self.compile_by(program, engine, cache, path, hash, bytes, baseline) {
+                Ok(component) => return Ok(component),
                 Err(cache::Elsewhere::Failed(detail)) => return Err(failed(detail)),
-                Err(cache::Elsewhere::NotRun(why)) => Some(format!("it did not run: {why}")),
-            };
-            if let Some(why) = why
-                && !self.0.compiler_failed.swap(true, Ordering::Relaxed)
-            {
-                tracing::warn!(
-                    file = %path.display(),
-                    program = %program.display(),
-                    "compiling in this process from now on: the compiler process failed ({why})"
-                );
+                Err(cache::Elsewhere::NotRun(why)) => {
+                    if !self.0.compiler_failed.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            file = %path.display(),
+                            program = %program.display(),
+                            "compiling in this process from now on: the compiler process \
+                             failed ({why})"
+                        );
+                    }
+                }
             }
         }
-        cache.load_or_compile(engine, hash, bytes).map_err(failed)
+        match cache {
+            Some(cache) => cache.load_or_compile(engine, hash, bytes).map_err(failed),
+            None => {
+                let component = Component::new(engine, bytes);
+                give_back_compile_memory();
+                component.map_err(|e| failed(format!("{e:#}")))
+            }
+        }
+    }
+
+    /// [`cache::compile_by`] into a private file (in the cache's folder, else the temporary
+    /// one), loaded for `engine`, then kept as the artifact in `cache` when there is one, else
+    /// removed (the component maps it still).
+    #[allow(clippy::too_many_arguments)]
+    fn compile_by(
+        &self,
+        program: &Path,
+        engine: &Engine,
+        cache: Option<&CompileCache>,
+        path: &Path,
+        hash: &str,
+        bytes: &[u8],
+        baseline: bool,
+    ) -> Result<Component, cache::Elsewhere> {
+        let folder = self
+            .0
+            .cache
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |cache| cache.dir().to_owned());
+        let out = cache::private_file(&folder, hash);
+        let loaded = cache::compile_by(program, path, bytes, baseline, &out).and_then(|()| {
+            cache::deserialize(engine, &out).map_err(|e| {
+                cache::Elsewhere::NotRun(format!("what it wrote does not load here: {e:#}"))
+            })
+        });
+        let kept = match (&loaded, cache) {
+            (Ok(_), Some(cache)) => cache.keep(&out, hash).is_ok(),
+            _ => false,
+        };
+        if !kept {
+            let _ = std::fs::remove_file(&out);
+        }
+        loaded
     }
 
     /// Links a compiled component with `linker` (of the engine that compiled it) for the
@@ -857,13 +876,13 @@ impl Runtime {
     }
 }
 
-/// What `wasmeca compile-behind` does, in the process a quick-starting host runs it in
-/// ([`Compiling::compiler`]): the code of `bytes` (the plugin file `path`'s) written into
-/// the compile cache at `cache_dir`, where the host loads it from: Winch's with `baseline`,
-/// else Cranelift's. `Err` when this process cannot compile at all (no engine, no cache: the
-/// host compiles itself then); `Ok(Err)` when the component does not compile.
-pub fn compile_into_cache(
-    cache_dir: &Path,
+/// What `wasmeca compile-behind` does, in the process a host runs it in
+/// ([`Compiling::compiler`]): the code of `bytes` (the plugin file `path`'s) written to the file
+/// `out`, which the host loads: Winch's with `baseline`, else Cranelift's. `Err` when this
+/// process cannot do it (no engine, `out` not writable: the host compiles itself then);
+/// `Ok(Err)` when the component does not compile.
+pub fn compile_to_file(
+    out: &Path,
     path: &Path,
     bytes: &[u8],
     baseline: bool,
@@ -874,29 +893,17 @@ pub fn compile_into_cache(
         Strategy::Cranelift
     };
     let engine = new_engine(strategy, false)?;
-    let cache = CompileCache::open(cache_dir.to_owned(), &engine).map_err(|e| {
-        RuntimeError(format!(
-            "the compile cache {} cannot be opened: {e}",
-            cache_dir.display()
-        ))
-    })?;
-    let hash = match check_component(path, bytes) {
-        Ok(hash) => hash,
-        Err(e) => return Ok(Err(e)),
+    let compiled = match engine.precompile_component(bytes) {
+        Ok(compiled) => compiled,
+        Err(e) => {
+            return Ok(Err(LoadError::Compile {
+                path: path.to_owned(),
+                detail: format!("{e:#}"),
+            }));
+        }
     };
-    if let Err(detail) = cache.load_or_compile(&engine, &hash, bytes) {
-        return Ok(Err(LoadError::Compile {
-            path: path.to_owned(),
-            detail,
-        }));
-    }
-    // `load_or_compile` loads from memory what it could not store: the host would find nothing.
-    if !cache.artifact(&hash).exists() {
-        return Err(RuntimeError(format!(
-            "the compile cache {} is not writable",
-            cache_dir.display()
-        )));
-    }
+    std::fs::write(out, compiled)
+        .map_err(|e| RuntimeError(format!("cannot write {}: {e}", out.display())))?;
     Ok(Ok(()))
 }
 
