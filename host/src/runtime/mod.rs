@@ -342,10 +342,9 @@ pub struct Compiling {
     /// optimised before it is served.
     pub quick_start: bool,
     /// The program (the host's own binary, as `compile-behind`) that compiles in processes of
-    /// its own, into the compile cache the host then loads from: the compilers' memory leaves
-    /// with those processes, where a host that compiles keeps tens of MB of it for good.
-    /// `None`, no compile cache, or a program that cannot be run: the host compiles in its own
-    /// process.
+    /// its own, each writing the compiled code to a file the host then loads: the compilers'
+    /// memory leaves with those processes, where a host that compiles keeps tens of MB of it
+    /// for good. `None`, or a program that cannot be run: the host compiles in its own process.
     pub compiler: Option<PathBuf>,
 }
 
@@ -364,8 +363,8 @@ struct Inner {
     behind: Behind,
     /// Where precompiled components live; `None` compiles in memory every time.
     cache: Option<CompileCache>,
-    /// The program that compiles into the cache in processes of its own
-    /// ([`Compiling::compiler`]); `None` compiles in this process.
+    /// The program that compiles in processes of its own ([`Compiling::compiler`]); `None`
+    /// compiles in this process.
     compiler: Option<PathBuf>,
     /// Set once the compiler process did not run or left nothing to load (the cache not
     /// writable, say): from then on this host compiles itself, warned once, rather than
@@ -564,7 +563,6 @@ impl Runtime {
     ) -> Result<Self, RuntimeError> {
         let engine = new_engine(Strategy::Cranelift, perf_map)?;
         let linker = new_linker(&engine)?;
-        // Winch is a tier-1 compiler on x86-64 only; elsewhere every plugin waits for Cranelift.
         let Compiling {
             quick_start,
             compiler,
@@ -579,6 +577,7 @@ impl Runtime {
             },
             None => None,
         };
+        // Winch is a tier-1 compiler on x86-64 only; elsewhere every plugin waits for Cranelift.
         let quick = (quick_start && cfg!(target_arch = "x86_64"))
             .then(|| {
                 let engine = new_engine(Strategy::Winch, perf_map)?;
