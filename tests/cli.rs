@@ -664,7 +664,6 @@ fn compile_behind_writes_the_code_and_tells_a_bad_component_from_a_bad_place() {
         }
         let mut child = command
             .arg(format!("--out={}", out.display()))
-            .arg("--file=salute.wasm")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

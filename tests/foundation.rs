@@ -119,6 +119,17 @@ fn code(router: &Router, plugin: &str) -> Option<&'static str> {
     found.code()
 }
 
+/// A router on the compile cache `cache`, compiling as `compiling` says, that loaded the chaos
+/// plugin, or why it could not.
+async fn chaos_on(cache: &Path, compiling: Compiling) -> Result<Router, LoadError> {
+    let router = router_on(cache, compiling, limits());
+    router
+        .registry()
+        .load_all(&[PluginSource::new(plugin("chaos"))])
+        .await?;
+    Ok(router)
+}
+
 /// A router serving the chaos plugin with quick start, compiled in processes of `compiler`'s
 /// when there is one, on the compile cache `cache`.
 async fn quick_chaos(cache: &Path, compiler: Option<PathBuf>) -> Router {
@@ -126,13 +137,9 @@ async fn quick_chaos(cache: &Path, compiler: Option<PathBuf>) -> Router {
         quick_start: true,
         compiler,
     };
-    let router = router_on(cache, compiling, limits());
-    router
-        .registry()
-        .load_all(&[PluginSource::new(plugin("chaos"))])
+    chaos_on(cache, compiling)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    router
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A plugin with no compiled artifact is served at once from Winch's code, then moved onto
@@ -295,10 +302,7 @@ async fn a_compiler_process_compiles_for_a_host_without_quick_start() {
         quick_start: false,
         compiler: Some(compiler),
     };
-    let router = router_on(&cache, compiling, limits());
-    router
-        .registry()
-        .load_all(&[PluginSource::new(plugin("chaos"))])
+    let router = chaos_on(&cache, compiling)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code(&router, "chaos@1.0.0"), Some("optimised"));
@@ -351,12 +355,9 @@ async fn a_plugin_the_compiler_process_refuses_is_not_loaded_and_says_why() {
         quick_start: true,
         compiler: Some(refuser),
     };
-    let router = router_on(&cache, compiling, limits());
-    let error = router
-        .registry()
-        .load_all(&[PluginSource::new(plugin("chaos"))])
-        .await
-        .expect_err("a plugin that does not compile is not loaded");
+    let Err(error) = chaos_on(&cache, compiling).await else {
+        panic!("a plugin that does not compile is not loaded");
+    };
     let said = error.to_string();
     assert!(
         said.contains("chaos.wasm") && said.contains("does not compile: refused by the test"),

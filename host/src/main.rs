@@ -153,9 +153,6 @@ struct CompileBehindArgs {
     /// Where to write the compiled code, which the serving host loads.
     #[arg(long)]
     out: PathBuf,
-    /// The plugin file the component was read from, for messages.
-    #[arg(long)]
-    file: PathBuf,
 }
 
 #[derive(Args)]
@@ -578,15 +575,10 @@ async fn serve(mut config: Config, build_first: bool) -> anyhow::Result<ExitCode
 fn compile_behind(args: &CompileBehindArgs) -> anyhow::Result<ExitCode> {
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("reading stdin")?;
-    let compiled = wasmeca::runtime::compile_to_file(&args.out, &args.file, &bytes, args.baseline)?;
-    match compiled {
+    match wasmeca::runtime::compile_to_file(&args.out, &bytes, args.baseline)? {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(wasmeca::runtime::LoadError::Compile { detail, .. }) => {
-            eprintln!("error: {detail}");
-            Ok(ExitCode::FAILURE)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
+        Err(said) => {
+            eprintln!("error: {said}");
             Ok(ExitCode::FAILURE)
         }
     }

@@ -112,21 +112,15 @@ pub(crate) fn private_file(dir: &Path, hash: &str) -> PathBuf {
     ))
 }
 
-/// Has `program compile-behind` (the host's own binary) compile `bytes`, the plugin file
-/// `path`'s (Winch's code with `baseline`, else Cranelift's), into the file `out`, in a process
-/// of its own, and waits for it: what the compiler allocates leaves with that process.
+/// Has `program compile-behind` (the host's own binary) compile the component `bytes` (Winch's
+/// code with `baseline`, else Cranelift's) into the file `out`, in a process of its own, and
+/// waits for it: what the compiler allocates leaves with that process.
 pub(crate) fn compile_by(
     program: &Path,
-    path: &Path,
     bytes: &[u8],
     baseline: bool,
     out: &Path,
 ) -> Result<(), Elsewhere> {
-    let given = |flag: &str, value: &Path| {
-        let mut arg = std::ffi::OsString::from(flag);
-        arg.push(value);
-        arg
-    };
     let mut child = Command::new(program);
     child.arg("compile-behind");
     if baseline {
@@ -134,8 +128,11 @@ pub(crate) fn compile_by(
     }
     // It writes no logs: its stderr is what it says when it fails.
     let mut child = child
-        .arg(given("--out=", out))
-        .arg(given("--file=", path))
+        .arg({
+            let mut arg = std::ffi::OsString::from("--out=");
+            arg.push(out);
+            arg
+        })
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -777,7 +777,7 @@ impl Runtime {
             && !cached
             && !self.0.compiler_failed.load(Ordering::Relaxed)
         {
-            match self.compile_by(program, engine, cache, path, hash, bytes, baseline) {
+            match self.compile_elsewhere(program, engine, cache, hash, bytes, baseline) {
                 Ok(component) => return Ok(component),
                 Err(cache::Elsewhere::Failed(detail)) => return Err(failed(detail)),
                 Err(cache::Elsewhere::NotRun(why)) => {
@@ -805,13 +805,11 @@ impl Runtime {
     /// [`cache::compile_by`] into a private file (in the cache's folder, else the temporary
     /// one), loaded for `engine`, then kept as the artifact in `cache` when there is one, else
     /// removed (the component maps it still).
-    #[allow(clippy::too_many_arguments)]
-    fn compile_by(
+    fn compile_elsewhere(
         &self,
         program: &Path,
         engine: &Engine,
         cache: Option<&CompileCache>,
-        path: &Path,
         hash: &str,
         bytes: &[u8],
         baseline: bool,
@@ -822,7 +820,7 @@ impl Runtime {
             .as_ref()
             .map_or_else(std::env::temp_dir, |cache| cache.dir().to_owned());
         let out = cache::private_file(&folder, hash);
-        let loaded = cache::compile_by(program, path, bytes, baseline, &out).and_then(|()| {
+        let loaded = cache::compile_by(program, bytes, baseline, &out).and_then(|()| {
             cache::deserialize(engine, &out).map_err(|e| {
                 cache::Elsewhere::NotRun(format!("what it wrote does not load here: {e:#}"))
             })
@@ -876,16 +874,15 @@ impl Runtime {
 }
 
 /// What `wasmeca compile-behind` does, in the process a host runs it in
-/// ([`Compiling::compiler`]): the code of `bytes` (the plugin file `path`'s) written to the file
-/// `out`, which the host loads: Winch's with `baseline`, else Cranelift's. `Err` when this
-/// process cannot do it (no engine, `out` not writable: the host compiles itself then);
-/// `Ok(Err)` when the component does not compile.
+/// ([`Compiling::compiler`]): the code of the component `bytes` written to the file `out`,
+/// which the host loads: Winch's with `baseline`, else Cranelift's. `Err` when this process
+/// cannot do it (no engine, `out` not writable: the host compiles itself then); `Ok(Err)`,
+/// with what the compiler said, when the component does not compile.
 pub fn compile_to_file(
     out: &Path,
-    path: &Path,
     bytes: &[u8],
     baseline: bool,
-) -> Result<Result<(), LoadError>, RuntimeError> {
+) -> Result<Result<(), String>, RuntimeError> {
     let strategy = if baseline {
         Strategy::Winch
     } else {
@@ -894,12 +891,7 @@ pub fn compile_to_file(
     let engine = new_engine(strategy, false)?;
     let compiled = match engine.precompile_component(bytes) {
         Ok(compiled) => compiled,
-        Err(e) => {
-            return Ok(Err(LoadError::Compile {
-                path: path.to_owned(),
-                detail: format!("{e:#}"),
-            }));
-        }
+        Err(e) => return Ok(Err(format!("{e:#}"))),
     };
     std::fs::write(out, compiled)
         .map_err(|e| RuntimeError(format!("cannot write {}: {e}", out.display())))?;
