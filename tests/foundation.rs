@@ -247,13 +247,16 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 /// The binary as a compiler (as `wasmeca serve` runs it), behind a script in `dir` that writes
-/// the arguments of each run, one line each, to the file answered second.
+/// the arguments of each run, one line each, to the file answered second, and its process id
+/// and process group's to `groups` beside it.
 fn recorded_compiler(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).expect("the folder");
     let runs = dir.join("runs");
     let body = format!(
-        "echo \"$*\" >> '{}'\nexec '{}' \"$@\"",
+        "echo \"$*\" >> '{}'\necho \"$$ $(cut -d' ' -f5 /proc/$$/stat)\" >> '{}'\n\
+         exec '{}' \"$@\"",
         runs.display(),
+        dir.join("groups").display(),
         env!("CARGO_BIN_EXE_wasmeca")
     );
     (script(dir, "compiler.sh", &body), runs)
@@ -310,6 +313,10 @@ async fn a_compiler_process_compiles_for_a_host_without_quick_start() {
     assert_eq!(artifacts_in(&cache), 1);
     let runs = std::fs::read_to_string(&runs).expect("the compiler ran");
     assert_eq!(runs.lines().count(), 1, "{runs}");
+    // It leads a process group of its own: a Ctrl-C meant for the host does not reach it.
+    let groups = std::fs::read_to_string(cache.join("bin").join("groups")).expect("its group");
+    let ids: Vec<&str> = groups.split_whitespace().collect();
+    assert!(ids.len() == 2 && ids[0] == ids[1], "{groups:?}");
     let _ = std::fs::remove_dir_all(&cache);
 }
 

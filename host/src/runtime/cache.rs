@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -22,9 +23,11 @@ pub struct CompileCache {
 }
 
 impl CompileCache {
-    /// Opens (creating if needed) a cache directory for this engine.
+    /// Opens (creating if needed) a cache directory for this engine, removing what writes cut
+    /// short long ago left in it ([`sweep`]).
     pub fn open(dir: PathBuf, engine: &Engine) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        sweep(&dir, ABANDONED);
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
@@ -100,6 +103,44 @@ impl CompileCache {
     }
 }
 
+/// How old a private file ([`private_file`]) must be for [`sweep`] to take it for abandoned: far
+/// longer than any compile takes, so a write in progress in another host sharing the folder
+/// (whose process this host cannot see) is never taken for one.
+const ABANDONED: Duration = Duration::from_secs(3600);
+
+/// Removes from `dir` the private files ([`private_file`]) last written more than `age` ago:
+/// left by a process stopped during a write, or by a compiler process whose host was stopped
+/// before it could load the file. Best effort: what cannot be read or removed stays.
+fn sweep(dir: &Path, age: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|elapsed| elapsed > age));
+        if old && is_private(&entry.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// True for a name [`private_file`] makes (`.<hash>.<pid>.<n>.tmp`), and no other: the cache
+/// folder may be one other programs write in too (`WASMECA_CACHE_DIR=/tmp`).
+fn is_private(name: &str) -> bool {
+    let Some(parts) = name
+        .strip_prefix('.')
+        .and_then(|name| name.strip_suffix(".tmp"))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.split('.').collect();
+    let all = |s: &str, of: fn(&u8) -> bool| !s.is_empty() && s.bytes().all(|b| of(&b));
+    let number = |s: &str| all(s, u8::is_ascii_digit);
+    matches!(parts[..], [hash, pid, n] if all(hash, u8::is_ascii_hexdigit) && number(pid) && number(n))
+}
+
 /// A file name in `dir` for a write of `hash`'s compiled code in progress: private to this
 /// process and to this write (two runtimes of one process, a compile behind and a `wasmeca
 /// compile`, or two hosts sharing the folder may write the same artifact at once).
@@ -114,7 +155,9 @@ pub(crate) fn private_file(dir: &Path, hash: &str) -> PathBuf {
 
 /// Has `program compile-behind` (the host's own binary) compile the component `bytes` (Winch's
 /// code with `baseline`, else Cranelift's) into the file `out`, in a process of its own, and
-/// waits for it: what the compiler allocates leaves with that process.
+/// waits for it: what the compiler allocates leaves with that process. The process leads a
+/// process group of its own, so a terminal's Ctrl-C, meant for the host, does not cut its
+/// compile short (and have the host take it for a compiler that cannot run).
 pub(crate) fn compile_by(
     program: &Path,
     bytes: &[u8],
@@ -122,6 +165,7 @@ pub(crate) fn compile_by(
     out: &Path,
 ) -> Result<(), Elsewhere> {
     let mut child = Command::new(program);
+    std::os::unix::process::CommandExt::process_group(&mut child, 0);
     child.arg("compile-behind");
     if baseline {
         child.arg("--baseline");
@@ -187,4 +231,41 @@ pub(crate) fn deserialize(engine: &Engine, artifact: &Path) -> wasmtime::Result<
     // hash, so the engine loading them is one that produced them. wasmtime also checks the
     // header, its version and the engine's compatibility.
     unsafe { Component::deserialize_file(engine, artifact) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_removes_only_private_files_older_than_its_age() {
+        let dir = std::env::temp_dir().join(format!("wasmeca-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("the folder");
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        let file = |name: &str, old: bool| {
+            let path = dir.join(name);
+            let written = std::fs::File::create(&path).expect("a file");
+            if old {
+                written.set_modified(long_ago).expect("its time");
+            }
+            path
+        };
+        let abandoned = private_file(&dir, "abc");
+        std::fs::File::create(&abandoned)
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("an abandoned write");
+        let in_progress = private_file(&dir, "abc");
+        std::fs::write(&in_progress, b"").expect("a write in progress");
+        let artifact = file("abc-0123.cwasm", true);
+        let not_ours = [".notes.tmp", ".a.b.c.tmp", ".abc.1.tmp"].map(|name| file(name, true));
+        sweep(&dir, ABANDONED);
+        assert!(!abandoned.exists(), "an abandoned write is removed");
+        assert!(in_progress.exists(), "a recent write is kept");
+        assert!(artifact.exists(), "an artifact is kept");
+        for file in not_ours {
+            assert!(file.exists(), "{} is not ours: kept", file.display());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
