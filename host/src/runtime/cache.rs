@@ -243,22 +243,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("the folder");
         let long_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
-        let file = |name: &str, old: bool| {
-            let path = dir.join(name);
-            let written = std::fs::File::create(&path).expect("a file");
-            if old {
-                written.set_modified(long_ago).expect("its time");
-            }
+        let written_long_ago = |path: PathBuf| {
+            std::fs::File::create(&path)
+                .and_then(|f| f.set_modified(long_ago))
+                .expect("a file written long ago");
             path
         };
-        let abandoned = private_file(&dir, "abc");
-        std::fs::File::create(&abandoned)
-            .and_then(|f| f.set_modified(long_ago))
-            .expect("an abandoned write");
+        let abandoned = written_long_ago(private_file(&dir, "abc"));
         let in_progress = private_file(&dir, "abc");
         std::fs::write(&in_progress, b"").expect("a write in progress");
-        let artifact = file("abc-0123.cwasm", true);
-        let not_ours = [".notes.tmp", ".a.b.c.tmp", ".abc.1.tmp"].map(|name| file(name, true));
+        let artifact = written_long_ago(dir.join("abc-0123.cwasm"));
+        let not_ours =
+            [".notes.tmp", ".a.b.c.tmp", ".abc.1.tmp"].map(|name| written_long_ago(dir.join(name)));
         sweep(&dir, ABANDONED);
         assert!(!abandoned.exists(), "an abandoned write is removed");
         assert!(in_progress.exists(), "a recent write is kept");
