@@ -87,7 +87,7 @@ impl SqliteStore {
                         return;
                     }
                 };
-                while let Some(job) = next_job(&queue) {
+                while let Some(job) = next_job(&queue, || db.give_back_memory()) {
                     // A panicking job must not take the store down with it.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut db)));
                 }

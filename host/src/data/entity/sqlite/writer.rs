@@ -36,15 +36,28 @@ pub(super) struct Db {
 /// next request right after a reply then skips a thread wake-up (bounded, so idle costs nothing).
 const SPIN: Duration = Duration::from_micros(50);
 
-/// The next job: one already queued, else one arriving within [`SPIN`], else wait for one.
-pub(super) fn next_job(queue: &mpsc::Receiver<Job>) -> Option<Job> {
+/// How long the worker waits for a job before it takes itself for idle and gives back its page
+/// cache ([`Db::give_back_memory`]).
+const IDLE: Duration = Duration::from_secs(1);
+
+/// The next job: one already queued, else one arriving within [`SPIN`], else wait for one,
+/// calling `idle` once if none comes within [`IDLE`].
+pub(super) fn next_job(queue: &mpsc::Receiver<Job>, idle: impl FnOnce()) -> Option<Job> {
     let start = Instant::now();
     loop {
         match queue.try_recv() {
             Ok(job) => return Some(job),
             Err(mpsc::TryRecvError::Disconnected) => return None,
             Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => std::thread::yield_now(),
-            Err(mpsc::TryRecvError::Empty) => return queue.recv().ok(),
+            Err(mpsc::TryRecvError::Empty) => break,
+        }
+    }
+    match queue.recv_timeout(IDLE) {
+        Ok(job) => Some(job),
+        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            idle();
+            queue.recv().ok()
         }
     }
 }
@@ -75,6 +88,13 @@ impl Db {
             indexed: HashMap::new(),
             max_kinds,
         })
+    }
+
+    /// Frees the connection's page cache (up to SQLite's default 2 MB, allocated with the C
+    /// library's `malloc`): a host idle after a burst of writes should not hold it for good. The
+    /// next write reads what it needs again, from the OS's cache of the file.
+    pub(super) fn give_back_memory(&self) {
+        let _ = self.conn.execute_batch("PRAGMA shrink_memory");
     }
 
     /// The table number of a kind; created when `create`, else `None` when it has none yet.
@@ -334,5 +354,39 @@ impl Db {
         } else {
             picked.into_iter().next().map(|(_, r)| r)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_worker_waiting_longer_than_idle_gives_back_once_then_takes_the_job() {
+        let (send, queue) = mpsc::channel::<Job>();
+        let idled = AtomicBool::new(false);
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(IDLE + Duration::from_millis(300));
+            send.send(Box::new(|_| {})).expect("queued");
+        });
+        let job = next_job(&queue, || assert!(!idled.swap(true, Ordering::SeqCst)));
+        assert!(job.is_some(), "the late job");
+        assert!(idled.load(Ordering::SeqCst), "idle before it");
+        late.join().expect("the sender");
+    }
+
+    #[test]
+    fn a_worker_kept_busy_never_idles() {
+        let (send, queue) = mpsc::channel::<Job>();
+        for _ in 0..3 {
+            send.send(Box::new(|_| {})).expect("queued");
+        }
+        drop(send);
+        let mut taken = 0;
+        while next_job(&queue, || panic!("idle with jobs queued")).is_some() {
+            taken += 1;
+        }
+        assert_eq!(taken, 3, "every job, then none once the queue is closed");
     }
 }
