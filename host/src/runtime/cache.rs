@@ -116,18 +116,21 @@ fn sweep(dir: &Path, age: Duration) {
         return;
     };
     for entry in entries.flatten() {
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|at| at.elapsed().is_ok_and(|elapsed| elapsed > age));
-        if old && is_private(&entry.file_name().to_string_lossy()) {
+        let old = || {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|elapsed| elapsed > age))
+        };
+        if is_private(&entry.file_name().to_string_lossy()) && old() {
             let _ = std::fs::remove_file(entry.path());
         }
     }
 }
 
-/// True for a name [`private_file`] makes (`.<hash>.<pid>.<n>.tmp`), and no other: the cache
-/// folder may be one other programs write in too (`WASMECA_CACHE_DIR=/tmp`).
+/// True for a name [`private_file`] makes (`.<hash>.<pid>.<n>.tmp`, the hash a BLAKE3 digest in
+/// hex), and no other: the cache folder may be one other programs write in too
+/// (`WASMECA_CACHE_DIR=/tmp`).
 fn is_private(name: &str) -> bool {
     let Some(parts) = name
         .strip_prefix('.')
@@ -138,7 +141,8 @@ fn is_private(name: &str) -> bool {
     let parts: Vec<&str> = parts.split('.').collect();
     let all = |s: &str, of: fn(&u8) -> bool| !s.is_empty() && s.bytes().all(|b| of(&b));
     let number = |s: &str| all(s, u8::is_ascii_digit);
-    matches!(parts[..], [hash, pid, n] if all(hash, u8::is_ascii_hexdigit) && number(pid) && number(n))
+    matches!(parts[..], [hash, pid, n]
+        if hash.len() == 64 && all(hash, u8::is_ascii_hexdigit) && number(pid) && number(n))
 }
 
 /// A file name in `dir` for a write of `hash`'s compiled code in progress: private to this
@@ -165,6 +169,7 @@ pub(crate) fn compile_by(
     out: &Path,
 ) -> Result<(), Elsewhere> {
     let mut child = Command::new(program);
+    #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut child, 0);
     child.arg("compile-behind");
     if baseline {
@@ -249,12 +254,18 @@ mod tests {
                 .expect("a file written long ago");
             path
         };
-        let abandoned = written_long_ago(private_file(&dir, "abc"));
-        let in_progress = private_file(&dir, "abc");
+        let hash = "0123456789abcdef".repeat(4);
+        let abandoned = written_long_ago(private_file(&dir, &hash));
+        let in_progress = private_file(&dir, &hash);
         std::fs::write(&in_progress, b"").expect("a write in progress");
-        let artifact = written_long_ago(dir.join("abc-0123.cwasm"));
-        let not_ours =
-            [".notes.tmp", ".a.b.c.tmp", ".abc.1.tmp"].map(|name| written_long_ago(dir.join(name)));
+        let artifact = written_long_ago(dir.join(format!("{hash}-0123.cwasm")));
+        let not_ours = [
+            ".notes.tmp",
+            ".a.b.c.tmp",
+            ".abc.1.2.tmp",
+            &format!(".{hash}.1.tmp"),
+        ]
+        .map(|name| written_long_ago(dir.join(name)));
         sweep(&dir, ABANDONED);
         assert!(!abandoned.exists(), "an abandoned write is removed");
         assert!(in_progress.exists(), "a recent write is kept");

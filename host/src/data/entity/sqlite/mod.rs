@@ -88,8 +88,7 @@ impl SqliteStore {
                     }
                 };
                 while let Some(job) = next_job(&queue, || db.give_back_memory()) {
-                    // A panicking job must not take the store down with it.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut db)));
+                    db.run(job);
                 }
             })
             .map_err(failed)?;

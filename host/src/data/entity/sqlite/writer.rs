@@ -90,6 +90,16 @@ impl Db {
         })
     }
 
+    /// Runs one job. A job that panics must not take the store down with it, nor leave a
+    /// transaction open: the saves after it would run inside it, be answered, and be lost when
+    /// the next transaction's `BEGIN` failed and rolled back.
+    pub(super) fn run(&mut self, job: Job) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(self)));
+        if outcome.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
     /// Frees the connection's page cache (up to SQLite's default 2 MB, allocated with the C
     /// library's `malloc`): a host idle after a burst of writes should not hold it for good. The
     /// next write reads what it needs again, from the OS's cache of the file.
@@ -360,20 +370,34 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
     fn a_worker_waiting_longer_than_idle_gives_back_once_then_takes_the_job() {
         let (send, queue) = mpsc::channel::<Job>();
-        let idled = AtomicBool::new(false);
+        let (idled, idle) = mpsc::channel::<()>();
+        // The job is sent only once the worker has idled: a worker that never does fails here
+        // (no job after ten idle times) rather than passing on a slow machine.
         let late = std::thread::spawn(move || {
-            std::thread::sleep(IDLE + Duration::from_millis(300));
+            let waited = idle.recv_timeout(IDLE * 10);
             send.send(Box::new(|_| {})).expect("queued");
+            waited.is_ok()
         });
-        let job = next_job(&queue, || assert!(!idled.swap(true, Ordering::SeqCst)));
+        let job = next_job(&queue, || idled.send(()).expect("told"));
         assert!(job.is_some(), "the late job");
-        assert!(idled.load(Ordering::SeqCst), "idle before it");
-        late.join().expect("the sender");
+        assert!(late.join().expect("the sender"), "idle before the job came");
+    }
+
+    #[test]
+    fn a_job_that_panics_inside_a_transaction_leaves_none_open() {
+        let dir = std::env::temp_dir().join(format!("wasmeca-writer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("data.db");
+        let mut db = Db::open(path.to_str().expect("a path"), 10).expect("opens");
+        db.run(Box::new(|db| {
+            let _ = db.in_tx(|_| -> Result<(), DataError> { panic!("a job's bug") });
+        }));
+        assert!(db.conn.is_autocommit(), "rolled back");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
