@@ -45,6 +45,9 @@ pub struct Pool {
     id: u64,
     /// `name@version`.
     ident: Arc<str>,
+    /// The names of its call spans, `handle name@version` and `observe name@version`, made
+    /// once: formatting them for every traced call cost more than copying them.
+    span_names: [String; 2],
     /// What new instances are made from: Winch's code at first under quick start, Cranelift's
     /// once [`Pool::upgrade`] has it.
     compiled: ArcSwap<Compiled>,
@@ -121,6 +124,8 @@ impl Pool {
         let quick = compiled.is_quick();
         let pool = Self {
             id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
+            span_names: [Call::Handle(0), Call::Observe(0)]
+                .map(|call| format!("{} {ident}", call.export())),
             ident,
             compiled: ArcSwap::from_pointee(compiled),
             runtime: runtime.clone(),
@@ -219,7 +224,10 @@ impl Pool {
             unreachable!("just set")
         };
         let span = span!(
-            format!("{} {}", call.export(), self.ident),
+            match call {
+                Call::Handle(_) => self.span_names[0].clone(),
+                Call::Observe(_) => self.span_names[1].clone(),
+            },
             Internal,
             KeyValue::new("wasmeca.plugin", self.ident.clone()),
             KeyValue::new("seneca.pattern", pattern.to_owned()),
