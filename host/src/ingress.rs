@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::error::{ActError, Code};
 use crate::message::{Message, Reply};
 use crate::router::Router;
+use crate::telemetry::Span;
 
 /// One listener's way into the router.
 #[derive(Clone)]
@@ -48,11 +49,16 @@ impl Ingress {
         &self.router
     }
 
-    /// Acts `msg`, which came from the network: refused with `message_loop` when its track
-    /// already holds this host; answered from the history when `id` was seen within the act's
-    /// timeout.
-    pub async fn act(&self, msg: Message, id: Option<&str>) -> Result<Reply, ActError> {
-        let answer = self.answer(msg, id).await;
+    /// Acts `msg`, which came from the network, recording the act on the ingress's `span`:
+    /// refused with `message_loop` when its track already holds this host; answered from the
+    /// history when `id` was seen within the act's timeout.
+    pub async fn act(
+        &self,
+        msg: Message,
+        id: Option<&str>,
+        span: &Span,
+    ) -> Result<Reply, ActError> {
+        let answer = self.answer(msg, id, span).await;
         match &answer {
             Ok(_) => self.ok.inc(),
             Err(_) => self.error.inc(),
@@ -60,7 +66,7 @@ impl Ingress {
         answer
     }
 
-    async fn answer(&self, msg: Message, id: Option<&str>) -> Result<Reply, ActError> {
+    async fn answer(&self, msg: Message, id: Option<&str>, span: &Span) -> Result<Reply, ActError> {
         let me = self.router.instance_id();
         let track = msg
             .get("transport$")
@@ -75,12 +81,12 @@ impl Ingress {
             ));
         }
         let Some(id) = id else {
-            return self.router.act_from(msg, true).await;
+            return self.router.act_from(msg, true, Some(span)).await;
         };
         let ttl = self.router.limits().timeout_of(&msg);
         // Boxed: `once` keeps the act inside its own future a few times over, and every
         // listener's per-request future (boxed again by axum) would carry those bytes.
-        let act = Box::pin(self.router.act_from(msg, true));
+        let act = Box::pin(self.router.act_from(msg, true, Some(span)));
         let (answer, reused) = self.history.once(id, ttl, act).await;
         if reused {
             self.router.metrics().history_hit();

@@ -187,6 +187,13 @@ impl Span {
         }
     }
 
+    /// Sets attributes known only after the span was made (what answered its act).
+    pub fn tag_all(&self, attributes: impl IntoIterator<Item = KeyValue>) {
+        if let Some(cx) = &self.0 {
+            cx.span().set_attributes(attributes);
+        }
+    }
+
     /// Marks the span failed with the error's code (`error.type`) and message.
     pub fn fail(&self, error: &ActError) {
         if let Some(cx) = &self.0 {

@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use opentelemetry::KeyValue;
 use serde_json::{Map, Value, json};
@@ -23,7 +24,7 @@ use crate::error::{ActError, Code};
 use crate::ingress::Ingress;
 use crate::message::{self, Message, Reply};
 use crate::server::{self, status};
-use crate::telemetry::{self, span};
+use crate::telemetry::{self, Span, span};
 use routes::Route;
 use table::{Mounted, Routes};
 
@@ -144,9 +145,9 @@ async fn plugins(State(g): State<Gateway>) -> Response {
 async fn route(State(g): State<Gateway>, request: axum::extract::Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
     let table = g.routes.current();
-    let (entry, params) = match table.find(&method, uri.path()) {
+    let (entry, params) = match table.find(method, uri.path()) {
         Ok(found) => found,
         Err(allowed) if allowed.is_empty() => {
             let error = ActError::host(
@@ -173,14 +174,14 @@ async fn route(State(g): State<Gateway>, request: axum::extract::Request) -> Res
         }
     };
     let span = span!(
-        parent: &server::remote_parent(&headers, None),
+        parent: &server::remote_parent(headers, None),
         format!("{method} {}", entry.route.path),
         Server,
         KeyValue::new("http.request.method", method.to_string()),
         KeyValue::new("http.route", entry.route.path.to_string()),
         KeyValue::new("url.path", uri.path().to_owned()),
     );
-    let serve = serve_route(&g, entry, params, &method, &uri, &headers, body);
+    let serve = serve_route(&g, entry, params, &parts, body, &span);
     let response = match telemetry::traced!(&span, serve) {
         Ok(response) => response,
         Err(e) => e.into_response(),
@@ -199,11 +200,11 @@ async fn serve_route(
     g: &Gateway,
     entry: &Mounted,
     params: Map<String, Value>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    request: &Parts,
     body: Body,
+    span: &Span,
 ) -> Result<Response, RestError> {
+    let (method, uri, headers) = (&request.method, &request.uri, &request.headers);
     let route = &entry.route;
     let query = parse_query(uri.query().unwrap_or(""));
     let body = read_body(method, headers, body).await?;
@@ -229,7 +230,7 @@ async fn serve_route(
     if let Some(pin) = pin {
         msg.insert(message::VERSION.into(), Value::String(pin));
     }
-    match g.ingress.act(Message::new(msg), None).await {
+    match g.ingress.act(Message::new(msg), None, span).await {
         Ok(reply) => Ok(respond(route, reply)),
         Err(e) => {
             if e.http_status() >= 500 {

@@ -180,17 +180,25 @@ impl Router {
     /// Acts a message from this process (`wasmeca act`, tests) and returns the answer (a JSON
     /// object, array or null).
     pub async fn act(&self, msg: Message) -> Result<Reply, ActError> {
-        self.act_from(msg, false).await
+        self.act_from(msg, false, None).await
     }
 
-    /// Acts a message from an ingress; `remote` when it came from the network.
-    pub async fn act_from(&self, msg: Message, remote: bool) -> Result<Reply, ActError> {
+    /// Acts a message from an ingress; `remote` when it came from the network. The act is
+    /// recorded on the ingress's `span` when given (a REST request's, a delivery's: the one
+    /// act an ingress makes is its operation, so it adds no span of its own), else on an act
+    /// span of its own.
+    pub async fn act_from(
+        &self,
+        msg: Message,
+        remote: bool,
+        span: Option<&Span>,
+    ) -> Result<Reply, ActError> {
         if self.is_closing() {
             return Err(ActError::host(Code::Closed, "the host is shutting down"));
         }
         self.0.metrics.in_flight().inc();
         let _guard = InFlightGuard(&self.0);
-        self.0.act_with(msg, None, remote).await
+        self.0.act_with(msg, None, remote, span).await
     }
 
     /// The host is going: it keeps serving what comes, but tells health checks and peers, so
@@ -252,7 +260,7 @@ impl Upcalls for Inner {
         msg: Message,
         parent: &'a CallCtx,
     ) -> BoxFuture<'a, Result<Reply, ActError>> {
-        Box::pin(self.act_with(msg, Some(parent), parent.principal.remote))
+        Box::pin(self.act_with(msg, Some(parent), parent.principal.remote, None))
     }
 
     fn prior<'a>(
@@ -313,13 +321,15 @@ impl Inner {
         telemetry::traced!(&span, bus.publish(event, deadline))
     }
 
-    /// The act path, for ingresses (`parent` = `None`; `remote`: from the network) and for
-    /// plugins' nested acts (on behalf of the same principal, nested).
+    /// The act path, for ingresses (`parent` = `None`; `remote`: from the network; `ingress`:
+    /// the ingress's span, which the act is recorded on) and for plugins' nested acts (on
+    /// behalf of the same principal, nested; each in an act span of its own).
     async fn act_with(
         &self,
         mut msg: Message,
         parent: Option<&CallCtx>,
         remote: bool,
+        ingress: Option<&Span>,
     ) -> Result<Reply, ActError> {
         let depth = parent.map_or(0, |p| p.depth + 1);
         self.check_depth(depth, parent.map_or("-", |p| &p.tx))?;
@@ -356,23 +366,33 @@ impl Inner {
             },
         };
         // What answers (`seneca.pattern`, `wasmeca.plugin` or `wasmeca.peer`) is set by
-        // `dispatch` once it is known.
+        // `dispatch` once it is known. The ingress's span is current already, and fails with
+        // the act: the act only adds what it learns.
+        if let Some(span) = ingress {
+            span.tag(KeyValue::new("seneca.tx", ctx.tx.clone()));
+            return self
+                .dispatch(msg, ctx, Answering::Ingress(span), has_meta)
+                .await;
+        }
         let span = span!(
             "act",
             Internal,
             KeyValue::new("seneca.tx", ctx.tx.clone()),
             KeyValue::new("wasmeca.depth", i64::from(depth)),
         );
-        telemetry::traced!(&span, self.dispatch(msg, ctx, &span, has_meta))
+        telemetry::traced!(
+            &span,
+            self.dispatch(msg, ctx, Answering::Act(&span), has_meta)
+        )
     }
 
     /// Finds who answers `msg` (an action here, a `[[client]]`, a peer) and has it answer,
-    /// recording which on the act's `span`.
+    /// recording which on the `span` the act is recorded on.
     async fn dispatch(
         &self,
         msg: Message,
         ctx: CallCtx,
-        span: &Span,
+        span: Answering<'_>,
         has_meta: bool,
     ) -> Result<Reply, ActError> {
         if has_meta && let Some(service) = msg.target() {
@@ -407,15 +427,15 @@ impl Inner {
         tracing::debug!(tx = &*ctx.tx, ?target, depth = ctx.depth, "act");
         if !span.is_disabled() {
             match &target {
-                Target::Local(action) => span.rename(
-                    format!("act {}", action.pattern),
+                Target::Local(action) => span.record(
+                    || format!("act {}", action.pattern),
                     [
                         KeyValue::new("seneca.pattern", action.pattern.clone()),
                         KeyValue::new("wasmeca.plugin", action.plugin.ident.clone()),
                     ],
                 ),
-                Target::Remote(client) => span.rename(
-                    format!("act {}", client.pin),
+                Target::Remote(client) => span.record(
+                    || format!("act {}", client.pin),
                     [
                         KeyValue::new("seneca.pattern", client.pin.to_string()),
                         KeyValue::new("wasmeca.peer", client.describe()),
@@ -499,6 +519,34 @@ impl Inner {
             format!("acts nested {depth} deep (limit {max}, tx {tx}): an action probably acts its own pattern in a loop"),
         )
         .with_details(serde_json::json!({ "depth": depth, "limit": max })))
+    }
+}
+
+/// The span an act is recorded on.
+#[derive(Clone, Copy)]
+enum Answering<'a> {
+    /// The act's own span (a nested act's, or one from this process): named by what answers.
+    Act(&'a Span),
+    /// The span of the ingress the act came by: it keeps its name (the route's, the queue's)
+    /// and learns what answered.
+    Ingress(&'a Span),
+}
+
+impl Answering<'_> {
+    /// True when no span is recorded: what answers need not be worked out for it.
+    fn is_disabled(self) -> bool {
+        match self {
+            Self::Act(span) | Self::Ingress(span) => span.is_disabled(),
+        }
+    }
+
+    /// Records what answers: its `attributes`, and on the act's own span the `name` they
+    /// make.
+    fn record(self, name: impl FnOnce() -> String, attributes: [KeyValue; 2]) {
+        match self {
+            Self::Act(span) => span.rename(name(), attributes),
+            Self::Ingress(span) => span.tag_all(attributes),
+        }
     }
 }
 

@@ -357,7 +357,7 @@ impl Listener {
         if let Some(id) = &command.id {
             span.tag(KeyValue::new("messaging.message.id", id.clone()));
         }
-        let act = self.ingress.act(command.msg, command.id.as_deref());
+        let act = self.ingress.act(command.msg, command.id.as_deref(), &span);
         let answer = telemetry::traced!(&span, act);
         if let Err(e) = &answer
             && e.is(Code::Closed)

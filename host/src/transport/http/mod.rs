@@ -156,7 +156,7 @@ async fn act(
             if traced && msg.target().is_none() {
                 answerer = router.registry().with_snapshot(|set| set.answerer(&msg));
             }
-            telemetry::traced!(&span, s.ingress.act(msg, seneca_id.as_deref()))
+            telemetry::traced!(&span, s.ingress.act(msg, seneca_id.as_deref(), &span))
         }
     };
     let response = respond(
