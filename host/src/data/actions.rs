@@ -241,8 +241,10 @@ impl Handler for StoreAction {
             self.allowed(&msg, &ctx)?;
             // A client span by the database conventions: the store, the operation and the
             // entity, never the values (the store and the entity are set once known, in
-            // `answer`).
+            // `answer`). It stands for the act that reached the store, which makes no span
+            // of its own (`spans_itself`).
             let mut span = Leaf::client("data", [KeyValue::new("db.operation.name", self.cmd)]);
+            let recording = span.is_recording();
             let answer = async {
                 let value = self.answer(msg, &mut span).await.map_err(to_act_error)?;
                 let reply = Reply::from_value(&value);
@@ -260,7 +262,16 @@ impl Handler for StoreAction {
                 }
                 Ok(reply)
             };
-            let outcome = answer.await;
+            // The action's deadline bounds this call too; a span that stands for the act keeps
+            // that deadline itself, so that it ends failed, not cut short without a word.
+            let outcome = if recording {
+                match tokio::time::timeout_at(ctx.deadline, answer).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(ActError::timeout(&self.describe(), ctx.timeout)),
+                }
+            } else {
+                answer.await
+            };
             if let Err(e) = &outcome {
                 span.fail(e);
             }
@@ -273,6 +284,10 @@ impl Handler for StoreAction {
             Api::Entity => format!("sys:entity,cmd:{}", self.cmd),
             Api::Cache => format!("role:cache,cmd:{}", self.cmd),
         }
+    }
+
+    fn spans_itself(&self) -> bool {
+        true
     }
 }
 

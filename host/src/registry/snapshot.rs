@@ -43,6 +43,17 @@ impl std::fmt::Debug for Action {
 }
 
 impl Action {
+    /// True when the action records each act it answers in a span of its own (the host's
+    /// store, [`Handler::spans_itself`]): the act makes none.
+    pub fn spans_itself(&self) -> bool {
+        match &self.plugin.backend {
+            Backend::Native(handlers) => handlers
+                .get(self.index as usize)
+                .is_some_and(|handler| handler.spans_itself()),
+            Backend::Wasm(_) => false,
+        }
+    }
+
     /// Answers `msg` under `ctx`: a plugin instance (whose answer must be an object, an array
     /// or null) or native code; recorded in the pattern's metrics.
     pub async fn answer(&self, msg: Message, mut ctx: CallCtx) -> Result<Reply, ActError> {

@@ -4,11 +4,13 @@
 //! trait names; Seneca's `default$`, `act_not_found`, `action_timeout` and `result_not_objarr`
 //! rules apply here and nowhere else.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -20,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::principal::Principal;
 use crate::readiness::Readiness;
 use crate::registry::{Registry, Resolution, Target};
-use crate::remote::{PeerChoice, Peers, track, try_in_order};
+use crate::remote::{PeerChoice, Peers, Remote, track, try_in_order};
 use crate::runtime::{BoxFuture, CallCtx, Handler, Upcalls};
 use crate::telemetry::{self, Span, span};
 
@@ -365,36 +367,49 @@ impl Inner {
                 None => Principal::from_ingress(remote),
             },
         };
-        // What answers (`seneca.pattern`, `wasmeca.plugin` or `wasmeca.peer`) is set by
-        // `dispatch` once it is known. The ingress's span is current already, and fails with
-        // the act: the act only adds what it learns.
-        if let Some(span) = ingress {
-            span.tag(KeyValue::new("seneca.tx", ctx.tx.clone()));
-            return self
-                .dispatch(msg, ctx, Answering::Ingress(span), has_meta)
-                .await;
-        }
-        let span = span!(
-            "act",
-            Internal,
-            KeyValue::new("seneca.tx", ctx.tx.clone()),
-            KeyValue::new("wasmeca.depth", i64::from(depth)),
-        );
-        telemetry::traced!(
-            &span,
-            self.dispatch(msg, ctx, Answering::Act(&span), has_meta)
-        )
+        // The ingress's span is current already and fails with the act: the act only adds
+        // what it learns.
+        let on = match ingress {
+            Some(span) => {
+                span.tag(KeyValue::new("seneca.tx", ctx.tx.clone()));
+                Answering::Ingress(span)
+            }
+            None => Answering::Own,
+        };
+        self.dispatch(msg, ctx, on, has_meta).await
     }
 
     /// Finds who answers `msg` (an action here, a `[[client]]`, a peer) and has it answer,
-    /// recording which on the `span` the act is recorded on.
+    /// recording the act `on` the ingress's span, else on a span of its own made once what
+    /// answers is known: none when that is the host's store, whose client span is the act's
+    /// ([`Action::spans_itself`]).
     async fn dispatch(
         &self,
         msg: Message,
         ctx: CallCtx,
-        span: Answering<'_>,
+        on: Answering<'_>,
         has_meta: bool,
     ) -> Result<Reply, ActError> {
+        let route = self.route(&msg, has_meta);
+        match on {
+            Answering::Ingress(span) => {
+                if !span.is_disabled()
+                    && let Ok(Route::Target(target)) = &route
+                {
+                    span.tag_all(answerer(target));
+                }
+                self.answer(route, msg, ctx).await
+            }
+            Answering::Own => {
+                let span = own_span(&route, &ctx);
+                telemetry::traced!(&span, self.answer(route, msg, ctx))
+            }
+        }
+    }
+
+    /// Who answers `msg`: another service's hosts (`$target`), peers, nobody here (or not in
+    /// the pinned version), or a target here.
+    fn route(&self, msg: &Message, has_meta: bool) -> Result<Route<'_>, ActError> {
         if has_meta && let Some(service) = msg.target() {
             let Some(peers) = self.peers.get() else {
                 return Err(ActError::host(
@@ -405,47 +420,44 @@ impl Inner {
                 ));
             };
             if service != peers.service() {
-                let service = service.to_owned();
-                return self.forward_to_service(peers, &service, &msg, &ctx).await;
+                return Ok(Route::Service(peers, service.to_owned()));
             }
         }
-        let resolution = self.registry.with_snapshot(|set| set.resolve(&msg))?;
-        let target = match resolution {
-            Resolution::Found(target) => target,
+        let resolution = self.registry.with_snapshot(|set| set.resolve(msg))?;
+        Ok(match resolution {
+            Resolution::Found(target) => Route::Target(target),
             Resolution::CatchAll(target) => match self.peers.get().map(|peers| {
                 let req = msg.version_req().ok().flatten();
-                peers.for_message(&msg, req.as_ref(), &track(&msg))
+                peers.for_message(msg, req.as_ref(), &track(msg))
             }) {
-                Some(PeerChoice::Peers(peers)) => return try_in_order(peers, &msg, &ctx).await,
-                _ => target,
+                Some(PeerChoice::Peers(peers)) => Route::Peers(peers),
+                _ => Route::Target(target),
             },
-            Resolution::VersionMissing(error) => {
-                return self.forward(&msg, &ctx, Some(error)).await;
+            Resolution::VersionMissing(error) => Route::Forward(Some(error)),
+            Resolution::NotFound => Route::Forward(None),
+        })
+    }
+
+    /// Has whoever `route` found answer `msg`.
+    async fn answer(
+        &self,
+        route: Result<Route<'_>, ActError>,
+        msg: Message,
+        ctx: CallCtx,
+    ) -> Result<Reply, ActError> {
+        match route? {
+            Route::Service(peers, service) => {
+                self.forward_to_service(peers, &service, &msg, &ctx).await
             }
-            Resolution::NotFound => return self.forward(&msg, &ctx, None).await,
-        };
-        tracing::debug!(tx = &*ctx.tx, ?target, depth = ctx.depth, "act");
-        if !span.is_disabled() {
-            match &target {
-                Target::Local(action) => span.record(
-                    || format!("act {}", action.pattern),
-                    [
-                        KeyValue::new("seneca.pattern", action.pattern.clone()),
-                        KeyValue::new("wasmeca.plugin", action.plugin.ident.clone()),
-                    ],
-                ),
-                Target::Remote(client) => span.record(
-                    || format!("act {}", client.pin),
-                    [
-                        KeyValue::new("seneca.pattern", client.pin.to_string()),
-                        KeyValue::new("wasmeca.peer", client.describe()),
-                    ],
-                ),
+            Route::Peers(peers) => try_in_order(peers, &msg, &ctx).await,
+            Route::Forward(missing) => self.forward(&msg, &ctx, missing).await,
+            Route::Target(target) => {
+                tracing::debug!(tx = &*ctx.tx, ?target, depth = ctx.depth, "act");
+                match target {
+                    Target::Local(action) => action.answer(msg, ctx).await,
+                    Target::Remote(client) => client.call(msg, ctx).await,
+                }
             }
-        }
-        match target {
-            Target::Local(action) => action.answer(msg, ctx).await,
-            Target::Remote(client) => client.call(msg, ctx).await,
         }
     }
 
@@ -522,32 +534,68 @@ impl Inner {
     }
 }
 
-/// The span an act is recorded on.
+/// Where an act is recorded.
 #[derive(Clone, Copy)]
 enum Answering<'a> {
-    /// The act's own span (a nested act's, or one from this process): named by what answers.
-    Act(&'a Span),
-    /// The span of the ingress the act came by: it keeps its name (the route's, the queue's)
-    /// and learns what answered.
+    /// On a span of its own (a nested act's, or one from this process), named by what answers.
+    Own,
+    /// On the span of the ingress the act came by: it keeps its name (the route's, the
+    /// queue's) and learns what answered.
     Ingress(&'a Span),
 }
 
-impl Answering<'_> {
-    /// True when no span is recorded: what answers need not be worked out for it.
-    fn is_disabled(self) -> bool {
-        match self {
-            Self::Act(span) | Self::Ingress(span) => span.is_disabled(),
-        }
-    }
+/// Who answers an act, found before it is answered (so that its span can say it).
+enum Route<'a> {
+    /// `$target` names another service: one of its hosts.
+    Service(&'a Arc<dyn Peers>, String),
+    /// A catch-all matched here, and these peers serve the pattern itself.
+    Peers(Vec<Arc<dyn Remote>>),
+    /// Nothing here answers (or not in the pinned version, the error saying which there are):
+    /// a peer that does, else Seneca's answer.
+    Forward(Option<ActError>),
+    /// An action here or a `[[client]]`.
+    Target(Target),
+}
 
-    /// Records what answers: its `attributes`, and on the act's own span the `name` they
-    /// make.
-    fn record(self, name: impl FnOnce() -> String, attributes: [KeyValue; 2]) {
-        match self {
-            Self::Act(span) => span.rename(name(), attributes),
-            Self::Ingress(span) => span.tag_all(attributes),
-        }
+/// What answers `target`, as an act's span says it: `seneca.pattern`, and `wasmeca.plugin` or
+/// `wasmeca.peer`.
+fn answerer(target: &Target) -> [KeyValue; 2] {
+    match target {
+        Target::Local(action) => [
+            KeyValue::new("seneca.pattern", action.pattern.clone()),
+            KeyValue::new("wasmeca.plugin", action.plugin.ident.clone()),
+        ],
+        Target::Remote(client) => [
+            KeyValue::new("seneca.pattern", client.pin.to_string()),
+            KeyValue::new("wasmeca.peer", client.describe()),
+        ],
     }
+}
+
+/// The span of an act not made by an ingress: `act <pattern>` with what answers, or `act`
+/// when no target here answers (a peer's, whose client span follows, or an error's); none
+/// when spans are not recorded, or when the host's store answers (its client span is the
+/// act's).
+fn own_span(route: &Result<Route<'_>, ActError>, ctx: &CallCtx) -> Span {
+    if !telemetry::recording() {
+        return Span::none();
+    }
+    let (name, answered) = match route {
+        Ok(Route::Target(Target::Local(action))) if action.spans_itself() => return Span::none(),
+        Ok(Route::Target(target)) => {
+            let pattern = match target {
+                Target::Local(action) => format!("act {}", action.pattern),
+                Target::Remote(client) => format!("act {}", client.pin),
+            };
+            (Cow::Owned(pattern), Some(answerer(target)))
+        }
+        _ => (Cow::Borrowed("act"), None),
+    };
+    let mut attributes = telemetry::attributes();
+    attributes.push(KeyValue::new("seneca.tx", ctx.tx.clone()));
+    attributes.push(KeyValue::new("wasmeca.depth", i64::from(ctx.depth)));
+    attributes.extend(answered.into_iter().flatten());
+    Span::start(name, SpanKind::Internal, attributes, None)
 }
 
 /// No pattern matched: `default$` if it is an object or array, else Seneca's errors.

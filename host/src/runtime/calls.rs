@@ -71,6 +71,12 @@ pub trait Handler: Send + Sync {
 
     /// What it is, for logs (`cmd:salute (salute@1.0.0)`).
     fn describe(&self) -> String;
+
+    /// True when it records each call in a span that stands for the act (the host's store:
+    /// a database client span), so the act that reaches it makes no span of its own.
+    fn spans_itself(&self) -> bool {
+        false
+    }
 }
 
 /// The host side of a guest's imports, implemented by the router: the engine calls up through
