@@ -115,9 +115,10 @@ macro_rules! span {
 }
 pub(crate) use span;
 
-/// Room for a span's attributes, those it is made with and those learnt later ([`Span::rename`],
-/// a status code, `error.type`): the span keeps this vector, so what is set later is pushed
-/// without growing it (growing it cost ~1.2k instructions per renamed span).
+/// Room for a span's attributes, those it is made with and those learnt later (what answered an
+/// ingress's act, [`Span::tag_all`]; a status code; `error.type`): the span keeps this vector,
+/// so what is set later is pushed without growing it (growing it cost ~1.2k instructions per
+/// span that learnt its name and attributes late).
 pub fn attributes() -> Vec<KeyValue> {
     Vec::with_capacity(8)
 }
@@ -169,15 +170,6 @@ impl Span {
     /// The context holding the span, to start a span under it later (a delivery's, queued).
     pub fn context(&self) -> Option<&Context> {
         self.0.as_ref()
-    }
-
-    /// Names the span once what it stands for is known, with the `attributes` known with it.
-    pub fn rename(&self, name: String, attributes: impl IntoIterator<Item = KeyValue>) {
-        if let Some(cx) = &self.0 {
-            let span = cx.span();
-            span.update_name(name);
-            span.set_attributes(attributes);
-        }
     }
 
     /// Sets one attribute known only after the span was made (a response's status).
