@@ -354,12 +354,13 @@ async fn one_rest_request_is_one_trace_across_amqp_the_store_and_another_groups_
         plugin("audit"),
     );
     let _audit = serve(&dir, "audit", &audit_toml);
-    // front: a REST route to chaos:relay, which acts `module:user,if:create` through a client.
+    // front: a REST route to chaos:relay, which acts `module:user,if:create` through a client;
+    // its store is open to chaos in the base `shop` only.
     let rest = free_port();
     let front_toml = format!(
         "listen = []\n{}[rest]\nlisten = \"127.0.0.1:{rest}\"\n[[rest.route]]\npin = \"chaos:*\"\nmap = {{ relay = {{ POST = true }} }}\n\
          [[client]]\ntype = \"amqp\"\npin = \"module:user,if:create\"\n{client_names}\
-         [[plugin]]\npath = {:?}\n",
+         [[plugin]]\npath = {:?}\ndata = [\"shop\"]\n",
         telemetry_toml(&collector.url(), "front", ""),
         plugin("chaos"),
     );
@@ -482,6 +483,12 @@ async fn one_rest_request_is_one_trace_across_amqp_the_store_and_another_groups_
         "the save is a nested act of the plugin's call: {}",
         outline(&spans)
     );
+    assert_eq!(
+        parent(&parent(save)).id,
+        delivery.id,
+        "the call into user is the delivery's child: {}",
+        outline(&spans)
+    );
     assert!(
         spans.iter().all(|s| !s.name.contains("sys:entity")),
         "{}",
@@ -529,6 +536,48 @@ async fn one_rest_request_is_one_trace_across_amqp_the_store_and_another_groups_
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["trace_id"], trace, "{}", lines[0]);
     assert_eq!(lines[0]["span_id"], guest.id, "{}", lines[0]);
+
+    // A nested act the store refuses (a base chaos may not use) fails the store's span, which
+    // stands for the act.
+    let refused = "4bf92f3577b34da6a3ce929d0e0e4737";
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{rest}/relay"))
+        .header("traceparent", format!("00-{refused}-{caller}-01"))
+        .header("content-type", "application/json")
+        .body(
+            json!({"inner": {"sys": "entity", "cmd": "load", "base": "other", "name": "item", "id": 1}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("front answers");
+    assert!(!answer.status().is_success(), "{answer:?}");
+    let spans = collector
+        .wait_for(refused, |spans| {
+            spans
+                .iter()
+                .any(|s| s.attr("db.operation.name") == Some("load"))
+        })
+        .await;
+    let load = one(&spans, "the refused load", |s| {
+        s.attr("db.operation.name") == Some("load")
+    });
+    assert_eq!(
+        (load.kind, load.status),
+        (CLIENT, STATUS_ERROR),
+        "{load:#?}"
+    );
+    assert_eq!(
+        load.attr("error.type"),
+        Some("entity_forbidden"),
+        "{load:#?}"
+    );
+    let call = one(&spans, "the call into chaos", |s| s.id == load.parent);
+    assert!(
+        call.name.starts_with("handle chaos@"),
+        "{}",
+        outline(&spans)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -7,7 +7,7 @@ bench leaves out. This script runs `serve` under `valgrind --tool=callgrind` on 
 `math` seeds (entity store in memory, as `http_load` runs it), sends 300 requests on one
 keep-alive connection, zeroes the counters, sends N more, waits 7 s (so the batch exporter's
 scheduled export of the last spans is in the count), dumps, and prints the instructions of
-every thread. Run it twice, with N = 500 and N = 3,000: (count at 3,000 - count at 500) / 2,500
+all its threads together. Run it twice, with N = 500 and N = 3,000: (count at 3,000 - count at 500) / 2,500
 is one request's, idle work (timers, the epoch thread) cancelling out.
 
     host/benches/serve_instructions.py REQUEST TRACES N
@@ -134,25 +134,25 @@ def main():
         subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True,
                        stdout=subprocess.DEVNULL)
         time.sleep(2)
+        dump = f"{out}.1"
+        with open(dump) as f:
+            total = next(int(l.split()[1]) for l in f if l.startswith("summary:"))
+        print(f"{request} traces={int(traces)} N={n}: {total} instructions")
+        if os.environ.get("SPLIT") == "1":
+            annotated = subprocess.run(
+                ["callgrind_annotate", "--inclusive=yes", dump],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            for line in annotated.splitlines():
+                if "BatchSpanProcessor::get_spans_and_export [" in line:
+                    print("  the batch exporter's thread:", line.split()[0])
+                    break
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
         if sink_process:
             sink_process.kill()
-    dump = f"{out}.1"
-    with open(dump) as f:
-        total = next(int(l.split()[1]) for l in f if l.startswith("summary:"))
-    print(f"{request} traces={int(traces)} N={n}: {total} instructions")
-    if os.environ.get("SPLIT") == "1":
-        annotated = subprocess.run(
-            ["callgrind_annotate", "--inclusive=yes", dump],
-            capture_output=True, text=True, check=True,
-        ).stdout
-        for line in annotated.splitlines():
-            if "BatchSpanProcessor::get_spans_and_export [" in line:
-                print("  the batch exporter's thread:", line.split()[0])
-                break
-    shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,13 @@ impl Span {
         self.0.is_none()
     }
 
+    /// True when the span is recorded: made, and not the first span of a trace the sampler
+    /// left out (which is kept only to carry that decision). What it would learn is worth
+    /// working out only then.
+    pub fn is_recording(&self) -> bool {
+        self.0.as_ref().is_some_and(|cx| cx.span().is_recording())
+    }
+
     /// The context holding the span, to start a span under it later (a delivery's, queued).
     pub fn context(&self) -> Option<&Context> {
         self.0.as_ref()
@@ -352,8 +359,10 @@ impl Drop for Exporting {
 
 /// A span of a call that opens no span under it (a store's): never made current, so it
 /// costs the span alone, not a context (~3k instructions against a [`Span`]'s more,
-/// BENCHMARKS.md, "Traces"). Ends when dropped; nothing is made when spans are not recorded.
-/// Log lines written during the call land in the span around it.
+/// BENCHMARKS.md, "Traces"). Ended with the call's outcome ([`Leaf::end`]); dropped before
+/// that, the call was cut short (its act's deadline passed, or whoever waited went away), and
+/// the span ends failed, saying so. Nothing is made when spans are not recorded. Log lines
+/// written during the call land in the span around it.
 pub struct Leaf(
     /// The span, when spans are recorded: `None` makes every method a no-op.
     Option<opentelemetry_sdk::trace::Span>,
@@ -392,12 +401,25 @@ impl Leaf {
         }
     }
 
-    /// Marks the span failed with the error's code (`error.type`) and message.
-    pub fn fail(&mut self, error: &ActError) {
-        if let Some(span) = &mut self.0 {
+    /// Ends the span with the call's `outcome`: failed with the error's code (`error.type`)
+    /// and message when it failed.
+    pub fn end<T>(mut self, outcome: &Result<T, ActError>) {
+        if let (Some(mut span), Err(error)) = (self.0.take(), outcome) {
             let (kind, status) = failure(error);
             span.set_attribute(kind);
             span.set_status(status);
+        }
+    }
+}
+
+impl Drop for Leaf {
+    fn drop(&mut self) {
+        // Not ended with an outcome: the call's future was dropped while it ran.
+        if let Some(span) = &mut self.0 {
+            span.set_attribute(KeyValue::new("error.type", "cancelled"));
+            span.set_status(Status::error(
+                "cut short: the act's deadline passed, or whoever waited for it went away",
+            ));
         }
     }
 }

@@ -238,14 +238,14 @@ impl StoreAction {
 impl Handler for StoreAction {
     fn call(&self, msg: Message, ctx: CallCtx) -> BoxFuture<'_, Result<Reply, ActError>> {
         Box::pin(async move {
-            self.allowed(&msg, &ctx)?;
             // A client span by the database conventions: the store, the operation and the
             // entity, never the values (the store and the entity are set once known, in
             // `answer`). It stands for the act that reached the store, which makes no span
-            // of its own (`spans_itself`).
+            // of its own (`spans_itself`), so it records every way the act fails, a refused
+            // access or a deadline that cut it short among them.
             let mut span = Leaf::client("data", [KeyValue::new("db.operation.name", self.cmd)]);
-            let recording = span.is_recording();
             let answer = async {
+                self.allowed(&msg, &ctx)?;
                 let value = self.answer(msg, &mut span).await.map_err(to_act_error)?;
                 let reply = Reply::from_value(&value);
                 let limit = self.stores.settings.max_answer_bytes;
@@ -262,19 +262,8 @@ impl Handler for StoreAction {
                 }
                 Ok(reply)
             };
-            // The action's deadline bounds this call too; a span that stands for the act keeps
-            // that deadline itself, so that it ends failed, not cut short without a word.
-            let outcome = if recording {
-                match tokio::time::timeout_at(ctx.deadline, answer).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(ActError::timeout(&self.describe(), ctx.timeout)),
-                }
-            } else {
-                answer.await
-            };
-            if let Err(e) = &outcome {
-                span.fail(e);
-            }
+            let outcome = answer.await;
+            span.end(&outcome);
             outcome
         })
     }

@@ -187,8 +187,8 @@ impl Router {
 
     /// Acts a message from an ingress; `remote` when it came from the network. The act is
     /// recorded on the ingress's `span` when given (a REST request's, a delivery's: the one
-    /// act an ingress makes is its operation, so it adds no span of its own), else on an act
-    /// span of its own.
+    /// act an ingress makes is its operation, so it adds no span of its own), else as a
+    /// nested act is ([`Inner::dispatch`]).
     pub async fn act_from(
         &self,
         msg: Message,
@@ -325,7 +325,7 @@ impl Inner {
 
     /// The act path, for ingresses (`parent` = `None`; `remote`: from the network; `ingress`:
     /// the ingress's span, which the act is recorded on) and for plugins' nested acts (on
-    /// behalf of the same principal, nested; each in an act span of its own).
+    /// behalf of the same principal, nested; each recorded as [`Inner::dispatch`] says).
     async fn act_with(
         &self,
         mut msg: Message,
@@ -371,7 +371,9 @@ impl Inner {
         // what it learns.
         let on = match ingress {
             Some(span) => {
-                span.tag(KeyValue::new("seneca.tx", ctx.tx.clone()));
+                if span.is_recording() {
+                    span.tag(KeyValue::new("seneca.tx", ctx.tx.clone()));
+                }
                 Answering::Ingress(span)
             }
             None => Answering::Own,
@@ -393,7 +395,7 @@ impl Inner {
         let route = self.route(&msg, has_meta);
         match on {
             Answering::Ingress(span) => {
-                if !span.is_disabled()
+                if span.is_recording()
                     && let Ok(Route::Target(target)) = &route
                 {
                     span.tag_all(answerer(target));
