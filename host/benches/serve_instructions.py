@@ -7,18 +7,19 @@ bench leaves out. This script runs `serve` under `valgrind --tool=callgrind` on 
 `math` seeds (entity store in memory, as `http_load` runs it), sends 300 requests on one
 keep-alive connection, zeroes the counters, sends N more, waits 7 s (so the batch exporter's
 scheduled export of the last spans is in the count), dumps, and prints the instructions of
-all its threads together. Run it twice, with N = 500 and N = 3,000: (count at 3,000 - count at 500) / 2,500
-is one request's, idle work (timers, the epoch thread) cancelling out.
+all its threads together. Run it twice, with N = 500 and N = 3,000: (count at 3,000 - count
+at 500) / 2,500 is one request's, idle work (timers, the epoch thread) cancelling out.
 
     host/benches/serve_instructions.py REQUEST TRACES N
 
-REQUEST: `user` (REST `GET /user/1`) or `act` (Seneca HTTP `/act` `role:math,cmd:sum`). TRACES:
-`1` exports every trace by OTLP/HTTP to the `http_load` bench's sink (which decodes each export
-as a collector would; build it with `cargo bench -p wasmeca --bench http_load --no-run`), `0`
-leaves telemetry off. `WASMECA_BIN` names the binary (default target/release/wasmeca), `SEEDS`
-the seeds' folder (default target/plugins/wasm32-wasip2/release). With `SPLIT=1` the threads'
-shares are printed too (the exporter's: everything under `get_spans_and_export`). Figures go
-in BENCHMARKS.md.
+REQUEST: `user` (REST `GET /user/1`) or `act` (Seneca HTTP `/act` `role:math,cmd:sum`).
+TRACES: `1` exports every trace by OTLP/HTTP to the `http_load` bench's sink (which decodes
+each export as a collector would; build it with `cargo bench -p wasmeca --bench http_load
+--no-run`), `0` leaves telemetry off. With `1`, `RATIO=0.1` samples that share of the traces
+(`traceidratio`) instead of every one. `WASMECA_BIN` names the binary (default
+target/release/wasmeca), `SEEDS` the seeds' folder (default
+target/plugins/wasm32-wasip2/release). With `SPLIT=1` the exporter thread's share is printed
+too (everything under `get_spans_and_export`). Figures go in BENCHMARKS.md.
 """
 
 import glob
@@ -85,6 +86,11 @@ def main():
             OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink}",
             OTEL_TRACES_SAMPLER="always_on",
         )
+        if os.environ.get("RATIO"):
+            env.update(
+                OTEL_TRACES_SAMPLER="traceidratio",
+                OTEL_TRACES_SAMPLER_ARG=os.environ["RATIO"],
+            )
     out = os.path.join(work, "callgrind.out")
     server = subprocess.Popen(
         [
