@@ -161,12 +161,6 @@ impl Span {
         }))
     }
 
-    /// True when no span was made (telemetry off, or inside a trace the sampler left out): the
-    /// work runs as it is.
-    pub fn is_disabled(&self) -> bool {
-        self.0.is_none()
-    }
-
     /// True when the span is recorded: made, and not the first span of a trace the sampler
     /// left out (which is kept only to carry that decision). What it would learn is worth
     /// working out only then.
@@ -779,7 +773,7 @@ mod tests {
     #[test]
     fn nothing_is_carried_or_recorded_when_telemetry_is_off() {
         let span = span!("act", Internal, KeyValue::new("seneca.tx", "t"));
-        assert!(span.is_disabled());
+        assert!(span.context().is_none() && !span.is_recording());
         assert!(span.carry().is_empty() && carry_current().is_empty());
         span.fail(&ActError::host(crate::error::Code::NotFound, "y"));
     }

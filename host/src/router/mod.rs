@@ -367,17 +367,7 @@ impl Inner {
                 None => Principal::from_ingress(remote),
             },
         };
-        // The ingress's span is current already and fails with the act: the act only adds
-        // what it learns.
-        let on = match ingress {
-            Some(span) => {
-                if span.is_recording() {
-                    span.tag(KeyValue::new("seneca.tx", ctx.tx.clone()));
-                }
-                Answering::Ingress(span)
-            }
-            None => Answering::Own,
-        };
+        let on = ingress.map_or(Answering::Own, Answering::Ingress);
         self.dispatch(msg, ctx, on, has_meta).await
     }
 
@@ -394,11 +384,16 @@ impl Inner {
     ) -> Result<Reply, ActError> {
         let route = self.route(&msg, has_meta);
         match on {
+            // The ingress's span is current already and fails with the act: the act only adds
+            // what it learns, in one update.
             Answering::Ingress(span) => {
-                if span.is_recording()
-                    && let Ok(Route::Target(target)) = &route
-                {
-                    span.tag_all(answerer(target));
+                if span.is_recording() {
+                    let answered = match &route {
+                        Ok(Route::Target(target)) => Some(answerer(target)),
+                        _ => None,
+                    };
+                    let tx = KeyValue::new("seneca.tx", ctx.tx.clone());
+                    span.tag_all(std::iter::once(tx).chain(answered.into_iter().flatten()));
                 }
                 self.answer(route, msg, ctx).await
             }
