@@ -6,6 +6,8 @@
 //! sends `tx$` and no traceparent, joins the trace its `tx$` stands for; a collector that is
 //! away or stalled changes nothing for callers, and the spans it could not take are counted.
 //! An AMQP reply carries the command's trace back, from its `publish reply` span.
+//! A store call its act's deadline cuts short (PostgreSQL waiting on a lock) ends its span
+//! failed, as `cancelled`.
 
 #[allow(dead_code)] // shared with tests/data.rs, which uses all of it
 #[path = "data_stores/support.rs"]
@@ -917,5 +919,102 @@ async fn a_seneca_http_hop_carries_the_trace_from_client_span_to_server_span() {
         s.service == "callee" && s.name.starts_with("handle salute@")
     });
     assert_eq!(call.parent, served.id);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store call its act's deadline cuts short (PostgreSQL waiting on a lock the test holds)
+/// ends its span failed as `cancelled`, under the plugin's call; the plugin gets
+/// `action_timeout`, and once the lock goes, the store answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_call_its_deadline_cuts_short_ends_its_span_failed_as_cancelled() {
+    let collector = Collector::start().await;
+    let schema = support::PgSchema::new("").await;
+    let dir = folder(&wasmeca::message::new_id());
+    let rest = free_port();
+    let toml = format!(
+        "listen = []\n{}[rest]\nlisten = \"127.0.0.1:{rest}\"\n[[rest.route]]\npin = \"chaos:*\"\nmap = {{ relay = {{ POST = true }} }}\n\
+         [data]\nurl = {:?}\n[[plugin]]\npath = {:?}\ndata = [\"shop\"]\n",
+        telemetry_toml(&collector.url(), "shop", ""),
+        schema.url("document"),
+        plugin("chaos"),
+    );
+    let _host = serve(&dir, "shop", &toml);
+    wait_for_rest(rest).await;
+    let http = reqwest::Client::new();
+    let relay = |inner: Value, trace: &str| {
+        http.post(format!("http://127.0.0.1:{rest}/relay"))
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+            .header("content-type", "application/json")
+            .body(json!({ "inner": inner }).to_string())
+            .send()
+    };
+    let load = json!({"sys": "entity", "cmd": "load", "base": "shop", "name": "item", "id": "a",
+                      "timeout$": 500});
+    let saved = relay(
+        json!({"sys": "entity", "cmd": "save", "base": "shop", "name": "item",
+               "ent": {"id$": "a", "name": "apple"}}),
+        "5bf92f3577b34da6a3ce929d0e0e4736",
+    )
+    .await
+    .expect("the host answers");
+    assert_eq!(saved.status(), 200, "{:?}", saved.text().await);
+
+    // A session holding the store's table: the next load waits on it past its deadline.
+    let (holder, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 user=postgres dbname=test",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("PostgreSQL on 127.0.0.1:5432");
+    let held = tokio::spawn(conn);
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{}\".wasmeca_entity IN ACCESS EXCLUSIVE MODE",
+            schema.name
+        ))
+        .await
+        .expect("the lock");
+    let cut = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let answer = relay(load.clone(), cut).await.expect("the host answers");
+    let status = answer.status();
+    let body: Value = serde_json::from_str(&answer.text().await.expect("body")).expect("JSON");
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (504, Some("action_timeout")),
+        "{body}"
+    );
+    let spans = collector
+        .wait_for(cut, |spans| {
+            spans
+                .iter()
+                .any(|s| s.attr("db.operation.name") == Some("load"))
+        })
+        .await;
+    let loaded = one(&spans, "the load cut short", |s| {
+        s.attr("db.operation.name") == Some("load")
+    });
+    assert_eq!(
+        (loaded.kind, loaded.status, loaded.attr("error.type")),
+        (CLIENT, STATUS_ERROR, Some("cancelled")),
+        "{loaded:#?}"
+    );
+    assert_eq!(loaded.attr("db.system.name"), Some("postgresql"));
+    let call = one(&spans, "the call into chaos", |s| s.id == loaded.parent);
+    assert!(
+        call.name.starts_with("handle chaos@"),
+        "{}",
+        outline(&spans)
+    );
+
+    // The lock gone, the store answers again: the call cut short left its pool usable.
+    holder.batch_execute("ROLLBACK").await.expect("unlock");
+    drop(holder);
+    let _ = held.await;
+    let answer = relay(load, "5bf92f3577b34da6a3ce929d0e0e4738")
+        .await
+        .expect("the host answers");
+    assert_eq!(answer.status(), 200);
+    let body: Value = serde_json::from_str(&answer.text().await.expect("body")).expect("JSON");
+    assert_eq!(body["inner"]["name"], "apple", "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }
