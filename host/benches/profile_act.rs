@@ -24,6 +24,7 @@ fn traced() -> wasmeca::telemetry::Exporting {
         ratio: Some(1.0),
         queue_size: 2048,
         export_timeout: std::time::Duration::from_secs(1),
+        instance: None,
     };
     let (layer, exporting) = wasmeca::telemetry::layer(&settings, "warn").expect("telemetry");
     tracing_subscriber::registry().with(layer).init();

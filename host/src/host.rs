@@ -190,7 +190,7 @@ pub fn router(config: &Config) -> Result<Router, ServeError> {
         config.perf_map,
         config.compiling(),
     )?;
-    let origin = message::instance_id();
+    let origin = config.instance.clone().unwrap_or_else(message::instance_id);
     let clients = clients(config, &origin)?;
     let router = assemble(runtime, &config.limits, clients, origin);
     data::install(

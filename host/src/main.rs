@@ -531,6 +531,8 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<Config> {
         config.listen = Some(listen);
     }
     config.watch |= args.watch;
+    // Made before the host, so that the spans' resource names the process as the host does.
+    config.instance = Some(wasmeca::message::instance_id());
     if let Some(url) = &args.amqp {
         let mut listen = config.listeners();
         let amqp = wasmeca::config::AmqpListen {

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -332,6 +332,9 @@ pub struct TelemetrySettings {
     pub queue_size: usize,
     /// How long one export may take before it is given up (its spans dropped and counted).
     pub export_timeout: Duration,
+    /// `service.instance.id`: the host's Seneca instance id, so that a span says which of a
+    /// service's hosts made it, by the id `/health` and Consul show; `None` leaves it out.
+    pub instance: Option<Arc<str>>,
 }
 
 /// Why telemetry could not start.
@@ -465,10 +468,10 @@ where
             .build(),
     )
     .build();
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(settings.service_name.clone())
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build();
+    let resource = resource(
+        settings,
+        std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+    );
     let mut provider = SdkTracerProvider::builder()
         .with_span_processor(Bounded {
             inner: batch,
@@ -491,6 +494,35 @@ where
         ));
     }
     Ok((SpanEvents.with_filter(filter), Exporting { provider }))
+}
+
+/// Where every span of this process comes from: `service.name`, `service.version`,
+/// `service.instance.id` (the host's Seneca instance id) and `host.name` (`hostname`, the
+/// machine's or the container's: a pod's name), over the SDK's own attributes and those of
+/// `OTEL_RESOURCE_ATTRIBUTES`, whose `service.instance.id` and `host.name` win over the host's
+/// (an operator naming instances by a scheme of their own).
+fn resource(settings: &TelemetrySettings, hostname: Option<String>) -> opentelemetry_sdk::Resource {
+    use opentelemetry_sdk::Resource;
+    let detected = Resource::builder().build();
+    let mut builder = Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    let hostname = hostname
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty());
+    let own = [
+        settings
+            .instance
+            .clone()
+            .map(|id| KeyValue::new("service.instance.id", id)),
+        hostname.map(|name| KeyValue::new("host.name", name)),
+    ];
+    for attribute in own.into_iter().flatten() {
+        if detected.get(&attribute.key).is_none() {
+            builder = builder.with_attribute(attribute);
+        }
+    }
+    builder.build()
 }
 
 /// Log lines as events of the span they were written in (the current OpenTelemetry span),
@@ -761,6 +793,37 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_name_the_service_its_instance_and_the_host() {
+        let settings = TelemetrySettings {
+            endpoint: None,
+            service_name: "billing".to_owned(),
+            ratio: None,
+            queue_size: 8,
+            export_timeout: Duration::from_secs(1),
+            instance: Some("abc/1/2/0.1.0/wasmeca".into()),
+        };
+        let said = |resource: &opentelemetry_sdk::Resource, key: &'static str| {
+            resource.get(&key.into()).map(|v| v.to_string())
+        };
+        let resource = resource(&settings, Some("box-1\n".to_owned()));
+        assert_eq!(said(&resource, "service.name").as_deref(), Some("billing"));
+        assert_eq!(
+            said(&resource, "service.instance.id").as_deref(),
+            Some("abc/1/2/0.1.0/wasmeca")
+        );
+        assert_eq!(said(&resource, "host.name").as_deref(), Some("box-1"));
+        let nameless = super::resource(
+            &TelemetrySettings {
+                instance: None,
+                ..settings
+            },
+            Some(" \n".to_owned()),
+        );
+        assert_eq!(said(&nameless, "host.name"), None);
+        assert_eq!(said(&nameless, "service.instance.id"), None);
+    }
 
     #[test]
     fn a_seneca_transaction_stands_for_one_trace() {

@@ -15,6 +15,7 @@ pub use network::{Balance, Client, Consul, Events, Http, Listen, ListenAddr, Res
 pub use telemetry::Telemetry;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -193,6 +194,11 @@ pub struct Config {
     /// Where the configuration came from, for messages.
     #[serde(skip)]
     pub origin: Option<PathBuf>,
+    /// This process's Seneca instance id, when it was made before the host (`wasmeca serve`
+    /// makes it first, so that its spans name the process as its transports, `/health` and
+    /// its Consul entry do); `None` has the host make one.
+    #[serde(skip)]
+    pub instance: Option<Arc<str>>,
 }
 
 impl Config {
@@ -329,7 +335,9 @@ impl Config {
     pub fn telemetry_settings(&self) -> Option<crate::telemetry::TelemetrySettings> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let service = self.consul.as_ref().map(|c| c.service.as_str());
-        Telemetry::settings(self.telemetry.as_ref(), service, env)
+        let mut settings = Telemetry::settings(self.telemetry.as_ref(), service, env)?;
+        settings.instance = self.instance.clone();
+        Some(settings)
     }
 
     /// Where the data stores are and who may reach them: `[data] url`, else `$DATABASE_URL`,

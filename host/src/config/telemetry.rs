@@ -99,6 +99,7 @@ impl Telemetry {
             ratio: section.sample_ratio,
             queue_size: section.queue_size,
             export_timeout: Duration::from_millis(section.export_timeout_ms),
+            instance: None,
         })
     }
 }
