@@ -7,7 +7,9 @@
 //! away or stalled changes nothing for callers, and the spans it could not take are counted.
 //! An AMQP reply carries the command's trace back, from its `publish reply` span.
 //! A store call its act's deadline cuts short (PostgreSQL waiting on a lock) ends its span
-//! failed, as `cancelled`.
+//! failed, as `cancelled`. Every span names the process that made it (`service.instance.id`,
+//! `host.name`, `OTEL_RESOURCE_ATTRIBUTES`), and `OTEL_EXPORTER_OTLP_HEADERS` reach the
+//! collector.
 
 #[allow(dead_code)] // shared with tests/data.rs, which uses all of it
 #[path = "data_stores/support.rs"]
@@ -58,6 +60,8 @@ struct Got {
     events: Vec<String>,
     /// Its status code.
     status: i32,
+    /// The attributes of the process that sent it (`service.instance.id`, `host.name`, ...).
+    resource: BTreeMap<String, String>,
 }
 
 impl Got {
@@ -72,6 +76,8 @@ struct Collector {
     addr: SocketAddr,
     spans: Arc<Mutex<Vec<Got>>>,
     stalled: Arc<AtomicBool>,
+    /// The `authorization` headers exports came with (a hosted backend's key).
+    keys: Arc<Mutex<HashSet<String>>>,
 }
 
 fn text(kv: &[KeyValue]) -> BTreeMap<String, String> {
@@ -93,43 +99,52 @@ impl Collector {
     async fn start() -> Self {
         let spans: Arc<Mutex<Vec<Got>>> = Arc::default();
         let stalled = Arc::new(AtomicBool::new(false));
-        let (into, stall) = (spans.clone(), stalled.clone());
+        let keys: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let (into, stall, keyed) = (spans.clone(), stalled.clone(), keys.clone());
         let app = axum::Router::new().route(
             "/v1/traces",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let (into, stall) = (into.clone(), stall.clone());
-                async move {
-                    if stall.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                    }
-                    let request = ExportTraceServiceRequest::decode(body).expect("real OTLP");
-                    let mut got = into.lock().expect("the spans");
-                    for resource in request.resource_spans {
-                        let service = resource
-                            .resource
-                            .map(|r| text(&r.attributes))
-                            .and_then(|a| a.get("service.name").cloned())
-                            .unwrap_or_default();
-                        for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
-                            got.push(Got {
-                                service: service.clone(),
-                                name: span.name,
-                                kind: span.kind,
-                                trace: hex(&span.trace_id),
-                                id: hex(&span.span_id),
-                                parent: hex(&span.parent_span_id),
-                                attrs: text(&span.attributes),
-                                events: span.events.into_iter().map(|e| e.name).collect(),
-                                status: span.status.map_or(0, |s| s.code),
-                            });
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (into, stall, keyed) = (into.clone(), stall.clone(), keyed.clone());
+                    async move {
+                        if stall.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
+                        if let Some(key) =
+                            headers.get("authorization").and_then(|v| v.to_str().ok())
+                        {
+                            keyed.lock().expect("the keys").insert(key.to_owned());
+                        }
+                        let request = ExportTraceServiceRequest::decode(body).expect("real OTLP");
+                        let mut got = into.lock().expect("the spans");
+                        for resource in request.resource_spans {
+                            let from = resource
+                                .resource
+                                .map(|r| text(&r.attributes))
+                                .unwrap_or_default();
+                            let service = from.get("service.name").cloned().unwrap_or_default();
+                            for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                                got.push(Got {
+                                    service: service.clone(),
+                                    name: span.name,
+                                    kind: span.kind,
+                                    trace: hex(&span.trace_id),
+                                    id: hex(&span.span_id),
+                                    parent: hex(&span.parent_span_id),
+                                    attrs: text(&span.attributes),
+                                    events: span.events.into_iter().map(|e| e.name).collect(),
+                                    status: span.status.map_or(0, |s| s.code),
+                                    resource: from.clone(),
+                                });
+                            }
+                        }
+                        (
+                            [("content-type", "application/x-protobuf")],
+                            Vec::<u8>::new(),
+                        )
                     }
-                    (
-                        [("content-type", "application/x-protobuf")],
-                        Vec::<u8>::new(),
-                    )
-                }
-            }),
+                },
+            ),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -140,6 +155,7 @@ impl Collector {
             addr,
             spans,
             stalled,
+            keys,
         }
     }
 
@@ -230,6 +246,11 @@ fn folder(id: &str) -> PathBuf {
 /// A `wasmeca serve` of `toml` (its `[telemetry]` sending to `collector`, as `name`), its
 /// JSON log lines in `dir/name.log`.
 fn serve(dir: &Path, name: &str, toml: &str) -> Process {
+    serve_with(dir, name, toml, &[])
+}
+
+/// [`serve`] with the environment variables `env` set too.
+fn serve_with(dir: &Path, name: &str, toml: &str, env: &[(&str, &str)]) -> Process {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, toml).expect("write the config");
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
@@ -243,6 +264,8 @@ fn serve(dir: &Path, name: &str, toml: &str) -> Process {
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_SDK_DISABLED")
+            .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -862,7 +885,19 @@ async fn a_seneca_http_hop_carries_the_trace_from_client_span_to_server_span() {
         telemetry_toml(&collector.url(), "callee", ""),
         plugin("salute"),
     );
-    let _callee = serve(&dir, "callee", &callee);
+    // The callee as a pod whose operator names it, exporting to a backend that wants a key.
+    let _callee = serve_with(
+        &dir,
+        "callee",
+        &callee,
+        &[
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "host.name=pod-7,deployment.environment.name=ci",
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer t0ken"),
+        ],
+    );
     let caller = format!(
         "listen = []\n{}[rest]\nlisten = \"127.0.0.1:{rest}\"\n[[rest.route]]\npin = \"chaos:*\"\nmap = {{ relay = {{ POST = true }} }}\n\
          [[client]]\ntype = \"http\"\nport = {act_port}\npin = \"cmd:salute\"\n[[plugin]]\npath = {:?}\n",
@@ -919,6 +954,54 @@ async fn a_seneca_http_hop_carries_the_trace_from_client_span_to_server_span() {
         s.service == "callee" && s.name.starts_with("handle salute@")
     });
     assert_eq!(call.parent, served.id);
+
+    // Each span says which process made it: the caller by its Seneca instance id (what its
+    // `/health` says) and this machine's name, the callee by what its operator set.
+    let health = http
+        .get(format!("http://127.0.0.1:{rest}/health"))
+        .send()
+        .await
+        .expect("health")
+        .text()
+        .await
+        .expect("body");
+    let health: Value = serde_json::from_str(&health).expect("JSON");
+    assert!(health["instance"].is_string(), "{health}");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert_eq!(
+        (
+            sent.resource.get("service.instance.id").map(String::as_str),
+            sent.resource.get("host.name").map(String::as_str),
+        ),
+        (health["instance"].as_str(), Some(hostname.trim())),
+        "{sent:#?}"
+    );
+    assert_eq!(
+        (
+            served.resource.get("host.name").map(String::as_str),
+            served
+                .resource
+                .get("deployment.environment.name")
+                .map(String::as_str),
+        ),
+        (Some("pod-7"), Some("ci")),
+        "{served:#?}"
+    );
+    let callee_instance = served.resource.get("service.instance.id");
+    assert!(
+        callee_instance
+            .is_some_and(|id| id.ends_with("/wasmeca")
+                && Some(id) != sent.resource.get("service.instance.id")),
+        "{served:#?}"
+    );
+    assert!(
+        collector
+            .keys
+            .lock()
+            .expect("the keys")
+            .contains("Bearer t0ken"),
+        "the callee's exports carried OTEL_EXPORTER_OTLP_HEADERS"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
