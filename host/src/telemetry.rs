@@ -471,6 +471,7 @@ where
     let resource = resource(
         settings,
         std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+        &opentelemetry_sdk::Resource::builder().build(),
     );
     let mut provider = SdkTracerProvider::builder()
         .with_span_processor(Bounded {
@@ -498,15 +499,14 @@ where
 
 /// Where every span of this process comes from: `service.name`, `service.version`,
 /// `service.instance.id` (the host's Seneca instance id) and `host.name` (`hostname`, the
-/// machine's or the container's: a pod's name), over the SDK's own attributes and those of
-/// `OTEL_RESOURCE_ATTRIBUTES`, whose `service.instance.id` and `host.name` win over the host's
-/// (an operator naming instances by a scheme of their own).
-fn resource(settings: &TelemetrySettings, hostname: Option<String>) -> opentelemetry_sdk::Resource {
-    use opentelemetry_sdk::Resource;
-    let detected = Resource::builder().build();
-    let mut builder = Resource::builder()
-        .with_service_name(settings.service_name.clone())
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+/// machine's or the container's: a pod's name), over what the SDK `detected` (its own
+/// attributes and those of `OTEL_RESOURCE_ATTRIBUTES`), whose `service.instance.id` and
+/// `host.name` win over the host's (an operator naming instances by a scheme of their own).
+fn resource(
+    settings: &TelemetrySettings,
+    hostname: Option<String>,
+    detected: &opentelemetry_sdk::Resource,
+) -> opentelemetry_sdk::Resource {
     let hostname = hostname
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty());
@@ -517,12 +517,19 @@ fn resource(settings: &TelemetrySettings, hostname: Option<String>) -> opentelem
             .map(|id| KeyValue::new("service.instance.id", id)),
         hostname.map(|name| KeyValue::new("host.name", name)),
     ];
-    for attribute in own.into_iter().flatten() {
-        if detected.get(&attribute.key).is_none() {
-            builder = builder.with_attribute(attribute);
-        }
-    }
-    builder.build()
+    let detected_attributes = detected
+        .iter()
+        .map(|(key, value)| KeyValue::new(key.clone(), value.clone()));
+    opentelemetry_sdk::Resource::builder_empty()
+        .with_attributes(detected_attributes)
+        .with_service_name(settings.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attributes(
+            own.into_iter()
+                .flatten()
+                .filter(|attribute| detected.get(&attribute.key).is_none()),
+        )
+        .build()
 }
 
 /// Log lines as events of the span they were written in (the current OpenTelemetry span),
@@ -795,7 +802,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spans_name_the_service_its_instance_and_the_host() {
+    fn spans_name_the_service_its_instance_and_the_host_unless_the_environment_does() {
         let settings = TelemetrySettings {
             endpoint: None,
             service_name: "billing".to_owned(),
@@ -807,19 +814,42 @@ mod tests {
         let said = |resource: &opentelemetry_sdk::Resource, key: &'static str| {
             resource.get(&key.into()).map(|v| v.to_string())
         };
-        let resource = resource(&settings, Some("box-1\n".to_owned()));
-        assert_eq!(said(&resource, "service.name").as_deref(), Some("billing"));
+        let nothing = opentelemetry_sdk::Resource::builder_empty().build();
+        let ours = resource(&settings, Some("box-1\n".to_owned()), &nothing);
+        assert_eq!(said(&ours, "service.name").as_deref(), Some("billing"));
         assert_eq!(
-            said(&resource, "service.instance.id").as_deref(),
+            said(&ours, "service.instance.id").as_deref(),
             Some("abc/1/2/0.1.0/wasmeca")
         );
-        assert_eq!(said(&resource, "host.name").as_deref(), Some("box-1"));
-        let nameless = super::resource(
+        assert_eq!(said(&ours, "host.name").as_deref(), Some("box-1"));
+
+        // `OTEL_RESOURCE_ATTRIBUTES`, as the SDK detected it, names the instance and the host.
+        let operator = opentelemetry_sdk::Resource::builder_empty()
+            .with_attributes([
+                KeyValue::new("service.instance.id", "billing-7"),
+                KeyValue::new("host.name", "pod-7"),
+                KeyValue::new("deployment.environment.name", "ci"),
+            ])
+            .build();
+        let theirs = resource(&settings, Some("box-1".to_owned()), &operator);
+        assert_eq!(
+            said(&theirs, "service.instance.id").as_deref(),
+            Some("billing-7")
+        );
+        assert_eq!(said(&theirs, "host.name").as_deref(), Some("pod-7"));
+        assert_eq!(
+            said(&theirs, "deployment.environment.name").as_deref(),
+            Some("ci")
+        );
+        assert_eq!(said(&theirs, "service.name").as_deref(), Some("billing"));
+
+        let nameless = resource(
             &TelemetrySettings {
                 instance: None,
                 ..settings
             },
             Some(" \n".to_owned()),
+            &nothing,
         );
         assert_eq!(said(&nameless, "host.name"), None);
         assert_eq!(said(&nameless, "service.instance.id"), None);

@@ -196,7 +196,8 @@ pub struct Config {
     pub origin: Option<PathBuf>,
     /// This process's Seneca instance id, when it was made before the host (`wasmeca serve`
     /// makes it first, so that its spans name the process as its transports, `/health` and
-    /// its Consul entry do); `None` has the host make one.
+    /// its Consul entry do); `None` has the host make one. One host per id: two hosts sharing
+    /// one would each take the other for itself (Consul's peers, Seneca's loop check).
     #[serde(skip)]
     pub instance: Option<Arc<str>>,
 }
