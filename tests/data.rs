@@ -203,13 +203,7 @@ impl Drop for TestHost {
 
 /// Queries PostgreSQL's test database with a plain connection.
 async fn pg_query(sql: &str) -> Vec<tokio_postgres::Row> {
-    let (pg, conn) = tokio_postgres::connect(
-        "host=127.0.0.1 user=postgres dbname=test",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("PostgreSQL on 127.0.0.1:5432");
-    let task = tokio::spawn(conn);
+    let (pg, task) = support::pg_session().await;
     let rows = pg
         .query(sql, &[])
         .await

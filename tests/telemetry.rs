@@ -577,24 +577,26 @@ async fn one_rest_request_is_one_trace_across_amqp_the_store_and_another_groups_
         .await
         .expect("front answers");
     assert!(!answer.status().is_success(), "{answer:?}");
-    let spans = collector
-        .wait_for(refused, |spans| {
-            spans
-                .iter()
-                .any(|s| s.attr("db.operation.name") == Some("load"))
-        })
-        .await;
-    let load = one(&spans, "the refused load", |s| {
-        s.attr("db.operation.name") == Some("load")
-    });
-    assert_eq!(
-        (load.kind, load.status),
-        (CLIENT, STATUS_ERROR),
-        "{load:#?}"
-    );
+    let load = failed_load(&collector, refused).await;
     assert_eq!(
         load.attr("error.type"),
         Some("entity_forbidden"),
+        "{load:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The one store load of `trace` (waited for), asserted a failed client span under the call
+/// into chaos: the nested act it stands for failed.
+async fn failed_load(collector: &Collector, trace: &str) -> Got {
+    let is_load = |s: &Got| s.attr("db.operation.name") == Some("load");
+    let spans = collector
+        .wait_for(trace, |spans| spans.iter().any(is_load))
+        .await;
+    let load = one(&spans, "the store's load", is_load).clone();
+    assert_eq!(
+        (load.kind, load.status),
+        (CLIENT, STATUS_ERROR),
         "{load:#?}"
     );
     let call = one(&spans, "the call into chaos", |s| s.id == load.parent);
@@ -603,7 +605,7 @@ async fn one_rest_request_is_one_trace_across_amqp_the_store_and_another_groups_
         "{}",
         outline(&spans)
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    load
 }
 
 /// A host with a REST route to chaos, exporting to `endpoint` with a small queue.
@@ -1043,13 +1045,7 @@ async fn a_store_call_its_deadline_cuts_short_ends_its_span_failed_as_cancelled(
     assert_eq!(saved.status(), 200, "{:?}", saved.text().await);
 
     // A session holding the store's table: the next load waits on it past its deadline.
-    let (holder, conn) = tokio_postgres::connect(
-        "host=127.0.0.1 user=postgres dbname=test",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("PostgreSQL on 127.0.0.1:5432");
-    let held = tokio::spawn(conn);
+    let (holder, held) = support::pg_session().await;
     holder
         .batch_execute(&format!(
             "BEGIN; LOCK TABLE \"{}\".wasmeca_entity IN ACCESS EXCLUSIVE MODE",
@@ -1066,28 +1062,9 @@ async fn a_store_call_its_deadline_cuts_short_ends_its_span_failed_as_cancelled(
         (504, Some("action_timeout")),
         "{body}"
     );
-    let spans = collector
-        .wait_for(cut, |spans| {
-            spans
-                .iter()
-                .any(|s| s.attr("db.operation.name") == Some("load"))
-        })
-        .await;
-    let loaded = one(&spans, "the load cut short", |s| {
-        s.attr("db.operation.name") == Some("load")
-    });
-    assert_eq!(
-        (loaded.kind, loaded.status, loaded.attr("error.type")),
-        (CLIENT, STATUS_ERROR, Some("cancelled")),
-        "{loaded:#?}"
-    );
+    let loaded = failed_load(&collector, cut).await;
+    assert_eq!(loaded.attr("error.type"), Some("cancelled"), "{loaded:#?}");
     assert_eq!(loaded.attr("db.system.name"), Some("postgresql"));
-    let call = one(&spans, "the call into chaos", |s| s.id == loaded.parent);
-    assert!(
-        call.name.starts_with("handle chaos@"),
-        "{}",
-        outline(&spans)
-    );
 
     // The lock gone, the store answers again: the call cut short left its pool usable.
     holder.batch_execute("ROLLBACK").await.expect("unlock");

@@ -48,15 +48,24 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Runs SQL on the test database with a plain connection.
-pub async fn pg_exec(sql: &str) {
+/// A plain session on the test database, and the task driving its connection (it ends once
+/// the client is dropped).
+pub async fn pg_session() -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
     let (client, conn) = tokio_postgres::connect(
         "host=127.0.0.1 user=postgres dbname=test",
         tokio_postgres::NoTls,
     )
     .await
     .expect("PostgreSQL on 127.0.0.1:5432");
-    let task = tokio::spawn(conn);
+    (client, tokio::spawn(conn))
+}
+
+/// Runs SQL on the test database with a plain connection.
+pub async fn pg_exec(sql: &str) {
+    let (client, task) = pg_session().await;
     client
         .batch_execute(sql)
         .await
