@@ -17,8 +17,8 @@ pub struct Telemetry {
     /// The collector's base URL (`http://otel-collector:4318`); default
     /// `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, else `http://localhost:4318`.
     pub endpoint: Option<String>,
-    /// `service.name` on every span; default `OTEL_SERVICE_NAME`, else `[consul] service`, else
-    /// `wasmeca`.
+    /// `service.name` on every span; default `OTEL_SERVICE_NAME`, else the `service.name` of
+    /// `OTEL_RESOURCE_ATTRIBUTES`, else `[consul] service`, else `wasmeca`.
     pub service_name: Option<String>,
     /// The share of new traces kept (0 to 1); a trace that came with a message keeps its
     /// caller's decision. Default `OTEL_TRACES_SAMPLER(_ARG)`, else every trace.
@@ -91,6 +91,7 @@ impl Telemetry {
         let service_name = section
             .service_name
             .or_else(|| env("OTEL_SERVICE_NAME"))
+            .or_else(|| env("OTEL_RESOURCE_ATTRIBUTES").and_then(|all| named_in(&all)))
             .or_else(|| service.map(str::to_owned))
             .unwrap_or_else(|| "wasmeca".to_owned());
         Some(TelemetrySettings {
@@ -102,4 +103,16 @@ impl Telemetry {
             instance: None,
         })
     }
+}
+
+/// The `service.name` an `OTEL_RESOURCE_ATTRIBUTES` value (`key=value,key=value`) gives, read
+/// as the SDK reads the rest of it (split at commas and the first `=`, trimmed, not decoded),
+/// so the spec's order holds: `OTEL_SERVICE_NAME` first, then this, then the host's default.
+fn named_in(attributes: &str) -> Option<String> {
+    attributes
+        .split_terminator(',')
+        .filter_map(|entry| entry.split_once('='))
+        .find(|(key, _)| key.trim() == "service.name")
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
 }

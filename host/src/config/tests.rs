@@ -243,6 +243,26 @@ fn telemetry_is_on_by_its_section_or_the_otel_variables_and_off_by_either() {
     assert_eq!(on.service_name, "users", "the Consul service names it");
     let named = settings(section, &[("OTEL_SERVICE_NAME", "users-eu")]).unwrap();
     assert_eq!(named.service_name, "users-eu");
+    let attributes = (
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "host.name=pod-7, service.name = users-us ,x=y",
+    );
+    let by_attributes = settings(section, &[attributes]).unwrap();
+    assert_eq!(
+        by_attributes.service_name, "users-us",
+        "the resource attributes name it over the host's default"
+    );
+    let both = settings(section, &[attributes, ("OTEL_SERVICE_NAME", "users-eu")]).unwrap();
+    assert_eq!(
+        both.service_name, "users-eu",
+        "OTEL_SERVICE_NAME wins, as the spec says"
+    );
+    let blank = settings(
+        section,
+        &[("OTEL_RESOURCE_ATTRIBUTES", "service.name=,a=b")],
+    )
+    .unwrap();
+    assert_eq!(blank.service_name, "users", "a blank name names nothing");
     assert_eq!(settings(section, &[("OTEL_SDK_DISABLED", "true")]), None);
     let off = "[telemetry]\nenabled = false";
     assert_eq!(
