@@ -25,6 +25,7 @@ RUN cargo build --release --locked -p wasmeca --bin wasmeca \
       --manifest-path plugins/Cargo.toml --target-dir target/plugins \
  && mkdir -p /out/plugins \
  && cp target/release/wasmeca /out/wasmeca \
+ && cp /etc/ssl/certs/ca-certificates.crt /out/ca-certificates.crt \
  && strip /out/wasmeca \
  && for p in salute math account config user audit; do \
       cp target/plugins/wasm32-wasip2/release/$p.wasm /out/plugins/; \
@@ -35,6 +36,10 @@ RUN useradd --uid 10001 --user-group --no-create-home --home-dir /data --shell /
  && mkdir -p /plugins /data /etc/wasmeca /var/cache/wasmeca \
  && chown wasmeca:wasmeca /data /var/cache/wasmeca
 COPY --from=build /out/wasmeca /usr/local/bin/wasmeca
+# The public CAs (the build stage's Debian bundle), so https collectors, Consul agents and
+# peers are trusted as anywhere else; SSL_CERT_FILE or OTEL_EXPORTER_OTLP_CERTIFICATE add
+# a company's own.
+COPY --from=build /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/plugins/ /plugins/
 COPY deploy/image/wasmeca.toml /etc/wasmeca/wasmeca.toml
 COPY deploy/image/entrypoint.sh /usr/local/bin/wasmeca-entrypoint

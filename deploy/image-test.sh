@@ -5,7 +5,8 @@
 # binary and seed plugins of the normal release build (no second compile), then `wasmeca
 # serve` run inside it with `buildah run --isolation chroot` on loopback. Checks that the demo
 # answers, that the process is not root, that data lands in /data, and that SIGTERM drains
-# and exits 0. Installs debootstrap and buildah (Debian's) when missing.
+# and exits 0, and that it holds the public CAs (for https collectors and agents). Installs
+# debootstrap and buildah (Debian's) when missing.
 #
 #   deploy/image-test.sh          # prints each step's time and the image's size
 set -euo pipefail
@@ -62,6 +63,7 @@ fi
 ctx=$work/context
 rm -rf "$ctx" && mkdir -p "$ctx/out/plugins" "$ctx/deploy/image"
 cp "$bin" "$ctx/out/wasmeca" && strip "$ctx/out/wasmeca"
+cp /etc/ssl/certs/ca-certificates.crt "$ctx/out/"
 for p in salute math account config user audit; do
   cp "$plugins/$p.wasm" "$ctx/out/plugins/"
 done
@@ -89,6 +91,9 @@ step "runs as uid $user"
 cached() { buildah "${store[@]}" run --isolation chroot "$ctr" -- sh -c 'ls /var/cache/wasmeca | grep -c cwasm'; }
 [ "$(cached)" = 6 ] || { echo "image-test: the seeds are not precompiled in the image: $(cached)" >&2; exit 1; }
 step "the seeds are precompiled in the image"
+cas=$(buildah "${store[@]}" run --isolation chroot "$ctr" -- grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt || true)
+[ "${cas:-0}" -gt 50 ] || { echo "image-test: the image holds no CA bundle: ${cas:-none}" >&2; exit 1; }
+step "the image trusts the public CAs ($cas)"
 port=$((20000 + RANDOM % 20000))
 buildah "${store[@]}" run --isolation chroot --env WASMECA_REST=127.0.0.1:$port --env WASMECA_HTTP=off \
   "$ctr" -- wasmeca-entrypoint serve /etc/wasmeca/wasmeca.toml >"$work/serve.log" 2>&1 &

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("metrics", 1),
     ("shutdown", 1),
     ("telemetry", 1),
+    ("tls", 1),
     ("runtime", 2),
     ("plugins", 3),
     ("remote", 3),

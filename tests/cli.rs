@@ -273,6 +273,26 @@ fn act_without_plugins_asks_the_running_host() {
         path(plugin("salute").canonicalize().expect("canonical")),
         "{listed}"
     );
+    // A machine with no CAs at all (a bare container) still speaks plain http.
+    let no_cas = std::env::temp_dir().join(format!("wasmeca-no-cas-{port}"));
+    std::fs::create_dir_all(&no_cas).expect("an empty folder");
+    for args in [
+        &["plugins", "--json", "--url", &url][..],
+        &["act", "--url", &url, "cmd:salute,name:Bare"],
+    ] {
+        let out = wasmeca_tests::wasmeca_command!()
+            .args(args)
+            .env("SSL_CERT_FILE", "/dev/null")
+            .env("SSL_CERT_DIR", &no_cas)
+            .output()
+            .expect("wasmeca runs");
+        assert!(
+            out.status.success(),
+            "{args:?} with no CAs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir(&no_cas);
 
     let nobody = format!("http://127.0.0.1:{}/act", wasmeca_tests::free_port());
     let out = wasmeca(&["act", "--url", &nobody, "cmd:salute"]);

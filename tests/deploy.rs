@@ -182,7 +182,8 @@ fn the_configurations_the_image_and_the_config_map_ship_parse() {
 
 /// The image builds and runs (`deploy/image-test.sh`, with the binary and plugins this test
 /// run built already): the seeds are precompiled in the image and served from it, the demo
-/// answers, the process is not root, data lands in /data, and SIGTERM drains and exits 0.
+/// answers, the process is not root, data lands in /data, the public CAs are there, and
+/// SIGTERM drains and exits 0.
 #[test]
 fn the_image_builds_runs_as_non_root_keeps_data_and_drains() {
     let plugins = wasmeca_tests::plugin("salute");
@@ -197,6 +198,7 @@ fn the_image_builds_runs_as_non_root_keeps_data_and_drains() {
     for step in [
         "runs as uid 10001",
         "the seeds are precompiled in the image",
+        "the image trusts the public CAs",
         "the demo answers",
         "serve loaded the image's precompiled seeds",
         "data lands in /data",

@@ -160,6 +160,24 @@ pub fn clip(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// `error` and the causes beneath it, joined by `: `. A client library's top error says what
+/// failed ("error sending request for url (...)"), only its sources say why (the connection
+/// was refused, no trusted CA signed the certificate); a cause whose text the line holds
+/// already is not said twice.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        let text = source.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = source.source();
+    }
+    line
+}
+
 /// A Seneca-shaped error: code, message, optional details and HTTP status. This is what every
 /// ingress answers with when an act fails, and what a plugin's `act` import returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
@@ -378,6 +396,34 @@ mod tests {
         let clipped = clip(&long);
         assert!(clipped.starts_with(&"é".repeat(120)), "{clipped}");
         assert!(clipped.ends_with("… (760 more bytes)"), "{clipped}");
+    }
+
+    #[test]
+    fn chain_says_each_cause_once() {
+        /// An error with a text and, maybe, a cause.
+        #[derive(Debug)]
+        struct Failed(&'static str, Option<Box<Failed>>);
+        impl fmt::Display for Failed {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Failed {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let root = Failed("UnknownIssuer", None);
+        let said = Failed(
+            "client error (Connect): UnknownIssuer",
+            Some(Box::new(root)),
+        );
+        let top = Failed("error sending request", Some(Box::new(said)));
+        assert_eq!(
+            chain(&top),
+            "error sending request: client error (Connect): UnknownIssuer"
+        );
+        assert_eq!(chain(&Failed("alone", None)), "alone");
     }
 
     #[test]

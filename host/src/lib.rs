@@ -13,7 +13,8 @@
 //!    [`pattern`] (jsonic, `String(value)`, gex globs, the patrun trie), [`message`] (messages,
 //!    meta keys, ids, answers), [`principal`] (who a message acts for, which the data store's
 //!    rules read), [`metrics`] (Prometheus), [`shutdown`] (the signal that starts a drain),
-//!    [`telemetry`] (OpenTelemetry spans, their export, and W3C trace context).
+//!    [`telemetry`] (OpenTelemetry spans, their export, and W3C trace context), [`tls`] (the
+//!    CAs the host's HTTP clients trust).
 //! 2. engine: [`runtime`] (the wasmtime engine, compile cache, instances and pools; the
 //!    `Upcalls` and `Handler` traits through which guests call up, and the guests' imports).
 //! 3. core: [`plugins`] (one plugin: manifest, backend), [`remote`] (the `Remote` and `Peers`
@@ -79,6 +80,7 @@ pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
 
 pub use config::Config;

@@ -13,7 +13,10 @@ pub(crate) async fn fetch(act_url: &str) -> anyhow::Result<serde_json::Value> {
     let mut url =
         reqwest::Url::parse(act_url).with_context(|| format!("--url {act_url} is not a URL"))?;
     url.set_path("/plugins");
-    let text = reqwest::get(url.clone())
+    let text = wasmeca::tls::client()
+        .build()?
+        .get(url.clone())
+        .send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .with_context(|| {

@@ -45,7 +45,8 @@ async fn publish_http(act_url: &str, event: &Message) -> anyhow::Result<String> 
     let mut url =
         reqwest::Url::parse(act_url).with_context(|| format!("--url {act_url} is not a URL"))?;
     url.set_path("/publish");
-    let response = reqwest::Client::new()
+    let response = wasmeca::tls::client()
+        .build()?
         .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(event.to_json())

@@ -103,7 +103,7 @@ impl Discovery {
         connect: Connect,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client()
             .no_proxy()
             .tcp_nodelay(true)
             .build()
@@ -192,7 +192,7 @@ impl Discovery {
             if !e.is_timeout() {
                 self.fail_over(agent);
             }
-            ConsulError::Unreachable(self.agents[agent].clone(), e.to_string())
+            ConsulError::Unreachable(self.agents[agent].clone(), crate::error::chain(&e))
         };
         let response = builder.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();

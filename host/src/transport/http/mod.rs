@@ -360,7 +360,7 @@ impl HttpClient {
     ) -> Result<Self, reqwest::Error> {
         // Node's client maps 0.0.0.0 to 127.0.0.1; so do we.
         let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client()
             .tcp_nodelay(true)
             // Well under wasmeca's 60 s server idle timeout: a pooled connection is dropped
             // here before the server closes it, so a request does not race the server's close.
@@ -450,11 +450,19 @@ impl HttpClient {
             if e.is_timeout() {
                 ActError::timeout(&call.pin.to_string(), timeout)
             } else if e.is_connect() {
-                ActError::host(Code::Unreachable, format!("cannot reach {}: {e}", self.url))
+                let why = crate::error::chain(&e);
+                ActError::host(
+                    Code::Unreachable,
+                    format!("cannot reach {}: {why}", self.url),
+                )
             } else {
                 ActError::host(
                     Code::ActExecute,
-                    format!("{}: client request error: {e}", self.url),
+                    format!(
+                        "{}: client request error: {}",
+                        self.url,
+                        crate::error::chain(&e)
+                    ),
                 )
             }
         };
