@@ -9,7 +9,9 @@
 //! A store call its act's deadline cuts short (PostgreSQL waiting on a lock) ends its span
 //! failed, as `cancelled`. Every span names the process that made it (`service.instance.id`,
 //! `host.name`, `OTEL_RESOURCE_ATTRIBUTES`), and `OTEL_EXPORTER_OTLP_HEADERS` reach the
-//! collector.
+//! collector. An `https` collector that asks for a client certificate gets the spans of a host
+//! given its CA and a certificate (`OTEL_EXPORTER_OTLP_CERTIFICATE`, `..._CLIENT_*`), and a
+//! host given neither says in its log why its exports fail.
 
 #[allow(dead_code)] // shared with tests/data.rs, which uses all of it
 #[path = "data_stores/support.rs"]
@@ -97,6 +99,15 @@ fn text(kv: &[KeyValue]) -> BTreeMap<String, String> {
 
 impl Collector {
     async fn start() -> Self {
+        Self::start_on(None).await
+    }
+
+    /// A collector on `https`, its TLS as `tls` says.
+    async fn start_tls(tls: tokio_rustls::rustls::ServerConfig) -> Self {
+        Self::start_on(Some(Arc::new(tls))).await
+    }
+
+    async fn start_on(tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Self {
         let spans: Arc<Mutex<Vec<Got>>> = Arc::default();
         let stalled = Arc::new(AtomicBool::new(false));
         let keys: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -150,7 +161,31 @@ impl Collector {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        match tls {
+            None => {
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            }
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                tokio::spawn(async move {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        let (acceptor, app) = (acceptor.clone(), app.clone());
+                        // A client that fails the handshake is turned away here, as a real
+                        // collector would.
+                        tokio::spawn(async move {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(
+                                        hyper_util::rt::TokioIo::new(tls),
+                                        hyper_util::service::TowerToHyperService::new(app),
+                                    )
+                                    .await;
+                            }
+                        });
+                    }
+                });
+            }
+        }
         Self {
             addr,
             spans,
@@ -608,15 +643,16 @@ async fn failed_load(collector: &Collector, trace: &str) -> Got {
     load
 }
 
-/// A host with a REST route to chaos, exporting to `endpoint` with a small queue.
-fn lonely(dir: &Path, name: &str, endpoint: &str, rest: u16) -> Process {
+/// A host with a REST route to chaos, exporting to `endpoint` with a small queue, the
+/// variables `env` set.
+fn lonely(dir: &Path, name: &str, endpoint: &str, rest: u16, env: &[(&str, &str)]) -> Process {
     let toml = format!(
         "listen = []\n{}[rest]\nlisten = \"127.0.0.1:{rest}\"\n[[rest.route]]\npin = \"chaos:*\"\nmap = {{ relay = {{ POST = true }} }}\n\
          [[plugin]]\npath = {:?}\ninstances = 2\n",
         telemetry_toml(endpoint, name, "queue_size = 64\nexport_timeout_ms = 500"),
         plugin("chaos"),
     );
-    serve(dir, name, &toml)
+    serve_with(dir, name, &toml, env)
 }
 
 /// `count` REST requests relaying `chaos:ok`, one after another; answers how many were
@@ -680,8 +716,8 @@ async fn a_collector_that_is_away_or_stalled_changes_nothing_for_callers_and_dro
     // Nothing listens on `away`'s port.
     let away = format!("http://127.0.0.1:{}", free_port());
     let (rest_away, rest_stalled) = (free_port(), free_port());
-    let _away = lonely(&dir, "away", &away, rest_away);
-    let _stalled = lonely(&dir, "stalled", &stalled.url(), rest_stalled);
+    let _away = lonely(&dir, "away", &away, rest_away, &[]);
+    let _stalled = lonely(&dir, "stalled", &stalled.url(), rest_stalled, &[]);
     wait_for_rest(rest_away).await;
     wait_for_rest(rest_stalled).await;
 
@@ -707,6 +743,124 @@ async fn a_collector_that_is_away_or_stalled_changes_nothing_for_callers_and_dro
     assert!(
         stalled.spans.lock().expect("the spans").is_empty(),
         "the stalled collector took nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A CA of the test's own, written to `dir/ca.pem`, with a client certificate it signed
+/// (`dir/client.pem`, key `dir/client.key`); answers the TLS of a collector on 127.0.0.1
+/// whose certificate that CA signed and which takes only clients it signed.
+fn private_pki(dir: &Path) -> tokio_rustls::rustls::ServerConfig {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+    use tokio_rustls::rustls;
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "wasmeca test CA");
+    let ca =
+        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a key")).expect("the CA");
+    let server_key = KeyPair::generate().expect("a key");
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server params")
+        .signed_by(&server_key, &ca)
+        .expect("the collector's certificate");
+    let client_key = KeyPair::generate().expect("a key");
+    let mut params = CertificateParams::new(vec!["wasmeca-host".to_owned()]).expect("params");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = params
+        .signed_by(&client_key, &ca)
+        .expect("the host's certificate");
+    for (file, pem) in [
+        ("ca.pem", ca.pem()),
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ] {
+        std::fs::write(dir.join(file), pem).expect("write a PEM file");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).expect("the CA as a root");
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("the client verifier");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_client_cert_verifier(clients)
+        .with_single_cert(vec![server.der().clone()], key)
+        .expect("the collector's TLS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_collector_gets_the_spans_of_a_host_given_its_ca_and_a_client_certificate() {
+    let dir = folder(&wasmeca::message::new_id());
+    let collector = Collector::start_tls(private_pki(&dir)).await;
+    let endpoint = format!("https://{}", collector.addr);
+    let file = |name: &str| dir.join(name).display().to_string();
+    let (ca, certificate, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let (rest_trusted, rest_stranger) = (free_port(), free_port());
+    let trusted = [
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+        (
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            certificate.as_str(),
+        ),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.as_str()),
+    ];
+    let _trusted = lonely(&dir, "trusted", &endpoint, rest_trusted, &trusted);
+    // The system's CAs only, and no certificate of its own.
+    let _stranger = lonely(&dir, "stranger", &endpoint, rest_stranger, &[]);
+    wait_for_rest(rest_trusted).await;
+    wait_for_rest(rest_stranger).await;
+
+    let (trusted_right, stranger_right) =
+        tokio::join!(relay_all(rest_trusted, 3), relay_all(rest_stranger, 3));
+    assert_eq!(
+        (trusted_right.0, stranger_right.0),
+        (3, 3),
+        "every caller answered right; the others got {:?} {:?}",
+        trusted_right.1,
+        stranger_right.1
+    );
+    let from = |service: &str| {
+        let spans = collector.spans.lock().expect("the spans");
+        spans.iter().filter(|s| s.service == service).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while from("trusted") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        from("trusted") >= 3,
+        "the spans of the host given the CA and a certificate came over TLS: {}",
+        from("trusted")
+    );
+    assert!(
+        dropped(rest_stranger).await > 0.0,
+        "the stranger's spans are dropped and counted"
+    );
+    assert_eq!(from("stranger"), 0, "the stranger got nothing through");
+    let said = log_lines(&dir, "stranger", "exporting spans failed");
+    let line = said
+        .first()
+        .and_then(|l| l["message"].as_str())
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("{endpoint}/v1/traces")) && line.contains("UnknownIssuer"),
+        "the stranger's log says where and why its exports fail: {said:?}"
+    );
+    assert_eq!(said.len(), 1, "said once, not once per batch: {said:?}");
+    assert!(
+        log_lines(&dir, "trusted", "exporting spans failed").is_empty(),
+        "the trusted host's exports all went through"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,14 +18,10 @@ use wasmeca::{Message, PluginSource, Runtime};
 fn traced() -> wasmeca::telemetry::Exporting {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let settings = wasmeca::telemetry::TelemetrySettings {
-        endpoint: Some("http://127.0.0.1:9".into()),
-        service_name: "profile_act".into(),
-        ratio: Some(1.0),
-        queue_size: 2048,
-        export_timeout: std::time::Duration::from_secs(1),
-        instance: None,
-    };
+    let mut settings = wasmeca::telemetry::TelemetrySettings::new("profile_act");
+    settings.endpoint = Some("http://127.0.0.1:9".into());
+    settings.ratio = Some(1.0);
+    settings.export_timeout = std::time::Duration::from_secs(1);
     let (layer, exporting) = wasmeca::telemetry::layer(&settings, "warn").expect("telemetry");
     tracing_subscriber::registry().with(layer).init();
     exporting

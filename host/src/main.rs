@@ -403,9 +403,17 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    let telemetry = serving
+    let telemetry = match serving
         .as_ref()
-        .and_then(|(config, _)| config.telemetry_settings());
+        .map(|(config, _)| config.telemetry_settings())
+    {
+        None => None,
+        Some(Ok(settings)) => settings,
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let _exporting = match init_logs(&filter, cli.log_format, telemetry.as_ref()) {
         Ok(exporting) => exporting,
         Err(e) => {

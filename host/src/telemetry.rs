@@ -12,9 +12,10 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use opentelemetry::trace::{
     TraceState, Tracer as _, TracerProvider,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
@@ -317,8 +318,11 @@ macro_rules! traced {
 }
 pub(crate) use traced;
 
-/// What `[telemetry]` and the standard `OTEL_*` variables ask for.
+/// What `[telemetry]` and the standard `OTEL_*` variables ask for. Made by
+/// [`TelemetrySettings::new`] outside this crate, so that a setting added later breaks no
+/// caller.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct TelemetrySettings {
     /// The collector's base URL (`/v1/traces` is added); `None` leaves it to
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -335,6 +339,30 @@ pub struct TelemetrySettings {
     /// `service.instance.id`: the host's Seneca instance id, so that a span says which of a
     /// service's hosts made it, by the id `/health` and Consul show; `None` leaves it out.
     pub instance: Option<Arc<str>>,
+    /// A PEM file of CAs an `https` collector is also trusted by (beside the system's): a
+    /// collector whose certificate a company's own CA signed.
+    pub certificate: Option<PathBuf>,
+    /// The PEM certificate and private key files this host shows a collector that asks for
+    /// a client certificate (mutual TLS).
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl TelemetrySettings {
+    /// Export as `service_name`, everything else as the OpenTelemetry spec's defaults leave it
+    /// (the endpoint and sampler left to the `OTEL_*` variables, a queue of 2,048, exports of
+    /// up to 10 s, the system's CAs).
+    pub fn new(service_name: impl Into<String>) -> Self {
+        Self {
+            endpoint: None,
+            service_name: service_name.into(),
+            ratio: None,
+            queue_size: 2048,
+            export_timeout: Duration::from_secs(10),
+            instance: None,
+            certificate: None,
+            identity: None,
+        }
+    }
 }
 
 /// Why telemetry could not start.
@@ -454,13 +482,20 @@ where
     if let Some(endpoint) = &settings.endpoint {
         exporter = exporter.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
     }
+    let failure = Arc::default();
     let exporter = exporter
+        .with_http_client(ToCollector {
+            client: http_client(settings)?,
+            failure: Arc::clone(&failure),
+        })
         .build()
         .map_err(|e| TelemetryError(e.to_string()))?;
     let pending = std::sync::Arc::new(AtomicUsize::new(0));
     let batch = BatchSpanProcessor::builder(Counted {
         inner: exporter,
         pending: pending.clone(),
+        failing: AtomicBool::new(false),
+        failure,
     })
     .with_batch_config(
         BatchConfigBuilder::default()
@@ -495,6 +530,99 @@ where
         ));
     }
     Ok((SpanEvents.with_filter(filter), Exporting { provider }))
+}
+
+/// The exporter's HTTP client: reqwest's, which trusts the system's CAs and also those of
+/// `settings.certificate`, and shows `settings.identity` to a collector that asks for a client
+/// certificate. A file that cannot be read or holds no PEM is an error at start, not a silent
+/// export failure later.
+fn http_client(settings: &TelemetrySettings) -> Result<reqwest::blocking::Client, TelemetryError> {
+    let read = |what: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| TelemetryError(format!("{what} {}: {e}", path.display())))
+    };
+    let mut client = crate::tls::blocking_client().timeout(settings.export_timeout);
+    if let Some(path) = &settings.certificate {
+        let pem = read("the CA certificate", path)?;
+        let cas = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|cas| !cas.is_empty())
+            .ok_or_else(|| {
+                TelemetryError(format!(
+                    "the CA certificate {} holds no PEM certificate",
+                    path.display()
+                ))
+            })?;
+        for ca in cas {
+            client = client.add_root_certificate(ca);
+        }
+    }
+    if let Some((certificate, key)) = &settings.identity {
+        let mut pem = read("the client certificate", certificate)?;
+        pem.push(b'\n');
+        pem.extend(read("the client key", key)?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            TelemetryError(format!(
+                "the client certificate {} and key {}: {}",
+                certificate.display(),
+                key.display(),
+                crate::error::chain(&e)
+            ))
+        })?;
+        client = client.identity(identity);
+    }
+    // The blocking client runs a runtime of its own, which must not be made inside another:
+    // built on a thread of its own, as the exporter builds its default client.
+    std::thread::spawn(move || client.build())
+        .join()
+        .map_err(|_| TelemetryError("building the HTTP client panicked".to_owned()))?
+        .map_err(|e| {
+            TelemetryError(format!(
+                "the collector's HTTP client: {}",
+                crate::error::chain(&e)
+            ))
+        })
+}
+
+/// The exporter's way to the collector, keeping why its last request failed: the SDK reduces
+/// every failure to send to "network error", and the operator needs the cause (the connection
+/// refused, a certificate no trusted CA signed, no such host).
+#[derive(Debug)]
+struct ToCollector {
+    /// The HTTP client ([`http_client`]).
+    client: reqwest::blocking::Client,
+    /// Why the last request failed, taken by [`Counted`] for its log line.
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl opentelemetry_http::HttpClient for ToCollector {
+    // The trait is an `async_trait`; this is the signature that macro gives its method.
+    fn send_bytes<'client, 'call>(
+        &'client self,
+        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
+    ) -> Pin<
+        Box<
+            dyn Future<
+                    Output = Result<
+                        opentelemetry_http::Response<opentelemetry_http::Bytes>,
+                        opentelemetry_http::HttpError,
+                    >,
+                > + Send
+                + 'call,
+        >,
+    >
+    where
+        'client: 'call,
+        Self: 'call,
+    {
+        Box::pin(async move {
+            let outcome = self.client.send_bytes(request).await;
+            if let Err(e) = &outcome {
+                let why = crate::error::chain(e.as_ref());
+                *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+            }
+            outcome
+        })
+    }
 }
 
 /// Where every span of this process comes from: `service.name`, `service.version`,
@@ -656,6 +784,10 @@ struct Counted<E> {
     inner: E,
     /// Spans handed to the batch processor and not yet taken.
     pending: std::sync::Arc<AtomicUsize>,
+    /// The last export failed: the next failure says nothing new, the next success is news.
+    failing: AtomicBool,
+    /// Why the HTTP client's last request failed ([`ToCollector`]), more than the SDK says.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl<E: SpanExporter> SpanExporter for Counted<E> {
@@ -663,8 +795,28 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
         let size = batch.len();
         self.pending.fetch_sub(size, Ordering::Relaxed);
         let outcome = self.inner.export(batch).await;
-        if outcome.is_err() {
-            DROPPED.inc_by(size as u64);
+        // An operator learns why spans stop arriving, once per outage, not once per batch.
+        let why = self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match &outcome {
+            Err(e) => {
+                DROPPED.inc_by(size as u64);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    let why = why.unwrap_or_else(|| e.to_string());
+                    tracing::warn!(
+                        "exporting spans failed: {why}; spans are dropped (counted in \
+                         wasmeca_telemetry_spans_dropped_total) until an export succeeds"
+                    );
+                }
+            }
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("exporting spans succeeds again");
+                }
+            }
         }
         outcome
     }
@@ -804,12 +956,8 @@ mod tests {
     #[test]
     fn spans_name_the_service_its_instance_and_the_host_unless_the_environment_does() {
         let settings = TelemetrySettings {
-            endpoint: None,
-            service_name: "billing".to_owned(),
-            ratio: None,
-            queue_size: 8,
-            export_timeout: Duration::from_secs(1),
             instance: Some("abc/1/2/0.1.0/wasmeca".into()),
+            ..TelemetrySettings::new("billing")
         };
         let said = |resource: &opentelemetry_sdk::Resource, key: &'static str| {
             resource.get(&key.into()).map(|v| v.to_string())

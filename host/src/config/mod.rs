@@ -52,6 +52,13 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// Telemetry's settings, from the file and the `OTEL_*` variables together, disagree
+    /// or are not numbers.
+    #[error("telemetry: {message}")]
+    Telemetry {
+        /// Which setting or variable, and what is wrong with it.
+        message: String,
+    },
     /// A plugin path does not exist.
     #[error("plugin path {path} does not exist{origin}")]
     MissingPlugin {
@@ -333,12 +340,17 @@ impl Config {
 
     /// Where traces go, or `None` when telemetry is off: `[telemetry]` with the standard
     /// `OTEL_*` variables beneath it (`OTEL_SDK_DISABLED=true` turns it off).
-    pub fn telemetry_settings(&self) -> Option<crate::telemetry::TelemetrySettings> {
+    pub fn telemetry_settings(
+        &self,
+    ) -> Result<Option<crate::telemetry::TelemetrySettings>, ConfigError> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let service = self.consul.as_ref().map(|c| c.service.as_str());
-        let mut settings = Telemetry::settings(self.telemetry.as_ref(), service, env)?;
-        settings.instance = self.instance.clone();
-        Some(settings)
+        let settings = Telemetry::settings(self.telemetry.as_ref(), service, env)
+            .map_err(|message| ConfigError::Telemetry { message })?;
+        Ok(settings.map(|mut settings| {
+            settings.instance = self.instance.clone();
+            settings
+        }))
     }
 
     /// Where the data stores are and who may reach them: `[data] url`, else `$DATABASE_URL`,

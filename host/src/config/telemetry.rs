@@ -1,11 +1,16 @@
 //! `[telemetry]`: where the host's traces go, and how many of them. Pure, but for the standard
 //! `OTEL_*` variables it reads.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::telemetry::TelemetrySettings;
+
+/// The largest export queue: the SDK makes its channel whole at start, so a mistyped size
+/// would take the memory at once.
+const MAX_QUEUE: usize = 1 << 16;
 
 /// Traces exported by OTLP/HTTP. Off unless this section is there or
 /// `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` is set; `OTEL_SDK_DISABLED=true` turns it off.
@@ -24,10 +29,21 @@ pub struct Telemetry {
     /// caller's decision. Default `OTEL_TRACES_SAMPLER(_ARG)`, else every trace.
     pub sample_ratio: Option<f64>,
     /// Finished spans waiting for export at most: beyond it spans are dropped (and counted
-    /// in `/metrics`), never waited for.
-    pub queue_size: usize,
+    /// in `/metrics`), never waited for. Default `OTEL_BSP_MAX_QUEUE_SIZE`, else 2048.
+    pub queue_size: Option<usize>,
     /// How long one export to the collector may take before its spans are given up, in ms.
-    pub export_timeout_ms: u64,
+    /// Default `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT`, else 10,000.
+    pub export_timeout_ms: Option<u64>,
+    /// A PEM file of the CAs an `https` collector's certificate is checked against, beside
+    /// the system's (a collector behind a company's own CA). Default
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE`.
+    pub certificate: Option<PathBuf>,
+    /// The PEM certificate this host shows a collector that asks for one (mutual TLS), with
+    /// `client_key`. Default `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE`.
+    pub client_certificate: Option<PathBuf>,
+    /// The PEM private key of `client_certificate`. Default
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY`.
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for Telemetry {
@@ -37,8 +53,11 @@ impl Default for Telemetry {
             endpoint: None,
             service_name: None,
             sample_ratio: None,
-            queue_size: 2048,
-            export_timeout_ms: 10_000,
+            queue_size: None,
+            export_timeout_ms: None,
+            certificate: None,
+            client_certificate: None,
+            client_key: None,
         }
     }
 }
@@ -53,10 +72,15 @@ impl Telemetry {
                 "telemetry.sample_ratio {ratio} must be between 0 and 1"
             ));
         }
-        if self.queue_size == 0 || self.export_timeout_ms == 0 {
+        if self.queue_size == Some(0) || self.export_timeout_ms == Some(0) {
             return Some(
                 "telemetry.queue_size and telemetry.export_timeout_ms must be above 0".into(),
             );
+        }
+        if self.queue_size.is_some_and(|size| size > MAX_QUEUE) {
+            return Some(format!(
+                "telemetry.queue_size must be at most {MAX_QUEUE} (the queue is made at start)"
+            ));
         }
         match &self.endpoint {
             Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
@@ -69,24 +93,42 @@ impl Telemetry {
         }
     }
 
-    /// The export `section` asks for (with the `OTEL_*` variables `env` reads), or `None`
-    /// when it is off; `service` names the service when nothing else does.
+    /// The export `section` asks for (with the `OTEL_*` variables `env` reads, each beneath
+    /// the key of the section that says the same), or `None` when it is off; `service` names
+    /// the service when nothing else does. Fails on a variable that does not say a number
+    /// where one is meant, and on a client certificate without its key or the reverse.
     pub(super) fn settings(
         section: Option<&Self>,
         service: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Option<TelemetrySettings> {
+    ) -> Result<Option<TelemetrySettings>, String> {
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            return None;
+            return Ok(None);
         }
-        let from_env = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
-            .is_some();
+        // The trace-specific variable first, then the one for every signal, as the SDK does.
+        let either = |name: &str| {
+            let traces = name.replacen("OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_TRACES_", 1);
+            env(&traces)
+                .map(|value| (traces, value))
+                .or_else(|| env(name).map(|value| (name.to_owned(), value)))
+        };
+        let from_env = either("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
         let section = match section {
-            Some(section) if !section.enabled => return None,
+            Some(section) if !section.enabled => return Ok(None),
             Some(section) => section.clone(),
             None if from_env => Self::default(),
-            None => return None,
+            None => return Ok(None),
+        };
+        let number = |variable: Option<(String, String)>| {
+            variable
+                .map(|(name, value)| match value.trim().parse::<u64>() {
+                    Ok(number) if number > 0 => Ok(number),
+                    _ => Err(format!(
+                        "{name}={} is not a whole number above 0",
+                        crate::error::clip(&value)
+                    )),
+                })
+                .transpose()
         };
         let service_name = section
             .service_name
@@ -94,14 +136,56 @@ impl Telemetry {
             .or_else(|| env("OTEL_RESOURCE_ATTRIBUTES").and_then(|all| named_in(&all)))
             .or_else(|| service.map(str::to_owned))
             .unwrap_or_else(|| "wasmeca".to_owned());
-        Some(TelemetrySettings {
-            endpoint: section.endpoint,
-            service_name,
-            ratio: section.sample_ratio,
-            queue_size: section.queue_size,
-            export_timeout: Duration::from_millis(section.export_timeout_ms),
-            instance: None,
-        })
+        let mut settings = TelemetrySettings::new(service_name);
+        settings.endpoint = section.endpoint;
+        settings.ratio = section.sample_ratio;
+        // A variable is read (and refused if it is no number) only when the section leaves
+        // its setting to it.
+        if let Some(size) = section.queue_size {
+            settings.queue_size = size;
+        } else {
+            let queue =
+                env("OTEL_BSP_MAX_QUEUE_SIZE").map(|v| ("OTEL_BSP_MAX_QUEUE_SIZE".into(), v));
+            match number(queue)? {
+                Some(size) if size <= MAX_QUEUE as u64 => settings.queue_size = size as usize,
+                Some(size) => {
+                    return Err(format!(
+                        "OTEL_BSP_MAX_QUEUE_SIZE={size} must be at most {MAX_QUEUE} \
+                         (the queue is made at start)"
+                    ));
+                }
+                None => {}
+            }
+        }
+        let timeout = match section.export_timeout_ms {
+            Some(ms) => Some(ms),
+            None => number(either("OTEL_EXPORTER_OTLP_TIMEOUT"))?,
+        };
+        if let Some(ms) = timeout {
+            settings.export_timeout = Duration::from_millis(ms);
+        }
+        let path = |key: &Option<PathBuf>, variable: &str| {
+            key.clone()
+                .or_else(|| either(variable).map(|(_, value)| PathBuf::from(value)))
+        };
+        settings.certificate = path(&section.certificate, "OTEL_EXPORTER_OTLP_CERTIFICATE");
+        settings.identity = match (
+            path(
+                &section.client_certificate,
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            ),
+            path(&section.client_key, "OTEL_EXPORTER_OTLP_CLIENT_KEY"),
+        ) {
+            (Some(certificate), Some(key)) => Some((certificate, key)),
+            (None, None) => None,
+            _ => {
+                return Err("telemetry.client_certificate and telemetry.client_key \
+                     (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_KEY) \
+                     go together: one is set without the other"
+                    .to_owned());
+            }
+        };
+        Ok(Some(settings))
     }
 }
 

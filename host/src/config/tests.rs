@@ -226,6 +226,7 @@ fn telemetry_is_on_by_its_section_or_the_otel_variables_and_off_by_either() {
         };
         let service = c.consul.as_ref().map(|c| c.service.as_str());
         telemetry::Telemetry::settings(c.telemetry.as_ref(), service, env)
+            .expect("settings that agree")
     };
     assert_eq!(settings("", &[]), None);
     let from_env = settings("", &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]).unwrap();
@@ -272,6 +273,92 @@ fn telemetry_is_on_by_its_section_or_the_otel_variables_and_off_by_either() {
 }
 
 #[test]
+fn telemetry_takes_the_standard_variables_beneath_its_section() {
+    let settings = |toml: &str, vars: &[(&str, &str)]| {
+        let c = Config::from_toml(toml).expect("a config");
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        telemetry::Telemetry::settings(c.telemetry.as_ref(), None, env)
+    };
+    let on = "[telemetry]\nendpoint = \"https://c:4318\"";
+    let plain = settings(on, &[]).expect("valid").expect("on");
+    assert_eq!(
+        (plain.queue_size, plain.export_timeout),
+        (2048, Duration::from_secs(10)),
+        "the spec's defaults"
+    );
+    assert_eq!((plain.certificate, plain.identity), (None, None));
+    let vars = [
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "4096"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "/etc/host.pem",
+        ),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/host.key"),
+    ];
+    let by_env = settings(on, &vars).expect("valid").expect("on");
+    assert_eq!(by_env.queue_size, 4096);
+    assert_eq!(
+        by_env.export_timeout,
+        Duration::from_millis(2500),
+        "the traces' own variable first"
+    );
+    assert_eq!(by_env.certificate, Some(PathBuf::from("/etc/ca.pem")));
+    assert_eq!(
+        by_env.identity,
+        Some((
+            PathBuf::from("/etc/host.pem"),
+            PathBuf::from("/etc/host.key")
+        ))
+    );
+    let file = "[telemetry]\nqueue_size = 100\nexport_timeout_ms = 700\ncertificate = \"/ca.pem\"";
+    let by_file = settings(file, &vars).expect("valid").expect("on");
+    assert_eq!(
+        (by_file.queue_size, by_file.export_timeout),
+        (100, Duration::from_millis(700)),
+        "the section's keys over the variables"
+    );
+    assert_eq!(by_file.certificate, Some(PathBuf::from("/ca.pem")));
+    for (vars, says) in [
+        (
+            &[("OTEL_BSP_MAX_QUEUE_SIZE", "lots")][..],
+            "OTEL_BSP_MAX_QUEUE_SIZE=lots is not a whole number above 0",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_TIMEOUT", "0")][..],
+            "OTEL_EXPORTER_OTLP_TIMEOUT=0 is not a whole number above 0",
+        ),
+        (
+            &[("OTEL_BSP_MAX_QUEUE_SIZE", "100000000")][..],
+            "OTEL_BSP_MAX_QUEUE_SIZE=100000000 must be at most 65536",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k")][..],
+            "client_key (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_KEY) go together",
+        ),
+    ] {
+        let e = settings(on, vars).expect_err("refused");
+        assert!(e.contains(says), "{vars:?}: {e}");
+    }
+    assert_eq!(
+        settings("", &[("OTEL_BSP_MAX_QUEUE_SIZE", "lots")]),
+        Ok(None),
+        "no complaint while telemetry is off"
+    );
+    let set = "[telemetry]\nqueue_size = 100";
+    assert!(
+        settings(set, &[("OTEL_BSP_MAX_QUEUE_SIZE", "lots")]).is_ok(),
+        "nor about a variable the section overrides"
+    );
+}
+
+#[test]
 fn telemetry_settings_out_of_range_are_refused() {
     for (toml, says) in [
         (
@@ -279,6 +366,10 @@ fn telemetry_settings_out_of_range_are_refused() {
             "sample_ratio 1.5 must be between 0 and 1",
         ),
         ("[telemetry]\nqueue_size = 0", "queue_size"),
+        (
+            "[telemetry]\nqueue_size = 70000",
+            "queue_size must be at most 65536",
+        ),
         (
             "[telemetry]\nendpoint = \"collector:4318\"",
             "not an http(s) URL",
