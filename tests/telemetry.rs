@@ -4,7 +4,8 @@
 //! second host (users) → its entity save → an event observed by a third host (audit) must come
 //! out as one trace with every parent link right. A Node seneca-amqp-transport caller, which
 //! sends `tx$` and no traceparent, joins the trace its `tx$` stands for; a collector that is
-//! away or stalled changes nothing for callers, and the spans it could not take are counted.
+//! away or stalled changes nothing for callers, the spans it could not take are counted, and
+//! one that comes back gets spans again.
 //! An AMQP reply carries the command's trace back, from its `publish reply` span.
 //! A store call its act's deadline cuts short (PostgreSQL waiting on a lock) ends its span
 //! failed, as `cancelled`. Every span names the process that made it (`service.instance.id`,
@@ -99,15 +100,20 @@ fn text(kv: &[KeyValue]) -> BTreeMap<String, String> {
 
 impl Collector {
     async fn start() -> Self {
-        Self::start_on(None).await
+        Self::start_on(0, None).await
+    }
+
+    /// A collector on `port` (one a host was told of before anything listened there).
+    async fn start_at(port: u16) -> Self {
+        Self::start_on(port, None).await
     }
 
     /// A collector on `https`, its TLS as `tls` says.
     async fn start_tls(tls: tokio_rustls::rustls::ServerConfig) -> Self {
-        Self::start_on(Some(Arc::new(tls))).await
+        Self::start_on(0, Some(Arc::new(tls))).await
     }
 
-    async fn start_on(tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Self {
+    async fn start_on(port: u16, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Self {
         let spans: Arc<Mutex<Vec<Got>>> = Arc::default();
         let stalled = Arc::new(AtomicBool::new(false));
         let keys: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -157,7 +163,7 @@ impl Collector {
                 },
             ),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -708,13 +714,16 @@ async fn dropped(rest: u16) -> f64 {
     }
 }
 
+/// And the host says once why its exports fail, and once that they succeed when the collector
+/// is back, which then gets spans again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_away_or_stalled_changes_nothing_for_callers_and_drops_are_counted() {
     let stalled = Collector::start().await;
     stalled.stalled.store(true, Ordering::SeqCst);
     let dir = folder(&wasmeca::message::new_id());
-    // Nothing listens on `away`'s port.
-    let away = format!("http://127.0.0.1:{}", free_port());
+    // Nothing listens on `away`'s port, until the collector comes back below.
+    let away_port = free_port();
+    let away = format!("http://127.0.0.1:{away_port}");
     let (rest_away, rest_stalled) = (free_port(), free_port());
     let _away = lonely(&dir, "away", &away, rest_away, &[]);
     let _stalled = lonely(&dir, "stalled", &stalled.url(), rest_stalled, &[]);
@@ -744,6 +753,24 @@ async fn a_collector_that_is_away_or_stalled_changes_nothing_for_callers_and_dro
         stalled.spans.lock().expect("the spans").is_empty(),
         "the stalled collector took nothing"
     );
+    let failed = log_lines(&dir, "away", "exporting spans failed");
+    assert_eq!(failed.len(), 1, "the outage is said once: {failed:?}");
+    let why = failed[0]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("Connection refused"), "with its cause: {why}");
+
+    // The collector comes back: the host's next exports reach it, and its log says so.
+    let back = Collector::start_at(away_port).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while back.spans.lock().expect("the spans").is_empty() && Instant::now() < deadline {
+        assert_eq!(relay_all(rest_away, 1).await.0, 1, "the caller answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !back.spans.lock().expect("the spans").is_empty(),
+        "the collector that came back gets spans"
+    );
+    let again = log_lines(&dir, "away", "exporting spans succeeds again");
+    assert_eq!(again.len(), 1, "the recovery is said once: {again:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
