@@ -36,9 +36,9 @@ RUN useradd --uid 10001 --user-group --no-create-home --home-dir /data --shell /
  && mkdir -p /plugins /data /etc/wasmeca /var/cache/wasmeca \
  && chown wasmeca:wasmeca /data /var/cache/wasmeca
 COPY --from=build /out/wasmeca /usr/local/bin/wasmeca
-# The public CAs (the build stage's Debian bundle), so https collectors, Consul agents and
-# peers are trusted as anywhere else; SSL_CERT_FILE or OTEL_EXPORTER_OTLP_CERTIFICATE add
-# a company's own.
+# The public CAs (the build stage's Debian bundle), so https collectors and Consul agents are
+# trusted as anywhere else. OTEL_EXPORTER_OTLP_CERTIFICATE adds a company's own for the
+# collector; SSL_CERT_FILE names a bundle to use instead of this one.
 COPY --from=build /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/plugins/ /plugins/
 COPY deploy/image/wasmeca.toml /etc/wasmeca/wasmeca.toml

@@ -49,6 +49,12 @@ pub enum ServeError {
         /// Why.
         source: reqwest::Error,
     },
+    /// The Consul client could not be set up.
+    #[error("the Consul client: {}", crate::error::chain(.source))]
+    Consul {
+        /// Why.
+        source: reqwest::Error,
+    },
     /// The plugin folders could not be watched.
     #[error(transparent)]
     Watch(#[from] reload::WatchError),
@@ -247,7 +253,7 @@ impl Host {
             }
         }
         wiring.events();
-        wiring.consul(http.first().copied(), rest);
+        wiring.consul(http.first().copied(), rest)?;
         let Wiring {
             router,
             routes,
@@ -509,23 +515,33 @@ impl Wiring<'_> {
 
     /// Discovery and registration in Consul, when it is on: peers reached over Seneca's HTTP
     /// transport; registered with the transport's and the gateway's addresses.
-    fn consul(&mut self, http: Option<SocketAddr>, rest: Option<SocketAddr>) {
+    fn consul(
+        &mut self,
+        http: Option<SocketAddr>,
+        rest: Option<SocketAddr>,
+    ) -> Result<(), ServeError> {
         let Some(consul) = self.config.consul() else {
-            return;
+            return Ok(());
         };
         let me: Arc<str> = self.router.instance_id().into();
         let connect: remote::Connect = Arc::new(move |address: &str, port: u16| {
             let timeout = std::time::Duration::from_secs(30);
-            let client =
-                transport::http::HttpClient::new(address, port, "/act", timeout, me.clone());
-            client.ok().map(|c| Arc::new(c) as Arc<dyn Remote>)
+            match transport::http::HttpClient::new(address, port, "/act", timeout, me.clone()) {
+                Ok(client) => Some(Arc::new(client) as Arc<dyn Remote>),
+                Err(e) => {
+                    let why = crate::error::chain(&e);
+                    tracing::warn!("peer {address}:{port} left out: its HTTP client: {why}");
+                    None
+                }
+            }
         });
         let discovery = discovery::Discovery::new(
             consul,
             self.router.instance_id(),
             connect,
             self.shutdown.clone(),
-        );
+        )
+        .map_err(|source| ServeError::Consul { source })?;
         self.router.set_peers(discovery.clone());
         // Registered in Consul is part of ready when this host registers (it has a transport
         // listener to be called on).
@@ -537,6 +553,7 @@ impl Wiring<'_> {
             &self.shutdown,
             async move { registration.await.map_err(std::io::Error::other) },
         );
+        Ok(())
     }
 }
 

@@ -421,6 +421,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Telemetry's client read the system's CAs before there was a log to say what was wrong.
+    for problem in wasmeca::tls::problems() {
+        tracing::warn!("reading the system's CAs: {problem}");
+    }
     // A worker going idle after a large message gives back what it freed of it.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

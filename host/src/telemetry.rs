@@ -552,9 +552,7 @@ fn http_client(settings: &TelemetrySettings) -> Result<reqwest::blocking::Client
                     path.display()
                 ))
             })?;
-        for ca in cas {
-            client = client.add_root_certificate(ca);
-        }
+        client = client.tls_certs_merge(cas);
     }
     if let Some((certificate, key)) = &settings.identity {
         let mut pem = read("the client certificate", certificate)?;
@@ -616,10 +614,13 @@ impl opentelemetry_http::HttpClient for ToCollector {
     {
         Box::pin(async move {
             let outcome = self.client.send_bytes(request).await;
-            if let Err(e) = &outcome {
-                let why = crate::error::chain(e.as_ref());
-                *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
-            }
+            // Every try sets it: the exporter retries within one export, and what is said is
+            // why its last try failed (a refusal then a 503 is the 503's story).
+            let why = outcome
+                .as_ref()
+                .err()
+                .map(|e| crate::error::chain(e.as_ref()));
+            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = why;
             outcome
         })
     }

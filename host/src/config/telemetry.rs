@@ -178,11 +178,19 @@ impl Telemetry {
         ) {
             (Some(certificate), Some(key)) => Some((certificate, key)),
             (None, None) => None,
-            _ => {
-                return Err("telemetry.client_certificate and telemetry.client_key \
-                     (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_KEY) \
-                     go together: one is set without the other"
+            (Some(_), None) => {
+                return Err("telemetry.client_certificate (or \
+                     OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE) is set without its key: set \
+                     telemetry.client_key or OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY too"
                     .to_owned());
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "telemetry.client_key (or OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY) \
+                     is set without its certificate: set telemetry.client_certificate or \
+                     OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE too"
+                        .to_owned(),
+                );
             }
         };
         Ok(Some(settings))
@@ -190,13 +198,14 @@ impl Telemetry {
 }
 
 /// The `service.name` an `OTEL_RESOURCE_ATTRIBUTES` value (`key=value,key=value`) gives, read
-/// as the SDK reads the rest of it (split at commas and the first `=`, trimmed, not decoded),
+/// as the SDK reads the rest of it (split at commas and the first `=`, trimmed, not decoded,
+/// the last of a key repeated),
 /// so the spec's order holds: `OTEL_SERVICE_NAME` first, then this, then the host's default.
 fn named_in(attributes: &str) -> Option<String> {
     attributes
         .split_terminator(',')
         .filter_map(|entry| entry.split_once('='))
-        .find(|(key, _)| key.trim() == "service.name")
+        .rfind(|(key, _)| key.trim() == "service.name")
         .map(|(_, value)| value.trim().to_owned())
         .filter(|value| !value.is_empty())
 }

@@ -246,12 +246,12 @@ fn telemetry_is_on_by_its_section_or_the_otel_variables_and_off_by_either() {
     assert_eq!(named.service_name, "users-eu");
     let attributes = (
         "OTEL_RESOURCE_ATTRIBUTES",
-        "host.name=pod-7, service.name = users-us ,x=y",
+        "service.name=old,host.name=pod-7, service.name = users-us ,x=y",
     );
     let by_attributes = settings(section, &[attributes]).unwrap();
     assert_eq!(
         by_attributes.service_name, "users-us",
-        "the resource attributes name it over the host's default"
+        "the resource attributes name it over the host's default, the last of a key winning"
     );
     let both = settings(section, &[attributes, ("OTEL_SERVICE_NAME", "users-eu")]).unwrap();
     assert_eq!(
@@ -340,7 +340,7 @@ fn telemetry_takes_the_standard_variables_beneath_its_section() {
         ),
         (
             &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k")][..],
-            "client_key (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_KEY) go together",
+            "telemetry.client_key (or OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY) is set without its certificate",
         ),
     ] {
         let e = settings(on, vars).expect_err("refused");

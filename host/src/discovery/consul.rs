@@ -96,19 +96,16 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// A discovery for `config`; nothing runs until [`Discovery::start`].
+    /// A discovery for `config`; nothing runs until [`Discovery::start`]. Fails only when its
+    /// HTTP client cannot be made.
     pub fn new(
         config: Consul,
         me: &str,
         connect: Connect,
         shutdown: CancellationToken,
-    ) -> Arc<Self> {
-        let http = crate::tls::client()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        Arc::new_cyclic(|me_arc| Self {
+    ) -> Result<Arc<Self>, reqwest::Error> {
+        let http = crate::tls::client().no_proxy().tcp_nodelay(true).build()?;
+        Ok(Arc::new_cyclic(|me_arc| Self {
             me_arc: me_arc.clone(),
             agents: config.agent_urls(),
             current: AtomicUsize::new(0),
@@ -121,7 +118,7 @@ impl Discovery {
             connect,
             shutdown,
             described: Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     /// The current peer table.

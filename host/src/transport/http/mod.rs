@@ -360,7 +360,9 @@ impl HttpClient {
     ) -> Result<Self, reqwest::Error> {
         // Node's client maps 0.0.0.0 to 127.0.0.1; so do we.
         let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
-        let http = crate::tls::client()
+        // Its URL is always `http://`: no CAs to load for each peer's client.
+        let http = reqwest::Client::builder()
+            .tls_certs_only([])
             .tcp_nodelay(true)
             // Well under wasmeca's 60 s server idle timeout: a pooled connection is dropped
             // here before the server closes it, so a request does not race the server's close.
