@@ -11,8 +11,9 @@
 //! failed, as `cancelled`. Every span names the process that made it (`service.instance.id`,
 //! `host.name`, `OTEL_RESOURCE_ATTRIBUTES`), and `OTEL_EXPORTER_OTLP_HEADERS` reach the
 //! collector. An `https` collector that asks for a client certificate gets the spans of a host
-//! given its CA and a certificate (`OTEL_EXPORTER_OTLP_CERTIFICATE`, `..._CLIENT_*`), and a
-//! host given neither says in its log why its exports fail.
+//! given its CA and a certificate (`OTEL_EXPORTER_OTLP_CERTIFICATE`, `..._CLIENT_*`), gzipped
+//! as `OTEL_EXPORTER_OTLP_COMPRESSION` asks, and a host given neither says in its log why its
+//! exports fail.
 
 #[allow(dead_code)] // shared with tests/data.rs, which uses all of it
 #[path = "data_stores/support.rs"]
@@ -81,6 +82,8 @@ struct Collector {
     stalled: Arc<AtomicBool>,
     /// The `authorization` headers exports came with (a hosted backend's key).
     keys: Arc<Mutex<HashSet<String>>>,
+    /// The `service.name`s of the hosts whose exports came gzipped.
+    gzipped: Arc<Mutex<HashSet<String>>>,
 }
 
 fn text(kv: &[KeyValue]) -> BTreeMap<String, String> {
@@ -121,12 +124,19 @@ impl Collector {
         let spans: Arc<Mutex<Vec<Got>>> = Arc::default();
         let stalled = Arc::new(AtomicBool::new(false));
         let keys: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let (into, stall, keyed) = (spans.clone(), stalled.clone(), keys.clone());
+        let gzipped: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let (into, stall, keyed, zipped) = (
+            spans.clone(),
+            stalled.clone(),
+            keys.clone(),
+            gzipped.clone(),
+        );
         let app = axum::Router::new().route(
             "/v1/traces",
             axum::routing::post(
                 move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let (into, stall, keyed) = (into.clone(), stall.clone(), keyed.clone());
+                    let (into, stall, keyed, zipped) =
+                        (into.clone(), stall.clone(), keyed.clone(), zipped.clone());
                     async move {
                         if stall.load(Ordering::SeqCst) {
                             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -136,6 +146,20 @@ impl Collector {
                         {
                             keyed.lock().expect("the keys").insert(key.to_owned());
                         }
+                        let gzip = headers
+                            .get("content-encoding")
+                            .is_some_and(|v| v.as_bytes() == b"gzip");
+                        let body = if gzip {
+                            let mut plain = Vec::new();
+                            std::io::Read::read_to_end(
+                                &mut flate2::read::GzDecoder::new(&body[..]),
+                                &mut plain,
+                            )
+                            .expect("real gzip");
+                            plain.into()
+                        } else {
+                            body
+                        };
                         let request = ExportTraceServiceRequest::decode(body).expect("real OTLP");
                         let mut got = into.lock().expect("the spans");
                         for resource in request.resource_spans {
@@ -144,6 +168,9 @@ impl Collector {
                                 .map(|r| text(&r.attributes))
                                 .unwrap_or_default();
                             let service = from.get("service.name").cloned().unwrap_or_default();
+                            if gzip {
+                                zipped.lock().expect("gzipped").insert(service.clone());
+                            }
                             for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
                                 got.push(Got {
                                     service: service.clone(),
@@ -198,6 +225,7 @@ impl Collector {
             spans,
             stalled,
             keys,
+            gzipped,
         }
     }
 
@@ -875,6 +903,7 @@ async fn an_https_collector_gets_the_spans_of_a_host_given_its_ca_and_a_client_c
             certificate.as_str(),
         ),
         ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.as_str()),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
     ];
     let _trusted = lonely(&dir, "trusted", &endpoint, rest_trusted, &trusted);
     // The system's CAs only, and no certificate of its own.
@@ -909,6 +938,14 @@ async fn an_https_collector_gets_the_spans_of_a_host_given_its_ca_and_a_client_c
         "the stranger's spans are dropped and counted"
     );
     assert_eq!(from("stranger"), 0, "the stranger got nothing through");
+    assert!(
+        collector
+            .gzipped
+            .lock()
+            .expect("gzipped")
+            .contains("trusted"),
+        "the trusted host's exports came gzipped, as OTEL_EXPORTER_OTLP_COMPRESSION asks"
+    );
     let said = wait_for_log(&dir, "stranger", "exporting spans failed").await;
     let line = said
         .first()

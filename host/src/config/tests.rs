@@ -301,9 +301,12 @@ fn telemetry_takes_the_standard_variables_beneath_its_section() {
             "/etc/host.pem",
         ),
         ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/host.key"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP"),
     ];
     let by_env = settings(on, &vars).expect("valid").expect("on");
     assert_eq!(by_env.queue_size, 4096);
+    assert!(by_env.gzip);
+    assert!(!plain.gzip, "sent as it is by default");
     assert_eq!(
         by_env.export_timeout,
         Duration::from_millis(2500),
@@ -317,7 +320,8 @@ fn telemetry_takes_the_standard_variables_beneath_its_section() {
             PathBuf::from("/etc/host.key")
         ))
     );
-    let file = "[telemetry]\nqueue_size = 100\nexport_timeout_ms = 700\ncertificate = \"/ca.pem\"";
+    let file = "[telemetry]\nqueue_size = 100\nexport_timeout_ms = 700\ncertificate = \"/ca.pem\"\n\
+                compression = \"none\"";
     let by_file = settings(file, &vars).expect("valid").expect("on");
     assert_eq!(
         (by_file.queue_size, by_file.export_timeout),
@@ -325,6 +329,7 @@ fn telemetry_takes_the_standard_variables_beneath_its_section() {
         "the section's keys over the variables"
     );
     assert_eq!(by_file.certificate, Some(PathBuf::from("/ca.pem")));
+    assert!(!by_file.gzip, "the section's none over the variable's gzip");
     for (vars, says) in [
         (
             &[("OTEL_BSP_MAX_QUEUE_SIZE", "lots")][..],
@@ -337,6 +342,10 @@ fn telemetry_takes_the_standard_variables_beneath_its_section() {
         (
             &[("OTEL_BSP_MAX_QUEUE_SIZE", "100000000")][..],
             "OTEL_BSP_MAX_QUEUE_SIZE=100000000 must be at most 65536",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd")][..],
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION `zstd` is not gzip or none",
         ),
         (
             &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k")][..],
