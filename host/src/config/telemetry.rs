@@ -100,8 +100,9 @@ impl Telemetry {
 
     /// The export `section` asks for (with the `OTEL_*` variables `env` reads, each beneath
     /// the key of the section that says the same), or `None` when it is off; `service` names
-    /// the service when nothing else does. Fails on a variable that does not say a number
-    /// where one is meant, and on a client certificate without its key or the reverse.
+    /// the service when nothing else does. Fails on a value that is not a number where one is
+    /// meant, on a compression other than gzip or none, and on a client certificate without
+    /// its key or the reverse.
     pub(super) fn settings(
         section: Option<&Self>,
         service: Option<&str>,
