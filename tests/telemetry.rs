@@ -752,6 +752,19 @@ async fn relay_all(rest: u16, count: usize) -> (usize, Vec<String>) {
     (right, wrong)
 }
 
+/// `count` relays to each of the hosts on REST ports `a` and `b` at once; fails unless every
+/// caller was answered right, saying what the others got.
+async fn both_answer_all(a: u16, b: u16, count: usize) {
+    let (on_a, on_b) = tokio::join!(relay_all(a, count), relay_all(b, count));
+    assert_eq!(
+        (on_a.0, on_b.0),
+        (count, count),
+        "every caller answered right; the others got {:?} {:?}",
+        on_a.1,
+        on_b.1
+    );
+}
+
 /// Waits (up to 20 s) until the host's `/metrics` counts dropped spans; answers the count.
 async fn dropped(rest: u16) -> f64 {
     let http = reqwest::Client::new();
@@ -793,15 +806,7 @@ async fn a_collector_that_is_away_or_stalled_changes_nothing_for_callers_and_dro
     wait_for_rest(rest_stalled).await;
 
     // 300 requests of 5 spans each: far more than the queue of 64 holds.
-    let (away_right, stalled_right) =
-        tokio::join!(relay_all(rest_away, 300), relay_all(rest_stalled, 300));
-    assert_eq!(
-        (away_right.0, stalled_right.0),
-        (300, 300),
-        "every caller answered right; the others got {:?} {:?}",
-        away_right.1,
-        stalled_right.1
-    );
+    both_answer_all(rest_away, rest_stalled, 300).await;
     let (away_dropped, stalled_dropped) = tokio::join!(dropped(rest_away), dropped(rest_stalled));
     assert!(
         away_dropped > 0.0,
@@ -911,15 +916,7 @@ async fn an_https_collector_gets_the_spans_of_a_host_given_its_ca_and_a_client_c
     wait_for_rest(rest_trusted).await;
     wait_for_rest(rest_stranger).await;
 
-    let (trusted_right, stranger_right) =
-        tokio::join!(relay_all(rest_trusted, 3), relay_all(rest_stranger, 3));
-    assert_eq!(
-        (trusted_right.0, stranger_right.0),
-        (3, 3),
-        "every caller answered right; the others got {:?} {:?}",
-        trusted_right.1,
-        stranger_right.1
-    );
+    both_answer_all(rest_trusted, rest_stranger, 3).await;
     let from = |service: &str| {
         let spans = collector.spans.lock().expect("the spans");
         spans.iter().filter(|s| s.service == service).count()
